@@ -1,0 +1,98 @@
+//! Server selection. Each algorithm is built once per snapshot from the backend's
+//! server list and then picks per connection/request without allocating.
+
+mod consistent_hash;
+mod least_conn;
+mod round_robin;
+
+use std::sync::Arc;
+
+pub use consistent_hash::ConsistentHash;
+pub use least_conn::LeastConn;
+pub use round_robin::RoundRobin;
+
+use crate::cluster::ServerState;
+use crate::config::Balance;
+
+/// What a balancer knows of one server: its static config and its live state.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Server name (the consistent-hash ring is seeded from it).
+    pub name: String,
+    /// 0..=256; 0 takes no new traffic.
+    pub weight: u32,
+    /// Used only when no primary is up.
+    pub backup: bool,
+    /// Connections allowed at once; 0 = unlimited.
+    pub max_connections: u64,
+    /// Live health and counters.
+    pub state: Arc<ServerState>,
+}
+
+impl Member {
+    /// Can take new traffic at all (up, weight > 0, below its connection cap).
+    #[inline]
+    pub fn usable(&self) -> bool {
+        self.weight > 0
+            && self.state.is_up()
+            && (self.max_connections == 0 || self.state.active() < self.max_connections)
+    }
+}
+
+/// Servers a request already tried (connect retries go to another server).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tried {
+    bits: [u64; 4],
+}
+
+impl Tried {
+    /// Marks server `index` as tried. Indices past 255 are not tracked.
+    pub fn insert(&mut self, index: usize) {
+        if index < 256 {
+            self.bits[index / 64] |= 1 << (index % 64);
+        }
+    }
+
+    /// True when `index` was tried.
+    #[inline]
+    pub fn contains(&self, index: usize) -> bool {
+        index < 256 && self.bits[index / 64] & (1 << (index % 64)) != 0
+    }
+}
+
+/// Which tier takes traffic now: primaries while any is usable, else backups.
+#[inline]
+pub fn active_tier_is_backup(members: &[Member]) -> bool {
+    !members.iter().any(|m| !m.backup && m.weight > 0 && m.state.is_up())
+}
+
+/// True when `members[index]` may be picked for this request.
+#[inline]
+pub fn eligible(members: &[Member], index: usize, backup_tier: bool, tried: &Tried) -> bool {
+    let member = &members[index];
+    member.backup == backup_tier && !tried.contains(index) && member.usable()
+}
+
+/// One selection algorithm, built for one backend's server list.
+pub trait Balancer: Send + Sync + std::fmt::Debug {
+    /// Picks the index of an eligible server, or `None` when none is.
+    ///
+    /// `key` is the hash of the request's hash key (`consistent_hash` only; `None`
+    /// when the request lacks it). `members` is the same list the balancer was built from.
+    fn pick(&self, members: &[Member], key: Option<u64>, tried: &Tried) -> Option<usize>;
+}
+
+/// Builds the balancer `kind` over `members`.
+pub fn build(kind: Balance, members: &[Member]) -> Box<dyn Balancer> {
+    match kind {
+        Balance::RoundRobin => Box::new(RoundRobin::new(members)),
+        Balance::LeastConn => Box::new(LeastConn::new(members)),
+        Balance::ConsistentHash => Box::new(ConsistentHash::new(members)),
+    }
+}
+
+/// Hashes key bytes for `consistent_hash` (fixed seed: identical on every instance).
+#[inline]
+pub fn hash_key(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}

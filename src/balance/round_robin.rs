@@ -1,0 +1,20 @@
+//! PLACEHOLDER until the real algorithm lands.
+use super::{active_tier_is_backup, eligible, Balancer, Member, Tried};
+
+/// Placeholder.
+#[derive(Debug)]
+pub struct RoundRobin;
+
+impl RoundRobin {
+    /// Builds over `members`.
+    pub fn new(_members: &[Member]) -> Self {
+        RoundRobin
+    }
+}
+
+impl Balancer for RoundRobin {
+    fn pick(&self, members: &[Member], _key: Option<u64>, tried: &Tried) -> Option<usize> {
+        let backup = active_tier_is_backup(members);
+        (0..members.len()).find(|&i| eligible(members, i, backup, tried))
+    }
+}

@@ -1,0 +1,172 @@
+//! `Config` -> `Snapshot`: resolve names to references, build balancer tables,
+//! and carry live state over from the previous snapshot.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::{Backend, BackendStats, CheckSpec, Frontend, ServerKey, ServerState, Snapshot};
+use crate::balance::{self, Member};
+use crate::config::{
+    self, parse_bind, parse_expect_status, parse_hash_key, resolve_address, Config, ConfigError, Issue,
+};
+use crate::proxy::route::{Route, RouteTable};
+
+/// Largest request head accepted when a frontend does not say.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Compiles a validated config. State of servers, frontends and backends that also
+/// exist in `previous` is carried over, so counters and health survive a reload.
+pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigError> {
+    let global = config.global_timeouts();
+    let carry = Carry::from(previous);
+    let mut issues = Vec::new();
+
+    let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(config.backends.len());
+    for (i, b) in config.backends.iter().enumerate() {
+        let mut members = Vec::with_capacity(b.servers.len());
+        for (j, s) in b.servers.iter().enumerate() {
+            let address = match resolve_address(&s.address) {
+                Ok(address) => address,
+                Err(msg) => {
+                    issues.push(Issue::new(format!("backends[{i}].servers[{j}].address"), msg));
+                    continue;
+                }
+            };
+            let key = ServerKey { backend: b.name.clone(), server: s.name.clone(), address };
+            // Without health checks a server is always up. With them, a server new to
+            // this process waits for its first check instead of receiving traffic blind.
+            let state = carry
+                .servers
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| ServerState::new(key, b.health_check.is_none()));
+            members.push(Member {
+                name: s.name.clone(),
+                weight: s.weight,
+                backup: s.backup,
+                max_connections: s.max_connections as u64,
+                state,
+            });
+        }
+        let health_check = b.health_check.as_ref().map(|hc| {
+            Arc::new(CheckSpec {
+                kind: hc.kind,
+                path: hc.path.clone().unwrap_or_else(|| "/".into()),
+                host: hc.host.clone(),
+                expect: hc.expect_status.as_ref().and_then(|v| parse_expect_status(v).ok()).unwrap_or_default(),
+                interval: hc.interval.map_or(std::time::Duration::from_secs(2), |d| d.0),
+                timeout: hc.timeout.map_or(std::time::Duration::from_secs(1), |d| d.0),
+                rise: hc.rise.unwrap_or(2),
+                fall: hc.fall.unwrap_or(3),
+            })
+        });
+        let hash_key = match b.balance {
+            config::Balance::ConsistentHash => {
+                Some(b.hash_key.as_deref().map_or(Ok(config::HashKey::SourceIp), parse_hash_key).unwrap_or(config::HashKey::SourceIp))
+            }
+            _ => None,
+        };
+        backends.push(Arc::new(Backend {
+            name: b.name.clone(),
+            balancer: balance::build(b.balance, &members),
+            members,
+            hash_key,
+            retries: b.retries.unwrap_or(0),
+            timeouts: b.timeouts.resolve(global),
+            health_check,
+            stats: carry.backends.get(b.name.as_str()).cloned().unwrap_or_else(|| Arc::new(BackendStats::new(&b.name))),
+        }));
+    }
+    let by_name: HashMap<&str, &Arc<Backend>> = backends.iter().map(|b| (b.name.as_str(), b)).collect();
+
+    let mut frontends = Vec::with_capacity(config.frontends.len());
+    for (i, f) in config.frontends.iter().enumerate() {
+        let mut binds = Vec::new();
+        for (j, bind) in f.bind.as_slice().iter().enumerate() {
+            match parse_bind(bind) {
+                Ok(addr) => binds.push(addr),
+                Err(msg) => issues.push(Issue::new(format!("frontends[{i}].bind[{j}]"), msg)),
+            }
+        }
+        let lookup = |name: &str, path: String, issues: &mut Vec<Issue>| match by_name.get(name) {
+            Some(backend) => Some(Arc::clone(backend)),
+            None => {
+                issues.push(Issue::new(path, format!("no backend named {name:?}")));
+                None
+            }
+        };
+        let default_backend = f
+            .default_backend
+            .as_deref()
+            .and_then(|name| lookup(name, format!("frontends[{i}].default_backend"), &mut issues));
+        let mut routes = Vec::with_capacity(f.routes.len());
+        for (j, r) in f.routes.iter().enumerate() {
+            if let Some(backend) = lookup(&r.backend, format!("frontends[{i}].routes[{j}].backend"), &mut issues) {
+                routes.push(Route::compile(&r.matches, backend));
+            }
+        }
+        let previous = carry.frontends.get(f.name.as_str());
+        let limiter = f.max_connections.map(|limit| match previous {
+            Some(prev) if prev.max_connections == Some(limit) => prev.limiter.clone().expect("same limit, same limiter"),
+            _ => Arc::new(Semaphore::new(limit)),
+        });
+        frontends.push(Arc::new(Frontend {
+            name: f.name.clone(),
+            binds,
+            mode: f.mode,
+            limiter,
+            max_connections: f.max_connections,
+            routes: RouteTable::new(routes),
+            default_backend,
+            timeouts: f.timeouts.resolve(global),
+            max_header_bytes: f.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+            access_log: f.access_log,
+            stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
+        }));
+    }
+
+    let admin = match config.admin.as_ref().map(|a| parse_bind(&a.bind)) {
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(msg)) => {
+            issues.push(Issue::new("admin.bind", msg));
+            None
+        }
+        None => None,
+    };
+    if !issues.is_empty() {
+        return Err(ConfigError::Invalid(issues));
+    }
+    Ok(Snapshot {
+        generation: previous.map_or(1, |p| p.generation + 1),
+        drain: global.drain,
+        config,
+        frontends,
+        backends,
+        admin,
+    })
+}
+
+/// State found in the previous snapshot, by identity.
+#[derive(Default)]
+struct Carry<'a> {
+    servers: HashMap<ServerKey, Arc<ServerState>>,
+    backends: HashMap<&'a str, Arc<BackendStats>>,
+    frontends: HashMap<&'a str, &'a Frontend>,
+}
+
+impl<'a> Carry<'a> {
+    fn from(previous: Option<&'a Snapshot>) -> Self {
+        let Some(prev) = previous else { return Carry::default() };
+        Carry {
+            servers: prev
+                .backends
+                .iter()
+                .flat_map(|b| b.members.iter().map(|m| (m.state.key.clone(), Arc::clone(&m.state))))
+                .collect(),
+            backends: prev.backends.iter().map(|b| (b.name.as_str(), Arc::clone(&b.stats))).collect(),
+            frontends: prev.frontends.iter().map(|f| (f.name.as_str(), f.as_ref())).collect(),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The cluster view: an immutable [`Snapshot`] compiled from a [`Config`](crate::config::Config),
+//! and the per-server/frontend/backend state that outlives snapshots.
+
+mod compile;
+mod server_state;
+mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+pub use compile::compile;
+pub use server_state::{unix_ms, ActiveGuard, ServerKey, ServerState};
+pub use stats::{BackendStats, FrontendConnGuard, FrontendStats, DURATION_BUCKETS};
+
+use crate::balance::{Balancer, Member};
+use crate::config::{CheckKind, Config, HashKey, Mode, ResolvedTimeouts, StatusSet};
+use crate::proxy::route::RouteTable;
+
+/// Everything the data path reads to decide where traffic goes. Immutable; a
+/// reload builds a new one and swaps it in whole.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// 1 for the first config, +1 for each applied reload.
+    pub generation: u64,
+    /// The config this was compiled from.
+    pub config: Arc<Config>,
+    /// Frontends in config order.
+    pub frontends: Vec<Arc<Frontend>>,
+    /// Backends in config order.
+    pub backends: Vec<Arc<Backend>>,
+    /// Admin listener address.
+    pub admin: Option<SocketAddr>,
+    /// Global graceful-shutdown budget.
+    pub drain: Duration,
+}
+
+impl Snapshot {
+    /// The frontend listening on `addr`, if any.
+    pub fn frontend_for_bind(&self, addr: SocketAddr) -> Option<&Arc<Frontend>> {
+        self.frontends.iter().find(|f| f.binds.contains(&addr))
+    }
+}
+
+/// A compiled frontend.
+#[derive(Debug)]
+pub struct Frontend {
+    /// Unique name.
+    pub name: String,
+    /// Listen addresses.
+    pub binds: Vec<SocketAddr>,
+    /// http or tcp.
+    pub mode: Mode,
+    /// Limits open client connections; shared with the previous snapshot when unchanged.
+    pub limiter: Option<Arc<Semaphore>>,
+    /// Configured connection cap (for status display).
+    pub max_connections: Option<usize>,
+    /// Routes (http); the default backend is the fallback.
+    pub routes: RouteTable,
+    /// Backend for connections/requests no route claimed.
+    pub default_backend: Option<Arc<Backend>>,
+    /// Timeouts with global defaults applied.
+    pub timeouts: ResolvedTimeouts,
+    /// Largest accepted request head, in bytes.
+    pub max_header_bytes: usize,
+    /// Emit one access-log line per request / TCP session.
+    pub access_log: bool,
+    /// Counters, kept across reloads.
+    pub stats: Arc<FrontendStats>,
+}
+
+/// A compiled backend: its servers and its balancer table.
+#[derive(Debug)]
+pub struct Backend {
+    /// Unique name.
+    pub name: String,
+    /// Servers in config order.
+    pub members: Vec<Member>,
+    /// Picks among `members`.
+    pub balancer: Box<dyn Balancer>,
+    /// consistent_hash only.
+    pub hash_key: Option<HashKey>,
+    /// Connect failures retried on another server.
+    pub retries: u32,
+    /// Timeouts with global defaults applied (connect and server apply here).
+    pub timeouts: ResolvedTimeouts,
+    /// Active health checking, if configured.
+    pub health_check: Option<Arc<CheckSpec>>,
+    /// Counters, kept across reloads.
+    pub stats: Arc<BackendStats>,
+}
+
+impl Backend {
+    /// Picks a server for a request hashed to `key`, skipping `tried`.
+    #[inline]
+    pub fn pick(&self, key: Option<u64>, tried: &crate::balance::Tried) -> Option<&Member> {
+        self.balancer.pick(&self.members, key, tried).map(|i| &self.members[i])
+    }
+
+    /// Servers currently up.
+    pub fn up_servers(&self) -> usize {
+        self.members.iter().filter(|m| m.state.is_up()).count()
+    }
+}
+
+/// A backend's health check, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckSpec {
+    /// tcp or http.
+    pub kind: CheckKind,
+    /// HTTP path.
+    pub path: String,
+    /// HTTP Host header, if set.
+    pub host: Option<String>,
+    /// Statuses counted as success.
+    pub expect: StatusSet,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probe deadline.
+    pub timeout: Duration,
+    /// Successes to go up.
+    pub rise: u32,
+    /// Failures to go down.
+    pub fall: u32,
+}

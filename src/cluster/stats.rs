@@ -1,0 +1,77 @@
+//! Per-frontend and per-backend counters, kept across reloads by name.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use prometheus::{Histogram, HistogramOpts};
+
+/// Counters of one frontend; the data path updates them, `/metrics` reads them.
+#[derive(Debug, Default)]
+pub struct FrontendStats {
+    /// Accepted client connections.
+    pub connections_total: AtomicU64,
+    /// Open client connections.
+    pub active_connections: AtomicU64,
+    /// Connections refused at `max_connections`.
+    pub rejected_connections: AtomicU64,
+    /// HTTP requests received.
+    pub http_requests: AtomicU64,
+    /// Bytes read from clients.
+    pub received_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub sent_bytes: AtomicU64,
+}
+
+/// Keeps a frontend's `active_connections` raised while alive.
+#[derive(Debug)]
+pub struct FrontendConnGuard<'a>(&'a FrontendStats);
+
+impl FrontendStats {
+    /// Counts an accepted connection as open until the guard drops.
+    pub fn open_connection(&self) -> FrontendConnGuard<'_> {
+        self.connections_total.fetch_add(1, Relaxed);
+        self.active_connections.fetch_add(1, Relaxed);
+        FrontendConnGuard(self)
+    }
+}
+
+impl Drop for FrontendConnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Upper bounds of the response-duration histogram, in seconds.
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Counters of one backend.
+#[derive(Debug)]
+pub struct BackendStats {
+    /// Responses sent by status class: index 0 = 1xx ... 4 = 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Request start to response head.
+    pub response_duration: Histogram,
+}
+
+impl BackendStats {
+    /// Fresh counters for backend `name`.
+    pub fn new(name: &str) -> Self {
+        let opts = HistogramOpts::new(
+            "fulcrum_backend_response_duration_seconds",
+            "Time from request start to response head, by backend.",
+        )
+        .const_label("backend", name)
+        .buckets(DURATION_BUCKETS.to_vec());
+        Self {
+            responses: Default::default(),
+            response_duration: Histogram::with_opts(opts).expect("static histogram options are valid"),
+        }
+    }
+
+    /// Counts one response with status `code`.
+    #[inline]
+    pub fn count_response(&self, code: u16) {
+        let class = (code / 100).clamp(1, 5) as usize - 1;
+        self.responses[class].fetch_add(1, Relaxed);
+    }
+}

@@ -1,0 +1,309 @@
+//! The YAML file as data: every key of CONFIG.md, nothing more (unknown keys are errors).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration::{opt_duration, HumanDuration};
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin/metrics listener; absent means no admin endpoints.
+    #[serde(default)]
+    pub admin: Option<Admin>,
+    /// Global timeout defaults; frontends and backends may override them.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Where clients connect.
+    #[serde(default)]
+    pub frontends: Vec<Frontend>,
+    /// Pools of servers that frontends and routes send traffic to.
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+}
+
+/// `admin:` — the listener serving /metrics, /healthz, /status and /api/status.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `host:port` to listen on.
+    pub bind: String,
+}
+
+/// `timeouts:` — every field optional; unset fields fall back to the enclosing level.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP connect to a server.
+    #[serde(default, with = "opt_duration")]
+    pub connect: Option<HumanDuration>,
+    /// Client-side inactivity (keep-alive idle, TCP inactivity).
+    #[serde(default, with = "opt_duration")]
+    pub client: Option<HumanDuration>,
+    /// Waiting for / idle on a server.
+    #[serde(default, with = "opt_duration")]
+    pub server: Option<HumanDuration>,
+    /// A whole request head must arrive within this.
+    #[serde(default, with = "opt_duration")]
+    pub request_header: Option<HumanDuration>,
+    /// Upgraded (WebSocket) connections: inactivity limit once tunnelled.
+    #[serde(default, with = "opt_duration")]
+    pub tunnel: Option<HumanDuration>,
+    /// Graceful shutdown: how long in-flight work may finish.
+    #[serde(default, with = "opt_duration")]
+    pub drain: Option<HumanDuration>,
+}
+
+/// Fully resolved timeouts (defaults applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedTimeouts {
+    /// TCP connect to a server.
+    pub connect: Duration,
+    /// Client-side inactivity.
+    pub client: Duration,
+    /// Server-side inactivity / time to response head.
+    pub server: Duration,
+    /// Whole request head deadline.
+    pub request_header: Duration,
+    /// Inactivity limit of an upgraded connection.
+    pub tunnel: Duration,
+    /// Graceful shutdown budget.
+    pub drain: Duration,
+}
+
+impl Default for ResolvedTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            client: Duration::from_secs(60),
+            server: Duration::from_secs(60),
+            request_header: Duration::from_secs(10),
+            tunnel: Duration::from_secs(3600),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Applies the fields set here over `base`.
+    pub fn resolve(&self, base: ResolvedTimeouts) -> ResolvedTimeouts {
+        let pick = |own: Option<HumanDuration>, inherited: Duration| own.map_or(inherited, |d| d.0);
+        ResolvedTimeouts {
+            connect: pick(self.connect, base.connect),
+            client: pick(self.client, base.client),
+            server: pick(self.server, base.server),
+            request_header: pick(self.request_header, base.request_header),
+            tunnel: pick(self.tunnel, base.tunnel),
+            drain: pick(self.drain, base.drain),
+        }
+    }
+}
+
+/// `mode:` of a frontend.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Layer 7: HTTP/1.1 and h2c, routed.
+    #[default]
+    Http,
+    /// Layer 4: bytes copied both ways.
+    Tcp,
+}
+
+/// `bind:` — one address or a list.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Binds {
+    /// `bind: 127.0.0.1:8080`
+    One(String),
+    /// `bind: [127.0.0.1:8080, "[::1]:8080"]`
+    Many(Vec<String>),
+}
+
+impl Binds {
+    /// The addresses as a slice-like list.
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Binds::One(one) => std::slice::from_ref(one),
+            Binds::Many(many) => many,
+        }
+    }
+}
+
+/// One entry of `frontends:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Frontend {
+    /// Unique name, `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    /// Listening address(es).
+    pub bind: Binds,
+    /// `http` (default) or `tcp`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Client connections open at once; further ones are refused.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Backend for traffic no route matched.
+    #[serde(default)]
+    pub default_backend: Option<String>,
+    /// HTTP routes, first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Overrides of the global timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Largest accepted request head in bytes (HTTP only); default 64 KiB.
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
+    /// Per-request access log line (HTTP) or per-connection line (TCP).
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Conditions, all of which must hold.
+    #[serde(rename = "match", default)]
+    pub matches: RouteMatch,
+    /// Backend that gets the matching requests.
+    pub backend: String,
+}
+
+/// `match:` of a route.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Exact host or `*.suffix`; the port is ignored.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Path starts with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Path equals this.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Request method equals this.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// A header equals a value.
+    #[serde(default)]
+    pub header: Option<HeaderMatch>,
+}
+
+/// `header: {name, value}` in a route match.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name (case-insensitive).
+    pub name: String,
+    /// Exact value.
+    pub value: String,
+}
+
+/// `balance:` of a backend.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Fewest active connections relative to weight.
+    LeastConn,
+    /// Ketama ring over `hash_key`.
+    ConsistentHash,
+}
+
+/// One entry of `backends:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Unique name, `[A-Za-z0-9_.-]+`.
+    pub name: String,
+    /// Balancing algorithm.
+    #[serde(default)]
+    pub balance: Balance,
+    /// `consistent_hash` only: what to hash.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    /// Connect failures retried on another server.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// The pool.
+    #[serde(default)]
+    pub servers: Vec<Server>,
+    /// Active health checking; absent means servers are always up.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Overrides of the global timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// One entry of `servers:`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Unique within the backend.
+    pub name: String,
+    /// `host:port`; a host name is resolved when the config is loaded.
+    pub address: String,
+    /// 0..=256, default 1; 0 takes no new traffic.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Connections open at once to this server; 0 = unlimited.
+    #[serde(default)]
+    pub max_connections: usize,
+    /// Used only when no non-backup server is up.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// `kind:` of a health check.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// A TCP connect succeeds.
+    #[default]
+    Tcp,
+    /// `GET path` answers with an expected status.
+    Http,
+}
+
+/// `health_check:` of a backend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `tcp` or `http`.
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// HTTP only: the path to GET.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// HTTP only: `Host` header to send.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// HTTP only: `200`, `200-399` or `[200, 204]`.
+    #[serde(default)]
+    pub expect_status: Option<serde_yaml::Value>,
+    /// Time between probes (default 2s).
+    #[serde(default, with = "opt_duration")]
+    pub interval: Option<HumanDuration>,
+    /// Probe deadline (default 1s).
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<HumanDuration>,
+    /// Consecutive successes to mark up (default 2).
+    #[serde(default)]
+    pub rise: Option<u32>,
+    /// Consecutive failures to mark down (default 3).
+    #[serde(default)]
+    pub fall: Option<u32>,
+}

@@ -1,0 +1,10 @@
+//! Fulcrum: a Layer-4/7 load balancer.
+//!
+//! `config` parses and validates the YAML file, `cluster` compiles it into an
+//! immutable snapshot, `balance` picks servers, `proxy` moves the bytes.
+
+pub mod balance;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod proxy;

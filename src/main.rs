@@ -1,0 +1,38 @@
+//! The `fulcrum` command: parses arguments and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A Layer-4/7 load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "fulcrum", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve until SIGTERM/SIGINT; SIGHUP re-reads the config file.
+    Run {
+        /// The YAML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 if valid, 1 with every error on stderr.
+    Check {
+        /// The YAML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => fulcrum::cli::check(&config),
+        Command::Run { config } => fulcrum::cli::run(&config),
+    }
+}
