@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::Config;
+use crate::instance::Instance;
 
 /// `fulcrum check`: validates and prints a one-line summary, or every error.
 pub fn check(path: &Path) -> ExitCode {
@@ -30,8 +31,39 @@ pub fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// `fulcrum run`: serves until a shutdown signal.
+/// Logs to stderr; `RUST_LOG` overrides the default level (info).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// `fulcrum run`: serves until SIGTERM/SIGINT; SIGHUP reloads the file.
 pub fn run(path: &Path) -> ExitCode {
-    let _ = path;
-    ExitCode::FAILURE
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("fulcrum: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let instance = match Instance::start_from_file(path).await {
+            Ok(instance) => instance,
+            Err(err) => {
+                for line in err.to_string().lines() {
+                    tracing::error!("{}: {line}", path.display());
+                }
+                return ExitCode::FAILURE;
+            }
+        };
+        match crate::signals::serve_until_shutdown(&instance).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot install signal handlers");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }

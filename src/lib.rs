@@ -7,4 +7,7 @@ pub mod balance;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod instance;
+pub mod listener;
 pub mod proxy;
+pub mod signals;

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 pub use compile::compile;
 pub use server_state::{unix_ms, ActiveGuard, ServerKey, ServerState};
-pub use stats::{BackendStats, FrontendConnGuard, FrontendStats, DURATION_BUCKETS};
+pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendStats, DURATION_BUCKETS};
 
 use crate::balance::{Balancer, Member};
 use crate::config::{CheckKind, Config, HashKey, Mode, ResolvedTimeouts, StatusSet};
@@ -95,8 +95,8 @@ pub struct Backend {
 impl Backend {
     /// Picks a server for a request hashed to `key`, skipping `tried`.
     #[inline]
-    pub fn pick(&self, key: Option<u64>, tried: &crate::balance::Tried) -> Option<&Member> {
-        self.balancer.pick(&self.members, key, tried).map(|i| &self.members[i])
+    pub fn pick(&self, key: Option<u64>, tried: &crate::balance::Tried) -> Option<(usize, &Member)> {
+        self.balancer.pick(&self.members, key, tried).map(|i| (i, &self.members[i]))
     }
 
     /// Servers currently up.

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::proxy::http::Pool;
+
 /// Identity of a server across reloads: a reload that keeps all three keeps the state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServerKey {
@@ -39,6 +41,8 @@ pub struct ServerState {
     pub state_changes: AtomicU64,
     /// Unix time (ms) of the last up<->down transition, or of creation.
     pub last_change_ms: AtomicU64,
+    /// Idle keep-alive HTTP connections to the server.
+    pub pool: Pool,
 }
 
 impl ServerState {
@@ -54,6 +58,7 @@ impl ServerState {
             check_failures: AtomicU64::new(0),
             state_changes: AtomicU64::new(0),
             last_change_ms: AtomicU64::new(unix_ms()),
+            pool: Pool::default(),
         })
     }
 
@@ -79,10 +84,16 @@ impl ServerState {
         self.active.load(Relaxed)
     }
 
-    /// Counts a connection as open until the guard drops.
+    /// Counts a new TCP session to the server as open until the guard drops.
     pub fn track_connection(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Relaxed);
         self.connections_total.fetch_add(1, Relaxed);
+        self.track_request()
+    }
+
+    /// Counts an HTTP request in flight on the server until the guard drops (the
+    /// connection itself may be pooled and reused).
+    pub fn track_request(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Relaxed);
         ActiveGuard(Arc::clone(self))
     }
 }

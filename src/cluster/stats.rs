@@ -19,13 +19,28 @@ pub struct FrontendStats {
     pub received_bytes: AtomicU64,
     /// Bytes written to clients.
     pub sent_bytes: AtomicU64,
+    /// HTTP responses sent by status class (index 0 = 1xx ... 4 = 5xx), including
+    /// those made before a backend was chosen (400, 408, 431, no route).
+    pub responses: [AtomicU64; 5],
 }
 
 /// Keeps a frontend's `active_connections` raised while alive.
 #[derive(Debug)]
 pub struct FrontendConnGuard<'a>(&'a FrontendStats);
 
+/// Index of a status code's class in a `[_; 5]` counter array.
+#[inline]
+pub fn status_class(code: u16) -> usize {
+    (code / 100).clamp(1, 5) as usize - 1
+}
+
 impl FrontendStats {
+    /// Counts one response with status `code`.
+    #[inline]
+    pub fn count_response(&self, code: u16) {
+        self.responses[status_class(code)].fetch_add(1, Relaxed);
+    }
+
     /// Counts an accepted connection as open until the guard drops.
     pub fn open_connection(&self) -> FrontendConnGuard<'_> {
         self.connections_total.fetch_add(1, Relaxed);
@@ -71,7 +86,6 @@ impl BackendStats {
     /// Counts one response with status `code`.
     #[inline]
     pub fn count_response(&self, code: u16) {
-        let class = (code / 100).clamp(1, 5) as usize - 1;
-        self.responses[class].fetch_add(1, Relaxed);
+        self.responses[status_class(code)].fetch_add(1, Relaxed);
     }
 }

@@ -1,3 +1,10 @@
 //! The data path: L4 (tcp) and L7 (http) proxying.
 
+pub mod connect;
+pub mod copy;
+pub mod error;
+pub mod http;
 pub mod route;
+pub mod tcp;
+
+pub use error::ProxyError;

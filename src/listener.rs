@@ -1,0 +1,130 @@
+//! Listening sockets and the accept loop: connection limits, accept-error backoff,
+//! and hand-off of each connection to its frontend's protocol handler.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::Frontend;
+use crate::config::Mode;
+use crate::proxy;
+
+/// Pending-connection queue length asked of the kernel (capped by net.core.somaxconn).
+const BACKLOG: i32 = 4096;
+
+/// Opens a listening socket with SO_REUSEADDR and a deep backlog.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// What the accept loop of one bound address serves. The frontend is swapped on
+/// reload; connections already accepted keep the one they started with.
+#[derive(Debug)]
+pub struct ListenerSlot {
+    /// Address as configured (the diffing key across reloads).
+    pub configured: SocketAddr,
+    /// Address actually bound (differs when the configured port is 0).
+    pub local: SocketAddr,
+    /// Current frontend for this address.
+    pub frontend: ArcSwap<Frontend>,
+    /// Cancelled to stop accepting (reload removed the bind, or shutdown).
+    pub stop: CancellationToken,
+}
+
+/// Accepts until `slot.stop` is cancelled; every connection runs as a task on `tasks`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    slot: Arc<ListenerSlot>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = slot.stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(err) if is_per_connection(&err) => {
+                tracing::debug!(listener = %slot.local, %err, "accept: connection gone before it was taken");
+                continue;
+            }
+            Err(err) => {
+                // Out of fds or memory: the loop must survive; wait for resources to free up.
+                tracing::error!(listener = %slot.local, %err, ?backoff, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let frontend = slot.frontend.load_full();
+        let permit = match admit(&frontend) {
+            Ok(permit) => permit,
+            Err(()) => {
+                frontend.stats.rejected_connections.fetch_add(1, Relaxed);
+                tracing::debug!(frontend = %frontend.name, %peer, "max_connections reached; refusing");
+                drop(stream);
+                continue;
+            }
+        };
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
+        }
+        tasks.spawn(handle(frontend, stream, peer, permit, shutdown.clone(), tasks.clone()));
+    }
+    tracing::info!(listener = %slot.local, "stopped accepting");
+}
+
+/// A permit under the frontend's `max_connections`; `Err` when it is full.
+fn admit(frontend: &Frontend) -> Result<Option<OwnedSemaphorePermit>, ()> {
+    match &frontend.limiter {
+        None => Ok(None),
+        Some(limiter) => Arc::clone(limiter).try_acquire_owned().map(Some).map_err(|_| ()),
+    }
+}
+
+/// Runs one connection; the permit and the active-connection count are released on return.
+async fn handle(
+    frontend: Arc<Frontend>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _permit: Option<OwnedSemaphorePermit>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let _open = frontend.stats.open_connection();
+    match frontend.mode {
+        Mode::Tcp => proxy::tcp::serve(Arc::clone(&frontend), stream, peer).await,
+        Mode::Http => proxy::http::serve(Arc::clone(&frontend), stream, peer, shutdown, tasks).await,
+    }
+}
+
+/// Accept errors that concern one connection only (the loop goes straight on).
+fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    )
+}

@@ -1,0 +1,81 @@
+//! Errors of the data path, and the one place that maps them to HTTP statuses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Why a connection or request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matched and the frontend has no default backend.
+    #[error("no route matches and there is no default backend")]
+    NoRoute,
+    /// Every server of the backend is down, drained, full or already tried.
+    #[error("backend {backend}: no server available")]
+    NoServer {
+        /// Backend name.
+        backend: String,
+    },
+    /// The server refused or reset the connect.
+    #[error("connect to server {server} ({address}) failed: {source}")]
+    Connect {
+        /// Server name.
+        server: String,
+        /// Server address.
+        address: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connect did not complete within `timeouts.connect`.
+    #[error("connect to server {server} ({address}) timed out after {timeout:?}")]
+    ConnectTimeout {
+        /// Server name.
+        server: String,
+        /// Server address.
+        address: SocketAddr,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The server broke the HTTP exchange (reset, closed early, spoke garbage).
+    #[error("server {server}: {source}")]
+    Upstream {
+        /// Server name.
+        server: String,
+        /// What hyper saw.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The server closed a fresh connection before taking the request.
+    #[error("server {server} closed the connection before the request was sent")]
+    ServerClosed {
+        /// Server name.
+        server: String,
+    },
+    /// The server sent no response head within `timeouts.server`.
+    #[error("server {server} sent no response within {timeout:?}")]
+    ServerTimeout {
+        /// Server name.
+        server: String,
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+impl ProxyError {
+    /// The status a client gets for this failure: the single mapping of errors to codes.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::ServerClosed { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } | ProxyError::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// True when the failure happened before the request left for a server, so
+    /// another server may be tried.
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. })
+    }
+}

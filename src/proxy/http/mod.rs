@@ -1,0 +1,93 @@
+//! Layer 7: a hyper server (HTTP/1.1 and h2c on the same port) in front of pooled
+//! HTTP/1.1 connections to the servers.
+
+mod body;
+mod headers;
+mod io;
+mod pool;
+mod reply;
+mod service;
+mod tunnel;
+mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use body::RequestBody;
+pub use pool::Pool;
+
+use crate::cluster::Frontend;
+use io::ClientIo;
+use service::ConnContext;
+
+/// hyper refuses read buffers smaller than this.
+const MIN_HEAD_BUFFER: usize = 8192;
+
+/// Serves one client connection of an http frontend until it closes, or until
+/// `shutdown` asks it to finish politely (HTTP/1.1 `Connection: close`, h2 GOAWAY).
+pub async fn serve(
+    frontend: Arc<Frontend>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let (io, handle) = ClientIo::new(stream, Arc::clone(&frontend));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(frontend.timeouts.request_header)
+        .max_buf_size(frontend.max_header_bytes.max(MIN_HEAD_BUFFER));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(frontend.max_header_bytes.try_into().unwrap_or(u32::MAX));
+    let ctx = Arc::new(ConnContext::new(Arc::clone(&frontend), peer, tasks));
+    let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        on_connection_error(&frontend, peer, &handle, err.as_ref());
+    }
+}
+
+/// Accounts for a connection hyper ended with an error. hyper itself answers
+/// malformed heads (400) and oversized heads (431); a head that did not arrive
+/// in time gets its 408 here.
+fn on_connection_error(frontend: &Frontend, peer: SocketAddr, handle: &io::ClientHandle, err: &(dyn std::error::Error + 'static)) {
+    let Some(err) = err.downcast_ref::<hyper::Error>() else {
+        tracing::debug!(frontend = %frontend.name, client = %peer, error = %err, "client connection ended");
+        return;
+    };
+    let status = if err.is_parse_too_large() {
+        Some(431)
+    } else if err.is_parse() || err.is_parse_status() {
+        Some(400)
+    } else if err.is_timeout() && handle.mid_request() {
+        handle.try_write_final(reply::RAW_408).then_some(408)
+    } else {
+        None
+    };
+    match status {
+        Some(code) => {
+            frontend.stats.count_response(code);
+            tracing::info!(frontend = %frontend.name, client = %peer, status = code, error = %err, "rejected client request");
+        }
+        None => tracing::debug!(frontend = %frontend.name, client = %peer, error = %err, "client connection ended"),
+    }
+}

@@ -1,0 +1,143 @@
+//! Sending one request to a server: pooled or fresh connection, connect retries
+//! on other servers, and one replay of an idempotent request that a reused
+//! connection lost before any response byte.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use super::body::RequestBody;
+use crate::balance::{Member, Tried};
+use crate::cluster::{ActiveGuard, Backend};
+use crate::proxy::connect::connect_server;
+use crate::proxy::ProxyError;
+
+/// A response head from a server, with what the body needs to finish the exchange.
+pub struct Exchange {
+    /// The server's response (body still streaming).
+    pub response: Response<Incoming>,
+    /// The connection, to return to the pool when the body completes.
+    pub sender: SendRequest<RequestBody>,
+    /// Index of the server in the backend.
+    pub server: usize,
+    /// In-flight count on the server, held until the response body completes.
+    pub active: ActiveGuard,
+}
+
+enum Failure {
+    /// No byte of the request was sent: another server may be tried.
+    Connect(ProxyError, Request<RequestBody>),
+    /// The request (or part of it) reached the server: no other server gets it.
+    Sent(ProxyError),
+}
+
+/// Forwards `req` to a server of `backend`, retrying connect failures on other servers.
+pub async fn forward(backend: &Backend, key: Option<u64>, mut req: Request<RequestBody>) -> Result<Exchange, ProxyError> {
+    let replayable = is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
+    let mut tried = Tried::default();
+    let mut last_error = None;
+    for _attempt in 0..=backend.retries {
+        let Some((index, member)) = backend.pick(key, &tried) else { break };
+        tried.insert(index);
+        match exchange(backend, member, req, replayable).await {
+            Ok((response, sender, active)) => return Ok(Exchange { response, sender, server: index, active }),
+            Err(Failure::Connect(err, unsent)) => {
+                tracing::warn!(backend = %backend.name, server = %member.name, error = %err, "connect failed; trying another server");
+                req = unsent;
+                last_error = Some(err);
+            }
+            Err(Failure::Sent(err)) => return Err(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ProxyError::NoServer { backend: backend.name.clone() }))
+}
+
+type Sent = (Response<Incoming>, SendRequest<RequestBody>, ActiveGuard);
+
+async fn exchange(backend: &Backend, member: &Member, mut req: Request<RequestBody>, replayable: bool) -> Result<Sent, Failure> {
+    let active = member.state.track_request();
+    if let Some(sender) = member.state.pool.take() {
+        // A replay copy only for requests that may be sent twice (no body, idempotent).
+        let spare = replayable.then(|| replay_copy(&req));
+        match send(backend, member, sender, req).await {
+            Ok((response, sender)) => return Ok((response, sender, active)),
+            Err(SendError::Unsent(back)) => req = back,
+            Err(SendError::Failed(err)) => match spare {
+                Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
+                    tracing::debug!(server = %member.name, error = %err, "reused connection failed; replaying on a fresh one");
+                    req = copy;
+                }
+                _ => return Err(Failure::Sent(err)),
+            },
+        }
+    }
+    let sender = match connect(member, backend).await {
+        Ok(sender) => sender,
+        Err(err) => return Err(Failure::Connect(err, req)),
+    };
+    match send(backend, member, sender, req).await {
+        Ok((response, sender)) => Ok((response, sender, active)),
+        Err(SendError::Unsent(_)) => Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() })),
+        Err(SendError::Failed(err)) => Err(Failure::Sent(err)),
+    }
+}
+
+enum SendError {
+    Unsent(Request<RequestBody>),
+    Failed(ProxyError),
+}
+
+async fn send(
+    backend: &Backend,
+    member: &Member,
+    mut sender: SendRequest<RequestBody>,
+    req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, SendRequest<RequestBody>), SendError> {
+    let timeout = backend.timeouts.server;
+    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+        Err(_) => Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout })),
+        Ok(Ok(response)) => {
+            member.state.requests_total.fetch_add(1, Relaxed);
+            Ok((response, sender))
+        }
+        Ok(Err(mut err)) => match err.take_message() {
+            Some(unsent) => Err(SendError::Unsent(unsent)),
+            None => Err(SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: err.into_error() })),
+        },
+    }
+}
+
+/// Opens a new HTTP/1.1 connection to `member`.
+async fn connect(member: &Member, backend: &Backend) -> Result<SendRequest<RequestBody>, ProxyError> {
+    let stream = connect_server(member, backend.timeouts.connect).await?;
+    member.state.connections_total.fetch_add(1, Relaxed);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ProxyError::Upstream { server: member.name.clone(), source })?;
+    let server = Arc::clone(&member.state);
+    tokio::spawn(async move {
+        if let Err(err) = conn.with_upgrades().await {
+            tracing::debug!(server = %server.key.server, error = %err, "server connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// A copy of a bodiless request, to send again if the first send is lost.
+fn replay_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
+    let mut copy = Request::new(RequestBody::Empty);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}

@@ -1,0 +1,198 @@
+//! Shared helpers for integration tests: real servers on 127.0.0.1:0 and a
+//! Fulcrum instance started in-process.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fulcrum::config::Config;
+use fulcrum::instance::Instance;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Starts Fulcrum on `yaml` (validated like a file would be).
+pub async fn start(yaml: &str) -> Instance {
+    let config = Config::parse(yaml).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{yaml}"));
+    Instance::start(config, None).await.expect("fulcrum starts")
+}
+
+/// A port that was free a moment ago and is now closed (connects are refused).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A TCP server that greets each connection with `name\n` and closes.
+pub async fn greeter(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let _ = stream.write_all(format!("{name}\n").as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP server that greets with `name\n` and then keeps the connection open until the client closes.
+pub async fn holding_greeter(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let _ = stream.write_all(format!("{name}\n").as_bytes()).await;
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP echo server.
+pub async fn echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads a whole greeting line from a fresh connection to `addr`.
+pub async fn read_greeting(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out.trim().to_string()
+}
+
+/// What an HTTP test server saw of one request.
+pub type Handler = Arc<dyn Fn(&str, Request<Bytes>) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// An HTTP/1.1 server named `name` with a custom handler; counts its TCP connections.
+pub struct HttpServer {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+}
+
+/// Starts an HTTP server that answers every request with `handler`.
+pub async fn http_server(name: &'static str, handler: Handler) -> HttpServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (c, r) = (connections.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            c.fetch_add(1, Ordering::SeqCst);
+            let handler = handler.clone();
+            let r = r.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let handler = handler.clone();
+                    r.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        Ok::<_, Infallible>(handler(name, Request::from_parts(parts, body)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    HttpServer { addr, connections, requests }
+}
+
+/// An HTTP server answering `200` with body `name`, and headers echoed back as `x-seen-NAME`.
+pub async fn named_http(name: &'static str) -> HttpServer {
+    http_server(
+        name,
+        Arc::new(|name, req| {
+            let mut resp = Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
+            for (k, v) in req.headers() {
+                if let Ok(n) = hyper::header::HeaderName::from_bytes(format!("x-seen-{k}").as_bytes()) {
+                    resp.headers_mut().append(n, v.clone());
+                }
+            }
+            resp.headers_mut().insert("x-seen-uri", req.uri().to_string().parse().unwrap());
+            resp
+        }),
+    )
+    .await
+}
+
+/// A plain HTTP/1.1 client connection.
+pub async fn client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One GET on a fresh connection; returns status, headers and body.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, hyper::HeaderMap, Bytes) {
+    let mut sender = client(addr).await;
+    let mut req = Request::get(path).header("host", "test.local");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    (status, parts.headers, body.collect().await.unwrap().to_bytes())
+}
+
+/// Sends raw bytes and reads the whole reply until the server closes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An HTTP server that waits `delay` before answering `late`.
+pub async fn slow_http(delay: std::time::Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"late"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
