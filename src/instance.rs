@@ -98,7 +98,12 @@ impl Instance {
         let instance = Instance { shared };
         let first = instance.shared.snapshot.load_full();
         instance.sync_listeners(&first)?;
-        tracing::info!(generation = first.generation, frontends = first.frontends.len(), backends = first.backends.len(), "serving");
+        tracing::info!(
+            generation = first.generation,
+            frontends = first.frontends.len(),
+            backends = first.backends.len(),
+            "serving"
+        );
         Ok(instance)
     }
 
@@ -115,11 +120,8 @@ impl Instance {
     /// Addresses actually bound for `frontend` (resolves port 0).
     pub fn local_addrs(&self, frontend: &str) -> Vec<SocketAddr> {
         let listeners = self.shared.listeners.lock().expect("listener map poisoned");
-        let mut addrs: Vec<SocketAddr> = listeners
-            .values()
-            .filter(|slot| slot.frontend.load().name == frontend)
-            .map(|slot| slot.local)
-            .collect();
+        let mut addrs: Vec<SocketAddr> =
+            listeners.values().filter(|slot| slot.frontend.load().name == frontend).map(|slot| slot.local).collect();
         addrs.sort();
         addrs
     }

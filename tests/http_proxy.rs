@@ -67,7 +67,12 @@ async fn routes_by_host_prefix_path_method_and_header() {
 #[tokio::test]
 async fn forwarding_headers_and_hop_by_hop() {
     let server = named_http("s").await;
-    let fulcrum = start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr), "      []", "")).await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "",
+    ))
+    .await;
     let (status, headers, _) = get(
         fulcrum.local_addr("web"),
         "/p?q=1",
@@ -96,7 +101,12 @@ async fn forwarding_headers_and_hop_by_hop() {
 #[tokio::test]
 async fn keep_alive_reuses_server_connections() {
     let server = named_http("s").await;
-    let fulcrum = start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr), "      []", "")).await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "",
+    ))
+    .await;
     let mut sender = client(fulcrum.local_addr("web")).await;
     for _ in 0..200 {
         let req = Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap();
@@ -133,7 +143,12 @@ fn pattern(len: usize) -> Vec<u8> {
 async fn large_bodies_stream_intact_both_ways() {
     use sha2::Digest;
     let server = sha_server().await;
-    let fulcrum = start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr), "      []", "")).await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "",
+    ))
+    .await;
     let addr = fulcrum.local_addr("web");
 
     // 64 MiB upload with Content-Length.
@@ -180,7 +195,8 @@ async fn balancer_made_errors_are_counted_and_the_proxy_keeps_serving() {
     let routes = "      - {match: {path_prefix: /dead}, backend: dead}
       - {match: {path_prefix: /empty}, backend: empty}
       - {match: {path_prefix: /slow}, backend: slow}";
-    let fulcrum = start(&web(&backends, routes, "    timeouts: {request_header: 300ms}\n    max_header_bytes: 8192")).await;
+    let fulcrum =
+        start(&web(&backends, routes, "    timeouts: {request_header: 300ms}\n    max_header_bytes: 8192")).await;
     let addr = fulcrum.local_addr("web");
 
     let status = |reply: &str| reply.split(' ').nth(1).unwrap_or("").to_string();
@@ -209,7 +225,8 @@ async fn balancer_made_errors_are_counted_and_the_proxy_keeps_serving() {
     let fe = &snapshot.frontends[0].stats;
     assert_eq!(fe.responses[3].load(Ordering::Relaxed), 5, "400 x3, 408, 431 counted");
     assert_eq!(fe.responses[4].load(Ordering::Relaxed), 3, "502, 503, 504 counted");
-    let by_name = |n: &str| snapshot.backends.iter().find(|b| b.name == n).unwrap().stats.responses[4].load(Ordering::Relaxed);
+    let by_name =
+        |n: &str| snapshot.backends.iter().find(|b| b.name == n).unwrap().stats.responses[4].load(Ordering::Relaxed);
     assert_eq!((by_name("dead"), by_name("empty"), by_name("slow")), (1, 1, 1));
 }
 
@@ -233,7 +250,8 @@ async fn server_closing_idle_connections_causes_no_502() {
             });
         }
     });
-    let fulcrum = start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{addr}'}}]}}\n"), "      []", "")).await;
+    let fulcrum =
+        start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{addr}'}}]}}\n"), "      []", "")).await;
     let front = fulcrum.local_addr("web");
     let mut sender = client(front).await;
     for i in 0..30 {
@@ -249,11 +267,19 @@ async fn server_closing_idle_connections_causes_no_502() {
 #[tokio::test]
 async fn h2c_prior_knowledge_is_answered() {
     let server = named_http("s").await;
-    let fulcrum = start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr), "      []", "")).await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "",
+    ))
+    .await;
     let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let req = Request::get("http://h2.example/x").body(Full::new(Bytes::new())).unwrap();
     let resp = sender.send_request(req).await.unwrap();
@@ -321,7 +347,9 @@ pub async fn open_tunnel(front: std::net::SocketAddr) -> TcpStream {
 #[tokio::test]
 async fn upgrade_tunnels_bytes_both_ways() {
     let server = upgrade_echo_server().await;
-    let fulcrum = start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{server}'}}]}}\n"), "      []", "")).await;
+    let fulcrum =
+        start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{server}'}}]}}\n"), "      []", ""))
+            .await;
     let mut stream = open_tunnel(fulcrum.local_addr("web")).await;
     for round in 0..5 {
         let msg = format!("ping {round}");
@@ -366,7 +394,12 @@ async fn content_length_with_transfer_encoding_cannot_smuggle() {
     // connection closes after the response, so bytes past the chunked body are never
     // read as a second request.
     let server = named_http("s").await;
-    let fulcrum = start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr), "      []", "")).await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "",
+    ))
+    .await;
     let reply = raw(
         fulcrum.local_addr("web"),
         b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
@@ -391,7 +424,10 @@ async fn idle_keep_alive_connection_is_closed_without_a_408() {
     stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     let mut reply = Vec::new();
     // Read until the server closes the idle connection: one 200, no 408 after it.
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await.expect("idle connection closed").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+        .await
+        .expect("idle connection closed")
+        .unwrap();
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(!reply.contains("408"), "{reply}");

@@ -37,11 +37,8 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             let key = ServerKey { backend: b.name.clone(), server: s.name.clone(), address };
             // Without health checks a server is always up. With them, a server new to
             // this process waits for its first check instead of receiving traffic blind.
-            let state = carry
-                .servers
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| ServerState::new(key, b.health_check.is_none()));
+            let state =
+                carry.servers.get(&key).cloned().unwrap_or_else(|| ServerState::new(key, b.health_check.is_none()));
             members.push(Member {
                 name: s.name.clone(),
                 weight: s.weight,
@@ -63,9 +60,12 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             })
         });
         let hash_key = match b.balance {
-            config::Balance::ConsistentHash => {
-                Some(b.hash_key.as_deref().map_or(Ok(config::HashKey::SourceIp), parse_hash_key).unwrap_or(config::HashKey::SourceIp))
-            }
+            config::Balance::ConsistentHash => Some(
+                b.hash_key
+                    .as_deref()
+                    .map_or(Ok(config::HashKey::SourceIp), parse_hash_key)
+                    .unwrap_or(config::HashKey::SourceIp),
+            ),
             _ => None,
         };
         backends.push(Arc::new(Backend {
@@ -109,7 +109,9 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
         }
         let previous = carry.frontends.get(f.name.as_str());
         let limiter = f.max_connections.map(|limit| match previous {
-            Some(prev) if prev.max_connections == Some(limit) => prev.limiter.clone().expect("same limit, same limiter"),
+            Some(prev) if prev.max_connections == Some(limit) => {
+                prev.limiter.clone().expect("same limit, same limiter")
+            }
             _ => Arc::new(Semaphore::new(limit)),
         });
         frontends.push(Arc::new(Frontend {

@@ -10,13 +10,15 @@ use std::path::Path;
 pub use duration::HumanDuration;
 pub use error::{ConfigError, Issue};
 pub use schema::*;
-pub use validate::{parse_bind, parse_expect_status, parse_hash_key, resolve_address, HashKey, StatusSet, MAX_RETRIES, MAX_WEIGHT};
+pub use validate::{
+    parse_bind, parse_expect_status, parse_hash_key, resolve_address, HashKey, StatusSet, MAX_RETRIES, MAX_WEIGHT,
+};
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(&text)
     }
 

@@ -258,7 +258,10 @@ impl Validator {
         match frontend.mode {
             Mode::Tcp => {
                 if !frontend.routes.is_empty() {
-                    self.err(format!("{path}.routes"), "routes need mode: http (a tcp frontend has no requests to route)");
+                    self.err(
+                        format!("{path}.routes"),
+                        "routes need mode: http (a tcp frontend has no requests to route)",
+                    );
                 }
                 if frontend.default_backend.is_none() {
                     self.err(format!("{path}.default_backend"), "a tcp frontend needs a default_backend");
@@ -334,7 +337,10 @@ impl Validator {
                 self.err(format!("{server_path}.address"), msg);
             }
             if server.weight > MAX_WEIGHT {
-                self.err(format!("{server_path}.weight"), format!("{} is out of range 0..={MAX_WEIGHT}", server.weight));
+                self.err(
+                    format!("{server_path}.weight"),
+                    format!("{} is out of range 0..={MAX_WEIGHT}", server.weight),
+                );
             }
         }
         if let Some(check) = &backend.health_check {
@@ -386,7 +392,10 @@ impl Validator {
                 if key.needs_http() {
                     self.err(
                         format!("frontends[{i}].default_backend"),
-                        format!("backend {name:?} hashes on {:?}, which a tcp frontend does not have; use source_ip", backend.hash_key.as_deref().unwrap_or_default()),
+                        format!(
+                            "backend {name:?} hashes on {:?}, which a tcp frontend does not have; use source_ip",
+                            backend.hash_key.as_deref().unwrap_or_default()
+                        ),
                     );
                 }
             }

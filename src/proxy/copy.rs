@@ -55,7 +55,13 @@ pub async fn pipe_tcp(
 }
 
 /// [`pipe_tcp`] for any pair of byte streams (upgraded HTTP connections).
-pub async fn pipe_io<A, B>(client: A, upstream: B, idle: &Idle, up: &Counted<'_>, down: &Counted<'_>) -> std::io::Result<()>
+pub async fn pipe_io<A, B>(
+    client: A,
+    upstream: B,
+    idle: &Idle,
+    up: &Counted<'_>,
+    down: &Counted<'_>,
+) -> std::io::Result<()>
 where
     A: AsyncRead + AsyncWrite + Send,
     B: AsyncRead + AsyncWrite + Send,
@@ -132,13 +138,7 @@ pub struct Idle {
 impl Idle {
     /// Idle limits for the client and server sides.
     pub fn new(client: Duration, server: Duration) -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            client,
-            server,
-            timed_out: Default::default(),
-        }
+        Self { start: Instant::now(), last_ms: AtomicU64::new(0), client, server, timed_out: Default::default() }
     }
 
     fn touch(&self) {

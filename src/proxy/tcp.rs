@@ -72,4 +72,3 @@ pub fn hash_ip(peer: SocketAddr) -> u64 {
         },
     }
 }
-

@@ -106,7 +106,12 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     /// Wraps `inner`; `sender` returns to `server`'s pool when the body completes.
-    pub fn new(inner: Incoming, sender: SendRequest<RequestBody>, server: Arc<ServerState>, active: ActiveGuard) -> Self {
+    pub fn new(
+        inner: Incoming,
+        sender: SendRequest<RequestBody>,
+        server: Arc<ServerState>,
+        active: ActiveGuard,
+    ) -> Self {
         let mut body = UpstreamBody { inner, release: Some((sender, server)), _active: Some(active) };
         if body.inner.is_end_stream() {
             body.finish();

@@ -69,7 +69,12 @@ pub async fn serve(
 /// Accounts for a connection hyper ended with an error. hyper itself answers
 /// malformed heads (400) and oversized heads (431); a head that did not arrive
 /// in time gets its 408 here.
-fn on_connection_error(frontend: &Frontend, peer: SocketAddr, handle: &io::ClientHandle, err: &(dyn std::error::Error + 'static)) {
+fn on_connection_error(
+    frontend: &Frontend,
+    peer: SocketAddr,
+    handle: &io::ClientHandle,
+    err: &(dyn std::error::Error + 'static),
+) {
     let Some(err) = err.downcast_ref::<hyper::Error>() else {
         tracing::debug!(frontend = %frontend.name, client = %peer, error = %err, "client connection ended");
         return;

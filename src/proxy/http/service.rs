@@ -150,7 +150,13 @@ impl ConnContext {
         response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active)))
     }
 
-    fn fail(&self, backend: Option<&Arc<Backend>>, err: ProxyError, req: &Request<Incoming>, started: Instant) -> Response<ResponseBody> {
+    fn fail(
+        &self,
+        backend: Option<&Arc<Backend>>,
+        err: ProxyError,
+        req: &Request<Incoming>,
+        started: Instant,
+    ) -> Response<ResponseBody> {
         let status = err.status();
         tracing::warn!(frontend = %self.frontend.name, client = %self.peer, error = %err, "request refused");
         self.count(backend, status.as_u16());
@@ -194,10 +200,7 @@ impl ConnContext {
 
 /// The host a request is for: the Host header, else the URI authority (h2).
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+    req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// The value of cookie `name` from the request's Cookie header(s).

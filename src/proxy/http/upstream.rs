@@ -36,7 +36,11 @@ enum Failure {
 }
 
 /// Forwards `req` to a server of `backend`, retrying connect failures on other servers.
-pub async fn forward(backend: &Backend, key: Option<u64>, mut req: Request<RequestBody>) -> Result<Exchange, ProxyError> {
+pub async fn forward(
+    backend: &Backend,
+    key: Option<u64>,
+    mut req: Request<RequestBody>,
+) -> Result<Exchange, ProxyError> {
     let replayable = is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
     let mut tried = Tried::default();
     let mut last_error = None;
@@ -58,7 +62,12 @@ pub async fn forward(backend: &Backend, key: Option<u64>, mut req: Request<Reque
 
 type Sent = (Response<Incoming>, SendRequest<RequestBody>, ActiveGuard);
 
-async fn exchange(backend: &Backend, member: &Member, mut req: Request<RequestBody>, replayable: bool) -> Result<Sent, Failure> {
+async fn exchange(
+    backend: &Backend,
+    member: &Member,
+    mut req: Request<RequestBody>,
+    replayable: bool,
+) -> Result<Sent, Failure> {
     let active = member.state.track_request();
     if let Some(sender) = member.state.pool.take() {
         // A replay copy only for requests that may be sent twice (no body, idempotent).
@@ -106,7 +115,9 @@ async fn send(
         }
         Ok(Err(mut err)) => match err.take_message() {
             Some(unsent) => Err(SendError::Unsent(unsent)),
-            None => Err(SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: err.into_error() })),
+            None => {
+                Err(SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: err.into_error() }))
+            }
         },
     }
 }
