@@ -34,7 +34,7 @@ fn error_body(status: StatusCode) -> &'static [u8] {
 }
 
 /// The raw HTTP/1.1 bytes of a 408 (written on a socket hyper has given up on).
-pub const RAW_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 65\r\nconnection: close\r\n\r\n408 Request Timeout: the request head was not received in time\n";
+pub const RAW_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 63\r\nconnection: close\r\n\r\n408 Request Timeout: the request head was not received in time\n";
 
 #[cfg(test)]
 mod tests {
