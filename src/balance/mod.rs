@@ -96,3 +96,26 @@ pub fn build(kind: Balance, members: &[Member]) -> Box<dyn Balancer> {
 pub fn hash_key(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
+
+/// Members with fresh, up state, for the algorithm tests.
+#[cfg(test)]
+pub(crate) fn test_members(spec: &[(&str, u32, bool)]) -> Vec<Member> {
+    use crate::cluster::ServerKey;
+    spec.iter()
+        .enumerate()
+        .map(|(i, &(name, weight, backup))| Member {
+            name: name.to_string(),
+            weight,
+            backup,
+            max_connections: 0,
+            state: ServerState::new(
+                ServerKey {
+                    backend: "test".into(),
+                    server: name.into(),
+                    address: ([127, 0, 0, 1], 10_000 + i as u16).into(),
+                },
+                true,
+            ),
+        })
+        .collect()
+}

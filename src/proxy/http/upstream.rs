@@ -30,7 +30,7 @@ pub struct Exchange {
 
 enum Failure {
     /// No byte of the request was sent: another server may be tried.
-    Connect(ProxyError, Request<RequestBody>),
+    Connect(ProxyError, Box<Request<RequestBody>>),
     /// The request (or part of it) reached the server: no other server gets it.
     Sent(ProxyError),
 }
@@ -51,7 +51,7 @@ pub async fn forward(
             Ok((response, sender, active)) => return Ok(Exchange { response, sender, server: index, active }),
             Err(Failure::Connect(err, unsent)) => {
                 tracing::warn!(backend = %backend.name, server = %member.name, error = %err, "connect failed; trying another server");
-                req = unsent;
+                req = *unsent;
                 last_error = Some(err);
             }
             Err(Failure::Sent(err)) => return Err(err),
@@ -86,7 +86,7 @@ async fn exchange(
     }
     let sender = match connect(member, backend).await {
         Ok(sender) => sender,
-        Err(err) => return Err(Failure::Connect(err, req)),
+        Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
     match send(backend, member, sender, req).await {
         Ok((response, sender)) => Ok((response, sender, active)),
