@@ -38,8 +38,9 @@ pub fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// `fulcrum run`: serves until SIGTERM/SIGINT; SIGHUP reloads the file.
-pub fn run(path: &Path) -> ExitCode {
+/// `fulcrum run`: serves until SIGTERM/SIGINT; SIGHUP (and, with `watch`, a change of
+/// the file's content) reloads the file.
+pub fn run(path: &Path, watch: bool) -> ExitCode {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -58,6 +59,9 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if watch {
+            tokio::spawn(crate::watch::watch(instance.clone(), path.to_path_buf(), crate::watch::DEFAULT_INTERVAL));
+        }
         match crate::signals::serve_until_shutdown(&instance).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

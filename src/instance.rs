@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::{self, Snapshot};
 use crate::config::{Config, ConfigError};
+use crate::health::HealthChecks;
 use crate::listener::{self, ListenerSlot};
 
 /// Why the balancer could not start or a reload could not apply.
@@ -67,6 +68,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Reload outcomes.
     pub reloads: ReloadStats,
+    /// One health task per checked server.
+    pub health: HealthChecks,
 }
 
 /// Handle to a running balancer.
@@ -94,6 +97,7 @@ impl Instance {
             shutdown: CancellationToken::new(),
             draining: AtomicBool::new(false),
             reloads: ReloadStats { last_ok: AtomicBool::new(true), ..Default::default() },
+            health: HealthChecks::default(),
         });
         let instance = Instance { shared };
         let first = instance.shared.snapshot.load_full();
@@ -201,6 +205,7 @@ impl Instance {
         }
         // Nothing below can fail: publish.
         self.shared.snapshot.store(Arc::clone(next));
+        self.shared.health.sync(next, &self.shared.shutdown);
         listeners.retain(|address, slot| match next.frontend_for_bind(*address) {
             Some(frontend) => {
                 slot.frontend.store(Arc::clone(frontend));

@@ -20,6 +20,9 @@ enum Command {
         /// The YAML config file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Also reload when the file's content changes (checked every second).
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a config file: exit 0 if valid, 1 with every error on stderr.
     Check {
@@ -33,6 +36,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => fulcrum::cli::check(&config),
-        Command::Run { config } => fulcrum::cli::run(&config),
+        Command::Run { config, watch } => fulcrum::cli::run(&config, watch),
     }
 }

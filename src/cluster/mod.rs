@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 pub use compile::compile;
-pub use server_state::{unix_ms, ActiveGuard, ServerKey, ServerState};
+pub use server_state::{unix_ms, ActiveGuard, CheckResult, ServerKey, ServerState};
 pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendStats, DURATION_BUCKETS};
 
 use crate::balance::{Balancer, Member};

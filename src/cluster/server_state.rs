@@ -5,8 +5,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{Histogram, HistogramOpts};
 
 use crate::proxy::http::Pool;
 
@@ -43,11 +45,39 @@ pub struct ServerState {
     pub last_change_ms: AtomicU64,
     /// Idle keep-alive HTTP connections to the server.
     pub pool: Pool,
+    /// Health probes run.
+    pub checks_total: AtomicU64,
+    /// Time each health probe took (`fulcrum_server_check_duration_seconds`).
+    pub check_duration: Histogram,
+    /// The most recent probe, for the status page (written by the health task only).
+    pub last_check: Mutex<Option<CheckResult>>,
 }
+
+/// Outcome of one health probe.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    /// The probe passed.
+    pub ok: bool,
+    /// What happened (`connected`, `HTTP 503 not expected`, `connect: refused`...).
+    pub detail: String,
+    /// Unix time (ms) the probe finished.
+    pub at_ms: u64,
+    /// How long it took.
+    pub duration: Duration,
+}
+
+/// Buckets of the health-check duration histogram, in seconds.
+const CHECK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 impl ServerState {
     /// A new server, initially `up` or not.
     pub fn new(key: ServerKey, up: bool) -> Arc<Self> {
+        let opts =
+            HistogramOpts::new("fulcrum_server_check_duration_seconds", "Time each health probe took, by server.")
+                .const_label("backend", key.backend.as_str())
+                .const_label("server", key.server.as_str())
+                .buckets(CHECK_BUCKETS.to_vec());
+        let check_duration = Histogram::with_opts(opts).expect("static histogram options are valid");
         Arc::new(Self {
             key,
             up: AtomicBool::new(up),
@@ -59,6 +89,9 @@ impl ServerState {
             state_changes: AtomicU64::new(0),
             last_change_ms: AtomicU64::new(unix_ms()),
             pool: Pool::default(),
+            checks_total: AtomicU64::new(0),
+            check_duration,
+            last_check: Mutex::new(None),
         })
     }
 
@@ -76,6 +109,16 @@ impl ServerState {
             self.last_change_ms.store(unix_ms(), Relaxed);
         }
         flipped
+    }
+
+    /// Records a health probe's outcome (called by the server's health task only).
+    pub fn record_check(&self, result: CheckResult) {
+        self.checks_total.fetch_add(1, Relaxed);
+        self.check_duration.observe(result.duration.as_secs_f64());
+        if !result.ok {
+            self.check_failures.fetch_add(1, Relaxed);
+        }
+        *self.last_check.lock().expect("last check poisoned") = Some(result);
     }
 
     /// Open connections right now.

@@ -197,3 +197,58 @@ pub async fn slow_http(delay: std::time::Duration) -> SocketAddr {
     });
     addr
 }
+
+/// Starts Fulcrum from a config file holding `yaml`; rewrite the file and call
+/// `reload()` to reconfigure it.
+pub async fn start_file(yaml: &str) -> (Instance, tempfile::NamedTempFile) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    let instance = Instance::start_from_file(file.path()).await.expect("fulcrum starts");
+    (instance, file)
+}
+
+/// Waits until `cond` holds, polling every 5 ms; panics after `limit` naming `what`.
+pub async fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// An app server whose `/healthz` answers 200 while `healthy` is true and 503 after;
+/// other paths answer with its name. `probes` counts `/healthz` requests.
+pub struct CheckedApp {
+    pub server: HttpServer,
+    pub healthy: Arc<std::sync::atomic::AtomicBool>,
+    pub probes: Arc<AtomicUsize>,
+}
+
+/// Starts a [`CheckedApp`], healthy.
+pub async fn checked_app(name: &'static str) -> CheckedApp {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let probes = Arc::new(AtomicUsize::new(0));
+    let (h, p) = (healthy.clone(), probes.clone());
+    let server = http_server(
+        name,
+        Arc::new(move |name, req| {
+            if req.uri().path() == "/healthz" {
+                p.fetch_add(1, Ordering::SeqCst);
+                let mut resp = Response::new(Full::new(Bytes::from_static(b"health")));
+                if !h.load(Ordering::SeqCst) {
+                    *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                return resp;
+            }
+            Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())))
+        }),
+    )
+    .await;
+    CheckedApp { server, healthy, probes }
+}
+
+/// The body of one GET `/` on a fresh connection (the answering server's name).
+pub async fn who(addr: SocketAddr) -> String {
+    let (status, _, body) = get(addr, "/", &[]).await;
+    format!("{status} {}", String::from_utf8_lossy(&body))
+}

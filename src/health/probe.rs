@@ -1,0 +1,198 @@
+//! One health probe: a TCP connect, or an HTTP `GET` whose status is checked.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::cluster::CheckSpec;
+use crate::config::{CheckKind, StatusSet};
+
+/// Why a probe failed (shown on the status page and in the transition log).
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// No answer within the check's `timeout`.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Connect failed.
+    #[error("connect: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The connection broke while sending or reading.
+    #[error("i/o: {0}")]
+    Io(#[source] std::io::Error),
+    /// The server answered something that is not an HTTP status line.
+    #[error("not an HTTP response")]
+    Malformed,
+    /// The status is not in `expect_status`.
+    #[error("HTTP {0} not expected")]
+    Status(u16),
+}
+
+/// A probe for one server, with its request prepared once.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    address: SocketAddr,
+    timeout: Duration,
+    http: Option<HttpProbe>,
+}
+
+#[derive(Debug, Clone)]
+struct HttpProbe {
+    request: Vec<u8>,
+    expect: StatusSet,
+}
+
+impl Probe {
+    /// Prepares the probe of `spec` against `address`.
+    pub fn new(spec: &CheckSpec, address: SocketAddr) -> Self {
+        let http = (spec.kind == CheckKind::Http).then(|| {
+            let host = spec.host.clone().unwrap_or_else(|| address.to_string());
+            let request = format!(
+                "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fulcrum-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+                spec.path
+            );
+            HttpProbe { request: request.into_bytes(), expect: spec.expect.clone() }
+        });
+        Probe { address, timeout: spec.timeout, http }
+    }
+
+    /// Runs the probe once; `Ok` carries a short description of the success.
+    pub async fn run(&self) -> Result<&'static str, ProbeError> {
+        match tokio::time::timeout(self.timeout, self.attempt()).await {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn attempt(&self) -> Result<&'static str, ProbeError> {
+        let mut stream = TcpStream::connect(self.address).await.map_err(ProbeError::Connect)?;
+        let Some(http) = &self.http else {
+            return Ok("connected");
+        };
+        stream.write_all(&http.request).await.map_err(ProbeError::Io)?;
+        let status = read_status(&mut stream).await?;
+        if http.expect.contains(status) {
+            Ok("expected HTTP status")
+        } else {
+            Err(ProbeError::Status(status))
+        }
+    }
+}
+
+/// Reads up to the end of the status line and returns the code.
+async fn read_status(stream: &mut TcpStream) -> Result<u16, ProbeError> {
+    let mut head = [0u8; 256];
+    let mut len = 0;
+    while !head[..len].contains(&b'\n') {
+        if len == head.len() {
+            return Err(ProbeError::Malformed);
+        }
+        let n = stream.read(&mut head[len..]).await.map_err(ProbeError::Io)?;
+        if n == 0 {
+            return Err(if len == 0 {
+                ProbeError::Io(std::io::ErrorKind::UnexpectedEof.into())
+            } else {
+                ProbeError::Malformed
+            });
+        }
+        len += n;
+    }
+    parse_status_line(&head[..len]).ok_or(ProbeError::Malformed)
+}
+
+/// `HTTP/1.x NNN ...` -> NNN.
+fn parse_status_line(line: &[u8]) -> Option<u16> {
+    let rest = line.strip_prefix(b"HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    if rest.get(1) != Some(&b' ') || !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    fn spec(kind: CheckKind, expect: StatusSet) -> CheckSpec {
+        CheckSpec {
+            kind,
+            path: "/healthz".into(),
+            host: Some("app.internal".into()),
+            expect,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+
+    /// A server answering every connection with `status`, recording the request head.
+    async fn http_server(status: u16) -> (SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 1024];
+                let n = conn.read(&mut buf).await.unwrap();
+                let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).await;
+                let reply = format!("HTTP/1.1 {status} Whatever\r\ncontent-length: 0\r\n\r\n");
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn status_line_parsing() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 204 No Content\r\n"), Some(204));
+        assert_eq!(parse_status_line(b"HTTP/1.0 503\r\n"), Some(503));
+        assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(parse_status_line(b"HTTP/1.1 2x0 OK\r\n"), None);
+    }
+
+    #[tokio::test]
+    async fn http_check_accepts_statuses_in_the_expected_range() {
+        let range = StatusSet(vec![200..=299]);
+        let (ok_addr, mut requests) = http_server(204).await;
+        assert!(Probe::new(&spec(CheckKind::Http, range.clone()), ok_addr).run().await.is_ok());
+        let head = requests.recv().await.unwrap();
+        assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("Host: app.internal\r\n"), "{head}");
+
+        let (redirect_addr, _) = http_server(302).await;
+        let err = Probe::new(&spec(CheckKind::Http, range.clone()), redirect_addr).run().await.unwrap_err();
+        assert!(matches!(err, ProbeError::Status(302)), "{err}");
+
+        let (error_addr, _) = http_server(503).await;
+        let list = StatusSet(vec![200..=200, 503..=503]);
+        assert!(Probe::new(&spec(CheckKind::Http, list), error_addr).run().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn tcp_check_fails_against_a_closed_port() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let err = Probe::new(&spec(CheckKind::Tcp, StatusSet::default()), closed).run().await.unwrap_err();
+        assert!(matches!(err, ProbeError::Connect(_)), "{err}");
+
+        let open = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let probe = Probe::new(&spec(CheckKind::Tcp, StatusSet::default()), open.local_addr().unwrap());
+        assert_eq!(probe.run().await.unwrap(), "connected");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_never_answers_times_out() {
+        // Accepts (the kernel completes the handshake) but never writes a byte.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let probe = Probe::new(&spec(CheckKind::Http, StatusSet::default()), silent.local_addr().unwrap());
+        let err = probe.run().await.unwrap_err();
+        assert!(matches!(err, ProbeError::Timeout(_)), "{err}");
+    }
+}
