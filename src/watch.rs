@@ -15,9 +15,16 @@ use crate::instance::Instance;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reloads `instance` from `path` whenever the file's content changes, until shutdown.
-pub async fn watch(instance: Instance, path: PathBuf, every: Duration) {
+///
+/// The content is read once *now* (not when the returned future first runs), so a
+/// change made right after this call is not mistaken for the starting point.
+pub fn watch(instance: Instance, path: PathBuf, every: Duration) -> impl std::future::Future<Output = ()> + Send {
+    let seen = std::fs::read(&path).ok().map(|bytes| crate::balance::hash_key(&bytes));
+    poll(instance, path, every, seen)
+}
+
+async fn poll(instance: Instance, path: PathBuf, every: Duration, mut seen: Option<u64>) {
     let shutdown = instance.shared().shutdown.clone();
-    let mut seen = fingerprint(&path).await;
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

@@ -289,61 +289,6 @@ async fn h2c_prior_knowledge_is_answered() {
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "s");
 }
 
-/// An HTTP server that accepts `Upgrade: echo` and then echoes bytes.
-async fn upgrade_echo_server() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|mut req: Request<hyper::body::Incoming>| async move {
-                    let on = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        if let Ok(upgraded) = on.await {
-                            let mut io = hyper_util::rt::TokioIo::new(upgraded);
-                            let mut buf = [0u8; 1024];
-                            while let Ok(n) = io.read(&mut buf).await {
-                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    });
-                    let resp = Response::builder()
-                        .status(101)
-                        .header("connection", "upgrade")
-                        .header("upgrade", "echo")
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
-                    Ok::<_, std::convert::Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// Opens an upgraded tunnel through `front` and returns the raw stream after the 101.
-pub async fn open_tunnel(front: std::net::SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(front).await.unwrap();
-    stream.write_all(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: echo\r\n\r\n").await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "head: {}", String::from_utf8_lossy(&head));
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
-    stream
-}
-
 #[tokio::test]
 async fn upgrade_tunnels_bytes_both_ways() {
     let server = upgrade_echo_server().await;
