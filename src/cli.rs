@@ -42,32 +42,64 @@ pub fn init_logging() {
 /// the file's content) reloads the file.
 pub fn run(path: &Path, watch: bool) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("fulcrum: cannot start the runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let instance = match Instance::start_from_file(path).await {
-            Ok(instance) => instance,
-            Err(err) => {
-                for line in err.to_string().lines() {
-                    tracing::error!("{}: {line}", path.display());
-                }
-                return ExitCode::FAILURE;
-            }
+    block_on(serve(path, watch))
+}
+
+/// `fulcrum demo`: starts the demo app servers, then serves the demo config (watched).
+pub fn demo(requested: Option<&Path>) -> ExitCode {
+    init_logging();
+    block_on(async {
+        let path = match crate::demo::config_path(requested) {
+            Ok(path) => path,
+            Err(err) => return fail(&err),
         };
-        if watch {
-            tokio::spawn(crate::watch::watch(instance.clone(), path.to_path_buf(), crate::watch::DEFAULT_INTERVAL));
-        }
-        match crate::signals::serve_until_shutdown(&instance).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot install signal handlers");
-                ExitCode::FAILURE
-            }
-        }
+        let config = match Config::load(&path) {
+            Ok(config) => config,
+            Err(err) => return report(&path, &err.to_string()),
+        };
+        let servers = match crate::demo::start_servers(&config).await {
+            Ok(servers) => servers,
+            Err(err) => return fail(&err),
+        };
+        println!("{}", crate::demo::banner(&config, &servers));
+        println!("Config: {}\n", path.display());
+        serve(&path, true).await
     })
+}
+
+fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(work),
+        Err(err) => fail(&err),
+    }
+}
+
+async fn serve(path: &Path, watch: bool) -> ExitCode {
+    let instance = match Instance::start_from_file(path).await {
+        Ok(instance) => instance,
+        Err(err) => return report(path, &err.to_string()),
+    };
+    if watch {
+        tokio::spawn(crate::watch::watch(instance.clone(), path.to_path_buf(), crate::watch::DEFAULT_INTERVAL));
+    }
+    match crate::signals::serve_until_shutdown(&instance).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot install signal handlers");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs every line of a start error, prefixed with the file.
+fn report(path: &Path, error: &str) -> ExitCode {
+    for line in error.lines() {
+        tracing::error!("{}: {line}", path.display());
+    }
+    ExitCode::FAILURE
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    tracing::error!("{error}");
+    ExitCode::FAILURE
 }

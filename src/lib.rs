@@ -7,6 +7,7 @@ pub mod balance;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod health;
 pub mod instance;
 pub mod listener;

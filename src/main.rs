@@ -24,6 +24,12 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Run the balancer on configs/demo.yaml in front of three built-in demo servers.
+    Demo {
+        /// Demo config (default: configs/demo.yaml if present, else the built-in copy).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file: exit 0 if valid, 1 with every error on stderr.
     Check {
         /// The YAML config file.
@@ -37,5 +43,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => fulcrum::cli::check(&config),
         Command::Run { config, watch } => fulcrum::cli::run(&config, watch),
+        Command::Demo { config } => fulcrum::cli::demo(config.as_deref()),
     }
 }
