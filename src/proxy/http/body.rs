@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use super::access_log::AccessRecord;
 use crate::cluster::{ActiveGuard, ServerState};
 
 /// A request body on its way to a server.
@@ -102,6 +103,8 @@ pub struct UpstreamBody {
     inner: Incoming,
     release: Option<(SendRequest<RequestBody>, Arc<ServerState>)>,
     _active: Option<ActiveGuard>,
+    /// The access-log line, written when this body is dropped.
+    access: Option<Box<AccessRecord>>,
 }
 
 impl UpstreamBody {
@@ -111,8 +114,9 @@ impl UpstreamBody {
         sender: SendRequest<RequestBody>,
         server: Arc<ServerState>,
         active: ActiveGuard,
+        access: Option<Box<AccessRecord>>,
     ) -> Self {
-        let mut body = UpstreamBody { inner, release: Some((sender, server)), _active: Some(active) };
+        let mut body = UpstreamBody { inner, release: Some((sender, server)), _active: Some(active), access };
         if body.inner.is_end_stream() {
             body.finish();
         }
@@ -121,6 +125,9 @@ impl UpstreamBody {
 
     fn finish(&mut self) {
         self._active = None;
+        if let Some(access) = &mut self.access {
+            access.complete = true;
+        }
         if let Some((sender, server)) = self.release.take() {
             server.pool.put(sender);
         }
@@ -133,6 +140,9 @@ impl Body for UpstreamBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Some(access), Poll::Ready(Some(Ok(frame)))) = (&mut self.access, &polled) {
+            access.bytes += frame.data_ref().map_or(0, |data| data.len() as u64);
+        }
         match &polled {
             Poll::Ready(None) => self.finish(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),

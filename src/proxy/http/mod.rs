@@ -1,6 +1,7 @@
 //! Layer 7: a hyper server (HTTP/1.1 and h2c on the same port) in front of pooled
 //! HTTP/1.1 connections to the servers.
 
+mod access_log;
 mod body;
 mod headers;
 mod io;

@@ -13,6 +13,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
+use super::access_log::AccessRecord;
 use super::body::{RequestBody, ResponseBody, UpstreamBody};
 use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade};
 use super::reply::error_response;
@@ -64,7 +65,17 @@ impl ConnContext {
                 let status = err.status();
                 self.count(Some(backend), status.as_u16());
                 backend.stats.response_duration.observe(started.elapsed().as_secs_f64());
-                self.access_log(Some(backend), None, &method, path.as_ref(), status.as_u16(), started);
+                let record = AccessRecord::start(
+                    &self.frontend,
+                    self.peer,
+                    Some(backend),
+                    None,
+                    &method,
+                    path.as_ref(),
+                    status.as_u16(),
+                    started,
+                );
+                drop(record);
                 Ok(error_response(status, false))
             }
         }
@@ -136,18 +147,28 @@ impl ConnContext {
         let status = response.status();
         backend.stats.response_duration.observe(started.elapsed().as_secs_f64());
         self.count(Some(backend), status.as_u16());
-        self.access_log(Some(backend), Some(&member.name), method, path, status.as_u16(), started);
+        let record = AccessRecord::start(
+            &self.frontend,
+            self.peer,
+            Some(backend),
+            Some(server),
+            method,
+            path,
+            status.as_u16(),
+            started,
+        );
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let server_upgrade = hyper::upgrade::on(&mut response);
                 tunnel::spawn(&self.tasks, Arc::clone(&self.frontend), client_upgrade, server_upgrade, sender, active);
                 strip_hop_by_hop(response.headers_mut(), true);
+                drop(record);
                 return response.map(|_| ResponseBody::empty());
             }
         }
         strip_hop_by_hop(response.headers_mut(), false);
         let state = Arc::clone(&member.state);
-        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active)))
+        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record)))
     }
 
     fn fail(
@@ -160,7 +181,17 @@ impl ConnContext {
         let status = err.status();
         tracing::warn!(frontend = %self.frontend.name, client = %self.peer, error = %err, "request refused");
         self.count(backend, status.as_u16());
-        self.access_log(backend, None, req.method(), req.uri().path_and_query(), status.as_u16(), started);
+        let record = AccessRecord::start(
+            &self.frontend,
+            self.peer,
+            backend,
+            None,
+            req.method(),
+            req.uri().path_and_query(),
+            status.as_u16(),
+            started,
+        );
+        drop(record);
         error_response(status, false)
     }
 
@@ -169,32 +200,6 @@ impl ConnContext {
         if let Some(backend) = backend {
             backend.stats.count_response(code);
         }
-    }
-
-    fn access_log(
-        &self,
-        backend: Option<&Arc<Backend>>,
-        server: Option<&str>,
-        method: &http::Method,
-        path: Option<&PathAndQuery>,
-        status: u16,
-        started: Instant,
-    ) {
-        if !self.frontend.access_log {
-            return;
-        }
-        tracing::info!(
-            target: "fulcrum::access",
-            client = %self.peer,
-            frontend = %self.frontend.name,
-            backend = backend.map_or("-", |b| b.name.as_str()),
-            server = server.unwrap_or("-"),
-            method = %method,
-            path = path.map_or("/", |p| p.as_str()),
-            status,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "http"
-        );
     }
 }
 
