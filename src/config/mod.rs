@@ -40,11 +40,14 @@ impl Config {
             let path = err.path().to_string();
             let inner = err.into_inner();
             let location = inner.location();
+            let message = strip_location(&inner.to_string());
+            // serde_yaml may already name the path; say it once.
+            let message = message.strip_prefix(&format!("{path}: ")).map_or(message.clone(), str::to_string);
             ConfigError::Syntax {
                 path,
                 line: location.as_ref().map(|l| l.line()),
                 column: location.as_ref().map(|l| l.column()),
-                message: strip_location(&inner.to_string()),
+                message,
             }
         })
     }
