@@ -70,6 +70,10 @@ pub struct Shared {
     pub reloads: ReloadStats,
     /// One health task per checked server.
     pub health: HealthChecks,
+    /// Cancelled when the drain has finished: the admin listener stops last.
+    pub finished: CancellationToken,
+    /// Where the admin listener is bound, if configured.
+    admin_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 /// Handle to a running balancer.
@@ -98,10 +102,15 @@ impl Instance {
             draining: AtomicBool::new(false),
             reloads: ReloadStats { last_ok: AtomicBool::new(true), ..Default::default() },
             health: HealthChecks::default(),
+            finished: CancellationToken::new(),
+            admin_addr: std::sync::OnceLock::new(),
         });
         let instance = Instance { shared };
         let first = instance.shared.snapshot.load_full();
         instance.sync_listeners(&first)?;
+        if let Some(address) = first.admin {
+            instance.start_admin(address)?;
+        }
         tracing::info!(
             generation = first.generation,
             frontends = first.frontends.len(),
@@ -109,6 +118,21 @@ impl Instance {
             "serving"
         );
         Ok(instance)
+    }
+
+    /// Binds the admin listener and serves it until the instance has finished.
+    fn start_admin(&self, address: SocketAddr) -> Result<(), ApplyError> {
+        let socket = listener::bind(address).map_err(|source| ApplyError::Bind { address, source })?;
+        let local = socket.local_addr().map_err(|source| ApplyError::Bind { address, source })?;
+        let _ = self.shared.admin_addr.set(local);
+        tracing::info!(address = %local, "admin listening");
+        tokio::spawn(crate::admin::serve(socket, Arc::clone(&self.shared)));
+        Ok(())
+    }
+
+    /// Where the admin endpoints are served, if `admin.bind` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.shared.admin_addr.get().copied()
     }
 
     /// The shared state (for the admin endpoints).
@@ -159,6 +183,13 @@ impl Instance {
         }
         let previous = self.shared.snapshot.load_full();
         let next = Arc::new(cluster::compile(Arc::new(config), Some(&previous))?);
+        if next.admin != previous.admin {
+            tracing::warn!(
+                running = ?self.admin_addr(),
+                configured = ?next.admin,
+                "admin.bind changed; the admin listener moves only at restart"
+            );
+        }
         self.sync_listeners(&next)?;
         let generation = next.generation;
         tracing::info!(generation, "config applied");
@@ -249,6 +280,7 @@ impl Instance {
         } else {
             tracing::warn!(open = self.shared.tasks.len(), ?drain, "drain timeout; closing remaining connections");
         }
+        self.shared.finished.cancel();
         finished
     }
 

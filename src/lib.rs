@@ -3,6 +3,7 @@
 //! `config` parses and validates the YAML file, `cluster` compiles it into an
 //! immutable snapshot, `balance` picks servers, `proxy` moves the bytes.
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod cluster;

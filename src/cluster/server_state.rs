@@ -45,6 +45,8 @@ pub struct ServerState {
     pub last_change_ms: AtomicU64,
     /// Idle keep-alive HTTP connections to the server.
     pub pool: Pool,
+    /// Request start to response head, for requests this server answered.
+    pub response_duration: Histogram,
     /// Health probes run.
     pub checks_total: AtomicU64,
     /// Time each health probe took (`fulcrum_server_check_duration_seconds`).
@@ -78,6 +80,14 @@ impl ServerState {
                 .const_label("server", key.server.as_str())
                 .buckets(CHECK_BUCKETS.to_vec());
         let check_duration = Histogram::with_opts(opts).expect("static histogram options are valid");
+        let opts = HistogramOpts::new(
+            "fulcrum_server_response_duration_seconds",
+            "Time from request start to response head, by server.",
+        )
+        .const_label("backend", key.backend.as_str())
+        .const_label("server", key.server.as_str())
+        .buckets(super::DURATION_BUCKETS.to_vec());
+        let response_duration = Histogram::with_opts(opts).expect("static histogram options are valid");
         Arc::new(Self {
             key,
             up: AtomicBool::new(up),
@@ -89,6 +99,7 @@ impl ServerState {
             state_changes: AtomicU64::new(0),
             last_change_ms: AtomicU64::new(unix_ms()),
             pool: Pool::default(),
+            response_duration,
             checks_total: AtomicU64::new(0),
             check_duration,
             last_check: Mutex::new(None),

@@ -66,6 +66,8 @@ pub struct BackendStats {
     pub responses: [AtomicU64; 5],
     /// Request start to response head.
     pub response_duration: Histogram,
+    /// Connect failures retried on another server.
+    pub retries: AtomicU64,
 }
 
 impl BackendStats {
@@ -80,6 +82,7 @@ impl BackendStats {
         Self {
             responses: Default::default(),
             response_duration: Histogram::with_opts(opts).expect("static histogram options are valid"),
+            retries: AtomicU64::new(0),
         }
     }
 

@@ -58,22 +58,22 @@ impl Probe {
     }
 
     /// Runs the probe once; `Ok` carries a short description of the success.
-    pub async fn run(&self) -> Result<&'static str, ProbeError> {
+    pub async fn run(&self) -> Result<String, ProbeError> {
         match tokio::time::timeout(self.timeout, self.attempt()).await {
             Ok(result) => result,
             Err(_) => Err(ProbeError::Timeout(self.timeout)),
         }
     }
 
-    async fn attempt(&self) -> Result<&'static str, ProbeError> {
+    async fn attempt(&self) -> Result<String, ProbeError> {
         let mut stream = TcpStream::connect(self.address).await.map_err(ProbeError::Connect)?;
         let Some(http) = &self.http else {
-            return Ok("connected");
+            return Ok("connected".to_string());
         };
         stream.write_all(&http.request).await.map_err(ProbeError::Io)?;
         let status = read_status(&mut stream).await?;
         if http.expect.contains(status) {
-            Ok("expected HTTP status")
+            Ok(format!("HTTP {status}"))
         } else {
             Err(ProbeError::Status(status))
         }
@@ -185,6 +185,9 @@ mod tests {
         let open = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let probe = Probe::new(&spec(CheckKind::Tcp, StatusSet::default()), open.local_addr().unwrap());
         assert_eq!(probe.run().await.unwrap(), "connected");
+        let (ok_addr, _) = http_server(200).await;
+        let http = Probe::new(&spec(CheckKind::Http, StatusSet::default()), ok_addr);
+        assert_eq!(http.run().await.unwrap(), "HTTP 200");
     }
 
     #[tokio::test(start_paused = true)]

@@ -41,7 +41,7 @@ pub async fn run(state: Arc<ServerState>, spec: Arc<CheckSpec>, stop: Cancellati
         };
         let ok = outcome.is_ok();
         let detail = match outcome {
-            Ok(what) => what.to_string(),
+            Ok(what) => what,
             Err(err) => err.to_string(),
         };
         if let Some(up) = machine.record(ok) {

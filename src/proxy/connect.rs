@@ -34,8 +34,11 @@ pub async fn connect_with_retries(
     tried: &mut Tried,
 ) -> Result<(usize, TcpStream), ProxyError> {
     let mut last_error = None;
-    for _attempt in 0..=backend.retries {
+    for attempt in 0..=backend.retries {
         let Some((index, member)) = backend.pick(key, tried) else { break };
+        if attempt > 0 {
+            backend.stats.retries.fetch_add(1, Relaxed);
+        }
         tried.insert(index);
         match connect_server(member, backend.timeouts.connect).await {
             Ok(stream) => return Ok((index, stream)),

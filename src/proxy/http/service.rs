@@ -145,7 +145,9 @@ impl ConnContext {
         let Exchange { mut response, sender, server, active } = exchange;
         let member = &backend.members[server];
         let status = response.status();
-        backend.stats.response_duration.observe(started.elapsed().as_secs_f64());
+        let elapsed = started.elapsed().as_secs_f64();
+        backend.stats.response_duration.observe(elapsed);
+        member.state.response_duration.observe(elapsed);
         self.count(Some(backend), status.as_u16());
         let record = AccessRecord::start(
             &self.frontend,

@@ -44,8 +44,11 @@ pub async fn forward(
     let replayable = is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
     let mut tried = Tried::default();
     let mut last_error = None;
-    for _attempt in 0..=backend.retries {
+    for attempt in 0..=backend.retries {
         let Some((index, member)) = backend.pick(key, &tried) else { break };
+        if attempt > 0 {
+            backend.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         tried.insert(index);
         match exchange(backend, member, req, replayable).await {
             Ok((response, sender, active)) => return Ok(Exchange { response, sender, server: index, active }),

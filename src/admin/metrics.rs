@@ -1,0 +1,162 @@
+//! `/metrics`: the Prometheus text exposition, built at scrape time from the
+//! current snapshot's atomics — the same counters the data path updates, so there is
+//! no second set to drift. Frontends and servers a reload removed are simply not in
+//! the snapshot any more, so their series disappear; kept ones carry their state
+//! across reloads, so their counters never reset.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use prometheus::core::Collector;
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::cluster::Snapshot;
+use crate::instance::Shared;
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Renders every metric as Prometheus text.
+pub fn render(shared: &Shared) -> String {
+    let snapshot = shared.snapshot.load_full();
+    let registry = Registry::new();
+    let mut families = Families { registry: &registry };
+
+    let build = families.gauge("fulcrum_build_info", "Fulcrum build; always 1.", &["version"]);
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    families
+        .gauge("fulcrum_config_generation", "Config generation served (first load = 1).", &[])
+        .with_label_values(&[])
+        .set(snapshot.generation as i64);
+    let reloads = families.counter("fulcrum_config_reloads_total", "Config reloads by result.", &["result"]);
+    reloads.with_label_values(&["success"]).inc_by(shared.reloads.succeeded.load(Relaxed));
+    reloads.with_label_values(&["failure"]).inc_by(shared.reloads.failed.load(Relaxed));
+    families
+        .gauge("fulcrum_config_last_reload_success", "1 if the last reload applied, else 0.", &[])
+        .with_label_values(&[])
+        .set(i64::from(shared.reloads.last_ok.load(Relaxed)));
+    families
+        .gauge("fulcrum_draining", "1 once graceful shutdown started.", &[])
+        .with_label_values(&[])
+        .set(i64::from(shared.draining.load(Relaxed)));
+
+    frontends(&mut families, &snapshot);
+    backends(&mut families, &snapshot);
+
+    families.register(prometheus::process_collector::ProcessCollector::for_self());
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+fn frontends(families: &mut Families, snapshot: &Snapshot) {
+    let labels = &["frontend"];
+    let connections = families.counter("fulcrum_frontend_connections_total", "Accepted client connections.", labels);
+    let active = families.gauge("fulcrum_frontend_active_connections", "Open client connections.", labels);
+    let rejected = families.counter(
+        "fulcrum_frontend_rejected_connections_total",
+        "Connections refused at max_connections.",
+        labels,
+    );
+    let requests = families.counter("fulcrum_frontend_http_requests_total", "HTTP requests received.", labels);
+    let received = families.counter("fulcrum_frontend_received_bytes_total", "Bytes received from clients.", labels);
+    let sent = families.counter("fulcrum_frontend_sent_bytes_total", "Bytes sent to clients.", labels);
+    let responses = families.counter(
+        "fulcrum_frontend_http_responses_total",
+        "HTTP responses sent by class, including those made before routing (400, 408, 431).",
+        &["frontend", "code"],
+    );
+    for f in &snapshot.frontends {
+        let name = [f.name.as_str()];
+        let s = &f.stats;
+        connections.with_label_values(&name).inc_by(s.connections_total.load(Relaxed));
+        active.with_label_values(&name).set(s.active_connections.load(Relaxed) as i64);
+        rejected.with_label_values(&name).inc_by(s.rejected_connections.load(Relaxed));
+        requests.with_label_values(&name).inc_by(s.http_requests.load(Relaxed));
+        received.with_label_values(&name).inc_by(s.received_bytes.load(Relaxed));
+        sent.with_label_values(&name).inc_by(s.sent_bytes.load(Relaxed));
+        for (class, count) in CLASSES.iter().zip(&s.responses) {
+            responses.with_label_values(&[f.name.as_str(), class]).inc_by(count.load(Relaxed));
+        }
+    }
+}
+
+fn backends(families: &mut Families, snapshot: &Snapshot) {
+    let responses = families.counter(
+        "fulcrum_backend_http_responses_total",
+        "HTTP responses sent by class, balancer-made errors included.",
+        &["backend", "code"],
+    );
+    let up_servers = families.gauge("fulcrum_backend_up_servers", "Servers currently up.", &["backend"]);
+    let retries =
+        families.counter("fulcrum_backend_retries_total", "Connect failures retried on another server.", &["backend"]);
+    let labels = &["backend", "server"];
+    let up = families.gauge("fulcrum_server_up", "1 if the server takes traffic, else 0.", labels);
+    let weight = families.gauge("fulcrum_server_weight", "Configured weight (0 = no new traffic).", labels);
+    let active = families.gauge("fulcrum_server_active_connections", "Open connections to the server.", labels);
+    let connections = families.counter("fulcrum_server_connections_total", "Connections opened to the server.", labels);
+    let requests = families.counter("fulcrum_server_http_requests_total", "HTTP requests sent to the server.", labels);
+    let connect_errors = families.counter("fulcrum_server_connect_errors_total", "Failed connects.", labels);
+    let checks = families.counter("fulcrum_server_checks_total", "Health probes run.", labels);
+    let check_failures = families.counter("fulcrum_server_check_failures_total", "Failed health checks.", labels);
+    let changes = families.counter("fulcrum_server_state_changes_total", "up<->down transitions.", labels);
+    let idle = families.gauge(
+        "fulcrum_server_idle_pooled_connections",
+        "Idle keep-alive connections pooled for reuse.",
+        labels,
+    );
+    for b in &snapshot.backends {
+        for (class, count) in CLASSES.iter().zip(&b.stats.responses) {
+            responses.with_label_values(&[b.name.as_str(), class]).inc_by(count.load(Relaxed));
+        }
+        up_servers.with_label_values(&[b.name.as_str()]).set(b.up_servers() as i64);
+        retries.with_label_values(&[b.name.as_str()]).inc_by(b.stats.retries.load(Relaxed));
+        families.histogram(b.stats.response_duration.clone());
+        for m in &b.members {
+            let s = &m.state;
+            let names = [b.name.as_str(), m.name.as_str()];
+            up.with_label_values(&names).set(i64::from(s.is_up()));
+            weight.with_label_values(&names).set(i64::from(m.weight));
+            active.with_label_values(&names).set(s.active() as i64);
+            connections.with_label_values(&names).inc_by(s.connections_total.load(Relaxed));
+            requests.with_label_values(&names).inc_by(s.requests_total.load(Relaxed));
+            connect_errors.with_label_values(&names).inc_by(s.connect_errors.load(Relaxed));
+            checks.with_label_values(&names).inc_by(s.checks_total.load(Relaxed));
+            check_failures.with_label_values(&names).inc_by(s.check_failures.load(Relaxed));
+            changes.with_label_values(&names).inc_by(s.state_changes.load(Relaxed));
+            idle.with_label_values(&names).set(s.pool.idle_count() as i64);
+            families.histogram(s.response_duration.clone());
+            if b.health_check.is_some() {
+                families.histogram(s.check_duration.clone());
+            }
+        }
+    }
+}
+
+/// Registers metric families into the scrape's registry.
+struct Families<'a> {
+    registry: &'a Registry,
+}
+
+impl Families<'_> {
+    fn counter(&mut self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric name and labels");
+        self.register(vec.clone());
+        vec
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let vec = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric name and labels");
+        self.register(vec.clone());
+        vec
+    }
+
+    /// A histogram that lives in the cluster state (shared with the data path).
+    fn histogram(&mut self, histogram: prometheus::Histogram) {
+        self.register(histogram);
+    }
+
+    fn register(&mut self, collector: impl Collector + 'static) {
+        if let Err(err) = self.registry.register(Box::new(collector)) {
+            tracing::error!(error = %err, "metric registration failed; series omitted from this scrape");
+        }
+    }
+}

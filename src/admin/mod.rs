@@ -1,0 +1,132 @@
+//! The admin listener: `/metrics`, `/healthz`, `/status`, `/api/status`.
+//!
+//! It keeps answering during a graceful drain (so `/healthz` can say 503 and outer
+//! balancers stop sending) and stops only when the instance has finished.
+
+mod metrics;
+mod report;
+mod status_page;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub use report::{build as status_report, StatusReport};
+pub use status_page::esc as html_escape;
+
+use crate::config::Mode;
+use crate::instance::Shared;
+
+/// How often frontend rates are sampled for the status page.
+const RATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Serves the admin endpoints on `listener` until `shared.finished` is cancelled.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let rates = Arc::new(Rates::default());
+    tokio::spawn(sample_rates(Arc::clone(&shared), Arc::clone(&rates)));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.finished.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (shared, rates) = (Arc::clone(&shared), Arc::clone(&rates));
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = answer(&req, &shared, &rates);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(err) =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
+            {
+                tracing::debug!(error = %err, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn answer<B>(req: &Request<B>, shared: &Shared, rates: &Rates) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+    }
+    match req.uri().path() {
+        "/metrics" => with_type(metrics::render(shared), "text/plain; version=0.0.4; charset=utf-8"),
+        "/healthz" if shared.draining.load(Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/api/status" => {
+            let report = report::build(shared, |name| rates.get(name));
+            let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+            with_type(json, "application/json")
+        }
+        "/status" | "/" => {
+            let report = report::build(shared, |name| rates.get(name));
+            with_type(status_page::render(&report), "text/html; charset=utf-8")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: try /status, /metrics, /healthz or /api/status\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = with_type(body.to_string(), "text/plain; charset=utf-8");
+    *response.status_mut() = status;
+    response
+}
+
+fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Recent per-frontend rates: requests/s for http, connections/s for tcp.
+#[derive(Debug, Default)]
+struct Rates {
+    by_frontend: Mutex<HashMap<String, (u64, f64)>>,
+}
+
+impl Rates {
+    fn get(&self, frontend: &str) -> f64 {
+        self.by_frontend.lock().expect("rates poisoned").get(frontend).map_or(0.0, |&(_, rate)| rate)
+    }
+}
+
+async fn sample_rates(shared: Arc<Shared>, rates: Arc<Rates>) {
+    let mut ticker = tokio::time::interval(RATE_INTERVAL);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shared.finished.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let elapsed = last.elapsed().as_secs_f64().max(0.001);
+        last = Instant::now();
+        let snapshot = shared.snapshot.load_full();
+        let mut by_frontend = rates.by_frontend.lock().expect("rates poisoned");
+        let mut next = HashMap::with_capacity(snapshot.frontends.len());
+        for f in &snapshot.frontends {
+            let count = match f.mode {
+                Mode::Http => f.stats.http_requests.load(Relaxed),
+                Mode::Tcp => f.stats.connections_total.load(Relaxed),
+            };
+            let rate = by_frontend.get(&f.name).map_or(0.0, |&(prev, _)| count.saturating_sub(prev) as f64 / elapsed);
+            next.insert(f.name.clone(), (count, rate));
+        }
+        *by_frontend = next;
+    }
+}

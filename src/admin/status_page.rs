@@ -1,0 +1,199 @@
+//! `/status`: one self-contained HTML page (inline CSS, no scripts or external
+//! assets) that reloads itself every few seconds.
+
+use std::fmt::Write;
+
+use super::report::{BackendReport, ServerReport, StatusReport};
+
+/// Seconds between automatic refreshes of the page.
+const REFRESH_SECONDS: u32 = 3;
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}\
+h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}\
+.meta{color:#555;margin-bottom:1em}.bad{color:#b00020;font-weight:600}\
+table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0002;margin-bottom:.6em}\
+th,td{padding:.3em .7em;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}\
+th{background:#f0f0f0;font-weight:600}th.l{text-align:left}td:first-child,th:first-child{text-align:left}\
+td.l{text-align:left}.up{background:#d9f2dd}.down{background:#f9d6d9}.backup{color:#666;font-style:italic}\
+.pill{display:inline-block;padding:0 .5em;border-radius:.7em;font-weight:600}\
+.pill.up{color:#14632a}.pill.down{color:#8a0014}";
+
+/// Renders the page.
+pub fn render(report: &StatusReport) -> String {
+    let mut html = String::with_capacity(8 * 1024);
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
+         <title>Fulcrum status</title><style>{STYLE}</style></head><body>\
+         <h1>Fulcrum {}</h1><div class=\"meta\">config generation {} &middot; reloads: {} applied, {} rejected",
+        esc(report.version),
+        report.generation,
+        report.reloads.succeeded,
+        report.reloads.failed,
+    );
+    if report.reloads.last_ok {
+        html.push_str(" &middot; last reload OK");
+    } else {
+        html.push_str(" &middot; <span class=\"bad\">last reload rejected:</span><ul>");
+        for error in &report.reloads.last_errors {
+            let _ = write!(html, "<li>{}</li>", esc(error));
+        }
+        html.push_str("</ul>");
+    }
+    if report.draining {
+        html.push_str(" &middot; <span class=\"bad\">DRAINING</span>");
+    }
+    let _ = write!(html, " &middot; refreshes every {REFRESH_SECONDS}s</div>");
+
+    html.push_str(
+        "<h2>Frontends</h2><table><tr><th>name</th><th>mode</th><th>bind</th><th>active conns</th>\
+         <th>total conns</th><th>rejected</th><th>requests</th><th>req/s</th><th>2xx</th><th>4xx</th><th>5xx</th>\
+         <th>bytes in</th><th>bytes out</th></tr>",
+    );
+    for f in &report.frontends {
+        let cap = f.max_connections.map_or(String::new(), |m| format!(" / {m}"));
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&f.name),
+            f.mode,
+            esc(&f.binds.join(", ")),
+            f.active_connections,
+            cap,
+            f.connections_total,
+            f.rejected_connections,
+            f.http_requests,
+            f.request_rate,
+            f.responses[1],
+            f.responses[3],
+            f.responses[4],
+            bytes(f.received_bytes),
+            bytes(f.sent_bytes),
+        );
+    }
+    html.push_str("</table>");
+
+    for b in &report.backends {
+        backend(&mut html, b);
+    }
+    html.push_str("</body></html>");
+    html
+}
+
+fn backend(html: &mut String, b: &BackendReport) {
+    let total = b.servers.len();
+    let class = if b.up_servers == 0 && total > 0 { " class=\"bad\"" } else { "" };
+    let _ = write!(
+        html,
+        "<h2>Backend {} <small>({}, <span{class}>{} of {} up</span>, 2xx {} &middot; 4xx {} &middot; 5xx {}, \
+         {} retries)</small></h2>\
+         <table><tr><th>server</th><th>address</th><th>state</th><th>weight</th><th>active</th><th>conns</th>\
+         <th>requests</th><th>connect errors</th><th>check failures</th><th class=\"l\">last check</th><th>in state for</th></tr>",
+        esc(&b.name),
+        esc(&b.balance),
+        b.up_servers,
+        total,
+        b.responses[1],
+        b.responses[3],
+        b.responses[4],
+        b.retries,
+    );
+    for s in &b.servers {
+        server(html, s, b.health_checked);
+    }
+    html.push_str("</table>");
+}
+
+fn server(html: &mut String, s: &ServerReport, checked: bool) {
+    let state = if s.up { "up" } else { "down" };
+    let last_check = match (&s.last_check, checked) {
+        (Some(c), _) => format!(
+            "{} {} ({:.1} ms, {} ago)",
+            if c.ok { "&#10003;" } else { "&#10007;" },
+            esc(&c.detail),
+            c.duration_ms,
+            duration(c.seconds_ago)
+        ),
+        (None, true) => "pending".to_string(),
+        (None, false) => "not checked".to_string(),
+    };
+    let _ = write!(
+        html,
+        "<tr class=\"{state}\"><td{}>{}{}</td><td class=\"l\">{}</td><td><span class=\"pill {state}\">{}</span></td>\
+         <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td></tr>",
+        if s.backup { " class=\"backup\"" } else { "" },
+        esc(&s.name),
+        if s.backup { " (backup)" } else { "" },
+        esc(&s.address),
+        state.to_uppercase(),
+        s.weight,
+        s.active_connections,
+        s.connections_total,
+        s.http_requests,
+        s.connect_errors,
+        s.check_failures,
+        last_check,
+        duration(s.seconds_since_change),
+    );
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{seconds:.0}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(esc("<b a=\"x\">&'"), "&lt;b a=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(duration(75.0), "1m15s");
+        assert_eq!(duration(7300.0), "2h01m");
+    }
+}
