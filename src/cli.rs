@@ -40,15 +40,16 @@ pub fn init_logging() {
 
 /// `fulcrum run`: serves until SIGTERM/SIGINT; SIGHUP (and, with `watch`, a change of
 /// the file's content) reloads the file.
-pub fn run(path: &Path, watch: bool) -> ExitCode {
+/// `threads` sets the worker-thread count (default: one per core).
+pub fn run(path: &Path, watch: bool, threads: Option<usize>) -> ExitCode {
     init_logging();
-    block_on(serve(path, watch))
+    block_on(threads, serve(path, watch))
 }
 
 /// `fulcrum demo`: starts the demo app servers, then serves the demo config (watched).
 pub fn demo(requested: Option<&Path>) -> ExitCode {
     init_logging();
-    block_on(async {
+    block_on(None, async {
         let path = match crate::demo::config_path(requested) {
             Ok(path) => path,
             Err(err) => return fail(&err),
@@ -67,8 +68,12 @@ pub fn demo(requested: Option<&Path>) -> ExitCode {
     })
 }
 
-fn block_on(work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+fn block_on(threads: Option<usize>, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(work),
         Err(err) => fail(&err),
     }

@@ -23,6 +23,9 @@ enum Command {
         /// Also reload when the file's content changes (checked every second).
         #[arg(long)]
         watch: bool,
+        /// Worker threads serving traffic (default: one per CPU core).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        threads: Option<u16>,
     },
     /// Run the balancer on configs/demo.yaml in front of three built-in demo servers.
     Demo {
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => fulcrum::cli::check(&config),
-        Command::Run { config, watch } => fulcrum::cli::run(&config, watch),
+        Command::Run { config, watch, threads } => fulcrum::cli::run(&config, watch, threads.map(usize::from)),
         Command::Demo { config } => fulcrum::cli::demo(config.as_deref()),
     }
 }

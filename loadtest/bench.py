@@ -1,0 +1,340 @@
+#!/usr/bin/env python3
+"""Drives the side-by-side benchmark (run through loadtest/run.sh).
+
+Starts two nginx backends, HAProxy, nginx and Fulcrum with equivalent configs,
+then measures in interleaved rounds: keep-alive HTTP and TCP-mode throughput and
+latency with wrk, proxy CPU time per 1,000 requests from /proc, RSS per idle
+connection, and large-body throughput. Prints one table and Fulcrum's ratios.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ENV = os.environ.get
+ROUNDS = int(ENV("ROUNDS", "3"))
+DURATION = int(ENV("DURATION", "10"))          # seconds per wrk run
+CONNECTIONS = int(ENV("CONNECTIONS", "64"))    # wrk keep-alive connections
+WRK_THREADS = int(ENV("WRK_THREADS", "1"))
+PROXY_THREADS = int(ENV("PROXY_THREADS", "1")) # worker threads/processes of EVERY proxy
+IDLE = int(ENV("IDLE", "10000"))               # idle connections held per proxy
+BIG_MB = int(ENV("BIG_MB", "256"))             # large-body size
+BIG_RUNS = int(ENV("BIG_RUNS", "3"))
+
+# HAProxy refuses to start when maxconn needs more descriptors than the limit allows
+# (two per connection); its idle test holds at most this many connections.
+FD_LIMIT = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[0]
+HAPROXY_MAXCONN = max(1000, FD_LIMIT // 2 - 500)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FULCRUM = os.path.join(ROOT, "target", "release", "fulcrum")
+TICK = os.sysconf("SC_CLK_TCK")
+
+BACKENDS = [18081, 18082]
+PORTS = {  # proxy -> (http port, tcp port)
+    "haproxy": (18101, 18201),
+    "nginx": (18102, 18202),
+    "fulcrum": (18103, 18203),
+}
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def configs(tmp):
+    big = os.path.join(tmp, "www")
+    os.makedirs(big)
+    with open(os.path.join(big, "big"), "wb") as f:
+        f.truncate(BIG_MB * 1024 * 1024)  # sparse: no disk I/O in the measurement
+    # nginx workers drop root: let them read the file.
+    for path in (tmp, big, os.path.join(big, "big")):
+        os.chmod(path, 0o755)
+    servers = "\n".join(f"    listen 127.0.0.1:{p} reuseport;" for p in BACKENDS)
+    write(f"{tmp}/backend.conf", f"""
+worker_processes 1;
+pid {tmp}/backend.pid;
+error_log {tmp}/backend.err;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+{servers}
+    root {big};
+    location = / {{ return 200 "ok\\n"; }}
+    location /big {{ }}
+  }}
+}}
+""")
+    h, t = PORTS["haproxy"]
+    srv = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(BACKENDS))
+    write(f"{tmp}/haproxy.cfg", f"""
+global
+  nbthread {PROXY_THREADS}
+  maxconn {HAPROXY_MAXCONN}
+defaults
+  timeout connect 3s
+  timeout client 60s
+  timeout server 60s
+frontend fe_http
+  mode http
+  bind 127.0.0.1:{h}
+  default_backend be_http
+backend be_http
+  mode http
+  balance roundrobin
+  http-reuse always
+{srv}
+frontend fe_tcp
+  mode tcp
+  bind 127.0.0.1:{t}
+  default_backend be_tcp
+backend be_tcp
+  mode tcp
+  balance roundrobin
+{srv}
+""")
+    h, t = PORTS["nginx"]
+    ups = "\n".join(f"    server 127.0.0.1:{p};" for p in BACKENDS)
+    write(f"{tmp}/nginx.conf", f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes {PROXY_THREADS};
+worker_rlimit_nofile 100000;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err;
+events {{ worker_connections 50000; }}
+http {{
+  access_log off;
+  upstream up {{
+{ups}
+    keepalive 128;
+  }}
+  server {{
+    listen 127.0.0.1:{h};
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+stream {{
+  upstream tup {{
+{ups}
+  }}
+  server {{
+    listen 127.0.0.1:{t};
+    proxy_pass tup;
+  }}
+}}
+""")
+    h, t = PORTS["fulcrum"]
+    fsrv = "\n".join(f"      - {{ name: s{i}, address: 127.0.0.1:{p} }}" for i, p in enumerate(BACKENDS))
+    write(f"{tmp}/fulcrum.yaml", f"""
+frontends:
+  - {{ name: http, bind: 127.0.0.1:{h}, mode: http, default_backend: app }}
+  - {{ name: tcp, bind: 127.0.0.1:{t}, mode: tcp, default_backend: app }}
+backends:
+  - name: app
+    balance: round_robin
+    servers:
+{fsrv}
+""")
+
+
+def wait_port(port, what, limit=10.0):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not start listening on {port}")
+
+
+def pids_of(proc):
+    """The process and its children (nginx workers)."""
+    pids = [proc.pid]
+    try:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+        pids += [int(p) for p in out.split()]
+    except OSError:
+        pass
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except OSError:
+            pass
+    return total / TICK
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def wrk(port):
+    out = subprocess.run(
+        ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=DURATION + 30,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    return requests, rps, p50, p99, errors
+
+
+def idle_rss(proc, port, count):
+    """RSS growth for `count` open idle client connections, in bytes per connection."""
+    pids = pids_of(proc)
+    before = rss_kib(pids)
+    socks = []
+    try:
+        for _ in range(count):
+            socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(1.0)  # let the proxy accept and settle
+        after = rss_kib(pids)
+    finally:
+        for s in socks:
+            s.close()
+    return (after - before) * 1024 / count, after / 1024, count
+
+
+def big_body(port):
+    speeds = []
+    for _ in range(BIG_RUNS):
+        out = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", f"http://127.0.0.1:{port}/big"],
+            capture_output=True, text=True, timeout=120,
+        ).stdout.split()
+        if len(out) < 2 or int(float(out[1])) != BIG_MB * 1024 * 1024:
+            print(f"  large body through port {port}: incomplete ({out})", file=sys.stderr)
+            return float("nan")
+        speeds.append(float(out[0]) / 1e6)
+    return statistics.median(speeds)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="fulcrum-bench-")
+    configs(tmp)
+    procs = {}
+    try:
+        procs["backend"] = subprocess.Popen(["nginx", "-c", f"{tmp}/backend.conf", "-g", "daemon off;"])
+        for port in BACKENDS:
+            wait_port(port, "backend nginx")
+        procs["haproxy"] = subprocess.Popen(["haproxy", "-f", f"{tmp}/haproxy.cfg"], stdout=subprocess.DEVNULL)
+        procs["nginx"] = subprocess.Popen(["nginx", "-c", f"{tmp}/nginx.conf", "-g", "daemon off;"])
+        procs["fulcrum"] = subprocess.Popen(
+            [FULCRUM, "run", "--config", f"{tmp}/fulcrum.yaml", "--threads", str(PROXY_THREADS)],
+            env={**os.environ, "RUST_LOG": "warn"},
+        )
+        for name, (h, t) in PORTS.items():
+            wait_port(h, name)
+            wait_port(t, name)
+        time.sleep(0.5)  # nginx workers
+        proxies = ["haproxy", "nginx", "fulcrum"]
+        results = {}
+        print(f"{ROUNDS} rounds x {DURATION}s, wrk -t{WRK_THREADS} -c{CONNECTIONS}, {PROXY_THREADS} worker(s) per proxy",
+              file=sys.stderr)
+        for r in range(ROUNDS):
+            order = proxies[r % 3:] + proxies[:r % 3]  # rotate who goes first
+            for mode, idx in (("http", 0), ("tcp", 1)):
+                for name in order:
+                    pids = pids_of(procs[name])
+                    cpu0 = cpu_seconds(pids)
+                    requests, rps, p50, p99, errors = wrk(PORTS[name][idx])
+                    cpu = cpu_seconds(pids) - cpu0
+                    results.setdefault((name, mode), []).append(
+                        (rps, p50, p99, cpu * 1e6 / max(requests, 1), errors))
+                    print(f"  round {r + 1} {mode:4} {name:8} {rps:10.0f} req/s", file=sys.stderr)
+        held = lambda name: min(IDLE, HAPROXY_MAXCONN - 100) if name == "haproxy" else IDLE
+        memory = {name: idle_rss(procs[name], PORTS[name][0], held(name)) for name in proxies} if IDLE else {}
+        bodies = {name: big_body(PORTS[name][0]) for name in proxies} if BIG_RUNS else {}
+        report(results, memory, bodies)
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(results, memory, bodies):
+    med = lambda xs, i: statistics.median(x[i] for x in xs)
+    print()
+    print(f"| proxy | mode | req/s | p50 ms | p99 ms | CPU ms / 1k req | errors |")
+    print(f"|---|---|---:|---:|---:|---:|---:|")
+    for mode in ("http", "tcp"):
+        for name in ("haproxy", "nginx", "fulcrum"):
+            xs = results[(name, mode)]
+            print(f"| {name} | {mode} | {med(xs, 0):.0f} | {med(xs, 1):.3f} | {med(xs, 2):.3f} | "
+                  f"{med(xs, 3):.1f} | {sum(x[4] for x in xs)} |")
+    print()
+    print("| Fulcrum vs | mode | req/s ratio | CPU/req ratio | p99 ratio |")
+    print("|---|---|---:|---:|---:|")
+    for other in ("haproxy", "nginx"):
+        for mode in ("http", "tcp"):
+            f, o = results[("fulcrum", mode)], results[(other, mode)]
+            print(f"| {other} | {mode} | {med(f, 0) / med(o, 0):.2f} | {med(f, 3) / med(o, 3):.2f} | "
+                  f"{med(f, 2) / med(o, 2):.2f} |")
+    if memory:
+        print()
+        print("| proxy | idle connections held | RSS per idle connection | RSS with them open |")
+        print("|---|---:|---:|---:|")
+        for name, (per, total, count) in memory.items():
+            print(f"| {name} | {count} | {per / 1024:.2f} KiB | {total:.1f} MiB |")
+    if bodies:
+        print()
+        print(f"| proxy | {BIG_MB} MiB download through the proxy (median of {BIG_RUNS}) |")
+        print("|---|---:|")
+        for name, speed in bodies.items():
+            print(f"| {name} | {speed:.0f} MB/s |")
+
+
+if __name__ == "__main__":
+    main()
