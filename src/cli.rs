@@ -69,10 +69,17 @@ pub fn demo(requested: Option<&Path>) -> ExitCode {
 }
 
 fn block_on(threads: Option<usize>, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = threads {
-        builder.worker_threads(threads);
-    }
+    // One worker: a single-threaded scheduler does the same work without the
+    // work-stealing machinery (measured in loadtest/RESULTS.md).
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(work),
         Err(err) => fail(&err),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -60,9 +61,15 @@ impl AsyncRead for ClientIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            let unfilled = buf.initialize_unfilled();
-            match self.stream.try_read(unfilled) {
+            // Read straight into the uninitialized part of hyper's buffer: zeroing it
+            // first (what `initialize_unfilled` does) cost ~3% of CPU per request.
+            // SAFETY: `recv` only writes into the slice, and we mark exactly the `n`
+            // bytes it reports as initialized.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let stream: &TcpStream = &self.stream;
+            match stream.try_io(Interest::READABLE, || socket2::SockRef::from(stream).recv(unfilled)) {
                 Ok(n) => {
+                    unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     if n > 0 {
                         self.mid_request.store(true, Relaxed);
