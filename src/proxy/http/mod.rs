@@ -40,7 +40,13 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let (io, handle) = ClientIo::new(stream, Arc::clone(&frontend));
+    let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend)) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::warn!(frontend = %frontend.name, client = %peer, error = %err, "cannot register the client socket");
+            return;
+        }
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
