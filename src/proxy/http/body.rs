@@ -1,9 +1,13 @@
 //! Body types on both sides of the proxy. Bodies stream frame by frame (hyper
 //! applies backpressure); nothing is buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -71,9 +75,9 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ResponseBody::Static(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
@@ -96,8 +100,15 @@ impl Body for ResponseBody {
     }
 }
 
+/// Error of a body sent to the client: the server's, or a stall we detected.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A server's response body. Holds the request's in-flight count on the server
 /// until the body ends, then returns the connection to the server's pool.
+///
+/// A server that stops sending mid-body for `timeouts.server` is given up on: the
+/// client's response is cut (it cannot be turned into a 504 any more) and the server
+/// connection is dropped rather than pooled.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
@@ -105,7 +116,51 @@ pub struct UpstreamBody {
     _active: Option<ActiveGuard>,
     /// The access-log line, written when this body is dropped.
     access: Option<Box<AccessRecord>>,
+    stall: StallTimer,
 }
+
+/// Detects a body that makes no progress for `limit`. The timer is created only
+/// when the body first has to wait, and progress only records a timestamp: the
+/// timer is re-armed when it fires early, not on every frame.
+#[derive(Debug)]
+struct StallTimer {
+    limit: Duration,
+    last_progress: Instant,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallTimer {
+    fn new(limit: Duration) -> Self {
+        StallTimer { limit, last_progress: Instant::now(), timer: None }
+    }
+
+    fn progress(&mut self) {
+        if self.timer.is_some() {
+            self.last_progress = Instant::now();
+        }
+    }
+
+    /// Polled while the body waits: true once it has waited `limit` since progress.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let limit = self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let deadline = self.last_progress + limit;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+/// The server stopped sending in the middle of a response body.
+#[derive(Debug, thiserror::Error)]
+#[error("server sent nothing for {0:?} in the middle of the response body")]
+pub struct BodyStalled(Duration);
 
 impl UpstreamBody {
     /// Wraps `inner`; `sender` returns to `server`'s pool when the body completes.
@@ -115,8 +170,15 @@ impl UpstreamBody {
         server: Arc<ServerState>,
         active: ActiveGuard,
         access: Option<Box<AccessRecord>>,
+        idle_limit: Duration,
     ) -> Self {
-        let mut body = UpstreamBody { inner, release: Some((sender, server)), _active: Some(active), access };
+        let mut body = UpstreamBody {
+            inner,
+            release: Some((sender, server)),
+            _active: Some(active),
+            access,
+            stall: StallTimer::new(idle_limit),
+        };
         if body.inner.is_end_stream() {
             body.finish();
         }
@@ -136,10 +198,18 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if polled.is_pending() {
+            if self.stall.stalled(cx) {
+                self.release = None;
+                return Poll::Ready(Some(Err(Box::new(BodyStalled(self.stall.limit)))));
+            }
+            return Poll::Pending;
+        }
+        self.stall.progress();
         if let (Some(access), Poll::Ready(Some(Ok(frame)))) = (&mut self.access, &polled) {
             access.bytes += frame.data_ref().map_or(0, |data| data.len() as u64);
         }
@@ -150,7 +220,7 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Err(_))) => self.release = None,
             _ => {}
         }
-        polled
+        polled.map(|frame| frame.map(|result| result.map_err(BodyError::from)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -170,7 +170,8 @@ impl ConnContext {
         }
         strip_hop_by_hop(response.headers_mut(), false);
         let state = Arc::clone(&member.state);
-        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record)))
+        let idle_limit = backend.timeouts.server;
+        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record, idle_limit)))
     }
 
     fn fail(
