@@ -1,5 +1,6 @@
-//! Graceful shutdown of the real binary: SIGTERM stops accepting at once, lets the
-//! in-flight request finish, closes idle keep-alive connections, and exits 0.
+//! Signals to the real binary: SIGHUP reloads the file; SIGTERM stops accepting at
+//! once, lets the in-flight request finish, closes idle keep-alive connections, and
+//! exits 0; a second SIGTERM exits without waiting.
 
 mod common;
 
@@ -134,4 +135,93 @@ backends:
 
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status {status}");
+}
+
+/// Starts `fulcrum run` on `yaml`; returns the child and waits until `port` accepts.
+async fn run_binary(dir: &std::path::Path, yaml: &str, port: u16) -> std::process::Child {
+    let config = dir.join("fulcrum.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return child;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("fulcrum did not start listening on {port}");
+}
+
+fn config_for(port: u16, name: &str, server: std::net::SocketAddr) -> String {
+    format!(
+        "frontends:\n  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, default_backend: app }}\nbackends:\n  - {{ name: app, servers: [{{ name: {name}, address: \"{server}\" }}] }}\n"
+    )
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_file_and_keeps_serving_on_a_bad_one() {
+    let (a, b) = (common::named_http("a").await, common::named_http("b").await);
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = run_binary(dir.path(), &config_for(port, "a", a.addr), port).await;
+    let front = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(common::who(front).await, "200 a");
+
+    std::fs::write(dir.path().join("fulcrum.yaml"), config_for(port, "b", b.addr)).unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let mut switched = false;
+    for _ in 0..400 {
+        if common::who(front).await == "200 b" {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(switched, "SIGHUP did not apply the new file");
+
+    // A broken file: the running config stays.
+    std::fs::write(dir.path().join("fulcrum.yaml"), "frontends: [").unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    for _ in 0..20 {
+        assert_eq!(common::who(front).await, "200 b");
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test]
+async fn a_second_sigterm_exits_without_waiting_for_the_drain() {
+    let (app, mut arrivals) = held_server().await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("timeouts: {{ drain: 60s }}\n{}", config_for(port, "held", app));
+    let mut child = run_binary(dir.path(), &yaml, port).await;
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let _release = arrivals.recv().await.expect("request reached the app");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Wait until the first signal is being handled (the listener closes), then send the second.
+    for _ in 0..400 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let waited = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let status = child.wait().unwrap();
+        (status, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(waited.1 < Duration::from_secs(10), "second signal did not cut the 60 s drain ({:?})", waited.1);
 }
