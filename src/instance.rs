@@ -111,6 +111,7 @@ impl Instance {
         if let Some(address) = first.admin {
             instance.start_admin(address)?;
         }
+        tokio::spawn(reap_idle_connections(Arc::clone(&instance.shared)));
         tracing::info!(
             generation = first.generation,
             frontends = first.frontends.len(),
@@ -287,5 +288,23 @@ impl Instance {
     /// Open client connections right now.
     pub fn open_connections(&self) -> usize {
         self.shared.tasks.len()
+    }
+}
+
+/// Closes pooled server connections that sat idle too long, every half idle timeout,
+/// until the instance has finished.
+async fn reap_idle_connections(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(crate::proxy::http::IDLE_TIMEOUT / 2);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shared.finished.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let snapshot = shared.snapshot.load_full();
+        let closed: usize = snapshot.backends.iter().flat_map(|b| b.members.iter()).map(|m| m.state.pool.reap()).sum();
+        if closed > 0 {
+            tracing::debug!(closed, "closed idle pooled server connections");
+        }
     }
 }

@@ -377,3 +377,40 @@ async fn idle_keep_alive_connection_is_closed_without_a_408() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(!reply.contains("408"), "{reply}");
 }
+
+#[tokio::test]
+async fn idle_pooled_server_connections_are_closed_after_the_idle_timeout() {
+    // A server that answers one keep-alive request per connection and reports when
+    // the proxy closes the connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let _ = conn.read(&mut buf).await;
+                conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                let answered = std::time::Instant::now();
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let _ = closed_tx.send((n, answered.elapsed())).await;
+            });
+        }
+    });
+    let fulcrum =
+        start(&web(&format!("  - {{name: main, servers: [{{name: s, address: '{server}'}}]}}\n"), "      []", ""))
+            .await;
+    assert_eq!(get(fulcrum.local_addr("web"), "/", &[]).await.0, 200);
+    let pool = &fulcrum.snapshot().backends[0].members[0].state.pool;
+    wait_for("the connection to be pooled", std::time::Duration::from_secs(2), || pool.idle_count() == 1).await;
+    let (n, idle_for) = tokio::time::timeout(std::time::Duration::from_secs(10), closed_rx.recv())
+        .await
+        .expect("the pooled connection was never closed")
+        .unwrap();
+    assert_eq!(n, 0, "the proxy sent another request instead of closing");
+    let limit = fulcrum::proxy::http::IDLE_TIMEOUT;
+    assert!(idle_for >= limit && idle_for < limit * 3, "closed after {idle_for:?} (idle timeout {limit:?})");
+    assert_eq!(pool.idle_count(), 0);
+}

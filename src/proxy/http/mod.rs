@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use body::RequestBody;
-pub use pool::Pool;
+pub use pool::{Pool, IDLE_TIMEOUT};
 
 use crate::cluster::Frontend;
 use io::ClientIo;

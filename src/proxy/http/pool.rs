@@ -50,6 +50,16 @@ impl Pool {
         }
     }
 
+    /// Closes connections idle past [`IDLE_TIMEOUT`] or already closed by the server,
+    /// so a quiet server does not keep sockets open on both ends; returns how many.
+    pub fn reap(&self) -> usize {
+        let mut idle = self.idle.lock().expect("pool poisoned");
+        let before = idle.len();
+        let now = Instant::now();
+        idle.retain(|(s, since)| now.duration_since(*since) < IDLE_TIMEOUT && !s.is_closed());
+        before - idle.len()
+    }
+
     /// Idle connections held now (for metrics).
     pub fn idle_count(&self) -> usize {
         self.idle.lock().expect("pool poisoned").len()
