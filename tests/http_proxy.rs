@@ -414,3 +414,27 @@ async fn idle_pooled_server_connections_are_closed_after_the_idle_timeout() {
     assert!(idle_for >= limit && idle_for < limit * 3, "closed after {idle_for:?} (idle timeout {limit:?})");
     assert_eq!(pool.idle_count(), 0);
 }
+
+#[tokio::test]
+async fn request_sent_with_fin_is_still_answered() {
+    // `printf 'GET / ...' | nc`: the request and the client's FIN arrive together.
+    let server = named_http("s").await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "",
+    ))
+    .await;
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut reply))
+            .await
+            .expect("hung after the client's FIN")
+            .unwrap();
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("s"), "{reply}");
+    }
+}

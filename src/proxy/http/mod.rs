@@ -50,6 +50,9 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
+        // A client may send its request and shut down its write side (`nc`, some
+        // health checkers): still answer, as HAProxy does without `abortonclose`.
+        .half_close(true)
         .timer(TokioTimer::new())
         .header_read_timeout(frontend.timeouts.request_header)
         .max_buf_size(frontend.max_header_bytes.max(MIN_HEAD_BUFFER));
