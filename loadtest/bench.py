@@ -242,6 +242,19 @@ def idle_rss(proc, port, count):
     return (after - before) * 1024 / count, after / 1024, count
 
 
+def peak_rss_mib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
 def big_body(port):
     speeds = []
     for _ in range(BIG_RUNS):
@@ -290,8 +303,10 @@ def main():
                         (rps, p50, p99, cpu * 1e6 / max(requests, 1), errors))
                     print(f"  round {r + 1} {mode:4} {name:8} {rps:10.0f} req/s", file=sys.stderr)
         held = lambda name: min(IDLE, HAPROXY_MAXCONN - 100) if name == "haproxy" else IDLE
+        # Large bodies before the idle test, so the peak RSS reflects streaming only.
+        bodies = {name: (big_body(PORTS[name][0]), peak_rss_mib(pids_of(procs[name]))) for name in proxies} \
+            if BIG_RUNS else {}
         memory = {name: idle_rss(procs[name], PORTS[name][0], held(name)) for name in proxies} if IDLE else {}
-        bodies = {name: big_body(PORTS[name][0]) for name in proxies} if BIG_RUNS else {}
         report(results, memory, bodies)
     finally:
         for p in procs.values():
@@ -330,10 +345,10 @@ def report(results, memory, bodies):
             print(f"| {name} | {count} | {per / 1024:.2f} KiB | {total:.1f} MiB |")
     if bodies:
         print()
-        print(f"| proxy | {BIG_MB} MiB download through the proxy (median of {BIG_RUNS}) |")
-        print("|---|---:|")
-        for name, speed in bodies.items():
-            print(f"| {name} | {speed:.0f} MB/s |")
+        print(f"| proxy | {BIG_MB} MiB download through the proxy (median of {BIG_RUNS}) | peak RSS so far |")
+        print("|---|---:|---:|")
+        for name, (speed, peak) in bodies.items():
+            print(f"| {name} | {speed:.0f} MB/s | {peak:.1f} MiB |")
 
 
 if __name__ == "__main__":
