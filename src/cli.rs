@@ -69,17 +69,16 @@ pub fn demo(requested: Option<&Path>) -> ExitCode {
 }
 
 fn block_on(threads: Option<usize>, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    // One worker: a single-threaded scheduler does the same work without the
-    // work-stealing machinery (measured in loadtest/RESULTS.md).
-    let mut builder = match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(threads) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(threads);
-            builder
+    // Single-threaded runtimes everywhere (measured in loadtest/RESULTS.md): with one
+    // thread everything runs here; with more, connections go to per-core workers and
+    // this runtime keeps the accept loops, health checks, admin and signals.
+    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    if threads > 1 {
+        if let Err(err) = crate::workers::start(threads) {
+            return fail(&err);
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
+    }
+    let mut builder = tokio::runtime::Builder::new_current_thread();
     match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(work),
         Err(err) => fail(&err),

@@ -15,3 +15,4 @@ pub mod listener;
 pub mod proxy;
 pub mod signals;
 pub mod watch;
+pub mod workers;

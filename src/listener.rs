@@ -92,7 +92,17 @@ pub async fn accept_loop(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
         }
-        tasks.spawn(handle(frontend, stream, peer, permit, shutdown.clone(), tasks.clone()));
+        // The connection moves to a worker thread: detach it from this runtime's
+        // reactor here and register it with the worker's there.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::warn!(%peer, %err, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
+        let task = tasks.track_future(handle(frontend, stream, peer, permit, shutdown.clone(), tasks.clone()));
+        crate::workers::spawn(task);
     }
     tracing::info!(listener = %slot.local, "stopped accepting");
 }
@@ -108,13 +118,20 @@ fn admit(frontend: &Frontend) -> Result<Option<OwnedSemaphorePermit>, ()> {
 /// Runs one connection; the permit and the active-connection count are released on return.
 async fn handle(
     frontend: Arc<Frontend>,
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     _permit: Option<OwnedSemaphorePermit>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
     let _open = frontend.stats.open_connection();
+    let stream = match TcpStream::from_std(stream) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::warn!(frontend = %frontend.name, %peer, %err, "cannot register the connection");
+            return;
+        }
+    };
     match frontend.mode {
         Mode::Tcp => proxy::tcp::serve(Arc::clone(&frontend), stream, peer).await,
         Mode::Http => proxy::http::serve(Arc::clone(&frontend), stream, peer, shutdown, tasks).await,

@@ -23,7 +23,8 @@ enum Command {
         /// Also reload when the file's content changes (checked every second).
         #[arg(long)]
         watch: bool,
-        /// Worker threads serving traffic (default: one per CPU core).
+        /// Worker threads serving connections, each with its own single-threaded
+        /// runtime (default: one per CPU core).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         threads: Option<u16>,
     },

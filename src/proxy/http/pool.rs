@@ -15,16 +15,30 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Idle connections kept per server; more are closed when they free up.
 pub const MAX_IDLE: usize = 128;
 
-/// Idle HTTP/1.1 connections to one server, most recently used last.
-#[derive(Debug, Default)]
+type Idle = Vec<(SendRequest<RequestBody>, Instant)>;
+
+/// Idle HTTP/1.1 connections to one server, most recently used last — one stack
+/// per worker thread, because a connection is driven by a task on the worker that
+/// opened it and reusing it from another worker would cost cross-thread wakeups.
+#[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    per_worker: Box<[Mutex<Idle>]>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool { per_worker: (0..crate::workers::count()).map(|_| Mutex::default()).collect() }
+    }
 }
 
 impl Pool {
+    fn local(&self) -> &Mutex<Idle> {
+        &self.per_worker[crate::workers::current() % self.per_worker.len()]
+    }
+
     /// Takes a live idle connection (newest first), dropping expired or closed ones.
     pub fn take(&self) -> Option<SendRequest<RequestBody>> {
-        let mut idle = self.idle.lock().expect("pool poisoned");
+        let mut idle = self.local().lock().expect("pool poisoned");
         let now = Instant::now();
         while let Some((sender, since)) = idle.pop() {
             if now.duration_since(since) < IDLE_TIMEOUT && sender.is_ready() {
@@ -39,7 +53,7 @@ impl Pool {
         if !sender.is_ready() {
             return;
         }
-        let mut idle = self.idle.lock().expect("pool poisoned");
+        let mut idle = self.local().lock().expect("pool poisoned");
         let now = Instant::now();
         // The oldest entries sit at the front; expire them as we go.
         if idle.first().is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT) {
@@ -53,15 +67,19 @@ impl Pool {
     /// Closes connections idle past [`IDLE_TIMEOUT`] or already closed by the server,
     /// so a quiet server does not keep sockets open on both ends; returns how many.
     pub fn reap(&self) -> usize {
-        let mut idle = self.idle.lock().expect("pool poisoned");
-        let before = idle.len();
         let now = Instant::now();
-        idle.retain(|(s, since)| now.duration_since(*since) < IDLE_TIMEOUT && !s.is_closed());
-        before - idle.len()
+        let mut closed = 0;
+        for idle in &self.per_worker {
+            let mut idle = idle.lock().expect("pool poisoned");
+            let before = idle.len();
+            idle.retain(|(s, since)| now.duration_since(*since) < IDLE_TIMEOUT && !s.is_closed());
+            closed += before - idle.len();
+        }
+        closed
     }
 
     /// Idle connections held now (for metrics).
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("pool poisoned").len()
+        self.per_worker.iter().map(|idle| idle.lock().expect("pool poisoned").len()).sum()
     }
 }
