@@ -24,6 +24,7 @@ DURATION = int(ENV("DURATION", "10"))          # seconds per wrk run
 CONNECTIONS = int(ENV("CONNECTIONS", "64"))    # wrk keep-alive connections
 WRK_THREADS = int(ENV("WRK_THREADS", "1"))
 PROXY_THREADS = int(ENV("PROXY_THREADS", "1")) # worker threads/processes of EVERY proxy
+CLOSE = ENV("CLOSE", "0") == "1"              # 1: a new client connection per request
 IDLE = int(ENV("IDLE", "10000"))               # idle connections held per proxy
 BIG_MB = int(ENV("BIG_MB", "256"))             # large-body size
 BIG_RUNS = int(ENV("BIG_RUNS", "3"))
@@ -208,8 +209,9 @@ def parse_ms(text):
 
 
 def wrk(port):
+    close = ["-H", "Connection: close"] if CLOSE else []
     out = subprocess.run(
-        ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}/"],
+        ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", *close, f"http://127.0.0.1:{port}/"],
         capture_output=True, text=True, timeout=DURATION + 30,
     ).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -289,8 +291,8 @@ def main():
         time.sleep(0.5)  # nginx workers
         proxies = ["haproxy", "nginx", "fulcrum"]
         results = {}
-        print(f"{ROUNDS} rounds x {DURATION}s, wrk -t{WRK_THREADS} -c{CONNECTIONS}, {PROXY_THREADS} worker(s) per proxy",
-              file=sys.stderr)
+        print(f"{ROUNDS} rounds x {DURATION}s, wrk -t{WRK_THREADS} -c{CONNECTIONS}"
+              f"{' (Connection: close)' if CLOSE else ''}, {PROXY_THREADS} worker(s) per proxy", file=sys.stderr)
         for r in range(ROUNDS):
             order = proxies[r % 3:] + proxies[:r % 3]  # rotate who goes first
             for mode, idx in (("http", 0), ("tcp", 1)):

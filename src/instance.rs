@@ -123,8 +123,9 @@ impl Instance {
 
     /// Binds the admin listener and serves it until the instance has finished.
     fn start_admin(&self, address: SocketAddr) -> Result<(), ApplyError> {
-        let socket = listener::bind(address).map_err(|source| ApplyError::Bind { address, source })?;
-        let local = socket.local_addr().map_err(|source| ApplyError::Bind { address, source })?;
+        let bind_error = |source| ApplyError::Bind { address, source };
+        let socket = listener::open(address).and_then(tokio::net::TcpListener::from_std).map_err(bind_error)?;
+        let local = socket.local_addr().map_err(bind_error)?;
         let _ = self.shared.admin_addr.set(local);
         tracing::info!(address = %local, "admin listening");
         tokio::spawn(crate::admin::serve(socket, Arc::clone(&self.shared)));
@@ -231,7 +232,7 @@ impl Instance {
                     continue;
                 }
                 let socket = listener::bind(address).map_err(|source| ApplyError::Bind { address, source })?;
-                let local = socket.local_addr().map_err(|source| ApplyError::Bind { address, source })?;
+                let local = socket.get_ref().local_addr().map_err(|source| ApplyError::Bind { address, source })?;
                 opened.push((address, local, socket, Arc::clone(frontend)));
             }
         }

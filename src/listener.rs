@@ -7,9 +7,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::os::fd::{AsRawFd, FromRawFd};
+
 use arc_swap::ArcSwap;
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpListener, TcpStream};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -21,8 +24,13 @@ use crate::proxy;
 /// Pending-connection queue length asked of the kernel (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
 
-/// Opens a listening socket with SO_REUSEADDR and a deep backlog.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+/// A listening socket registered with the runtime. Accepted connections come out
+/// as plain non-blocking sockets, registered only with the runtime that serves them
+/// (one `epoll_ctl` per connection, not three).
+pub type Listener = AsyncFd<std::net::TcpListener>;
+
+/// Opens a non-blocking listening socket with SO_REUSEADDR and a deep backlog.
+pub fn open(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -31,7 +39,42 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Opens a listening socket and registers it with the current runtime.
+pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+    // SAFETY: the AsyncFd owns the listener, so its descriptor stays valid and the
+    // same for the AsyncFd's whole life.
+    unsafe { AsyncFd::register(open(addr)?) }.map_err(io::Error::from)
+}
+
+/// Waits for and accepts one connection, non-blocking and close-on-exec from the start.
+async fn accept(listener: &Listener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let mut ready = listener.readable().await?;
+        if let Ok(result) = ready.try_io(|fd| accept4(fd.get_ref())) {
+            return result;
+        }
+    }
+}
+
+fn accept4(listener: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    // SAFETY: `try_init` hands a zeroed sockaddr_storage and its length to accept4,
+    // which fills at most that many bytes; the returned descriptor is new and ours.
+    let (fd, addr) = unsafe {
+        SockAddr::try_init(|storage, len| {
+            let fd = libc::accept4(listener.as_raw_fd(), storage.cast(), len, libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
+            if fd < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(fd)
+            }
+        })?
+    };
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = addr.as_socket().ok_or_else(|| io::Error::other("accepted a non-IP connection"))?;
+    Ok((stream, peer))
 }
 
 /// What the accept loop of one bound address serves. The frontend is swapped on
@@ -49,18 +92,13 @@ pub struct ListenerSlot {
 }
 
 /// Accepts until `slot.stop` is cancelled; every connection runs as a task on `tasks`.
-pub async fn accept_loop(
-    listener: TcpListener,
-    slot: Arc<ListenerSlot>,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
-) {
+pub async fn accept_loop(listener: Listener, slot: Arc<ListenerSlot>, tasks: TaskTracker, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
             biased;
             _ = slot.stop.cancelled() => break,
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener) => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
@@ -92,15 +130,6 @@ pub async fn accept_loop(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
         }
-        // The connection moves to a worker thread: detach it from this runtime's
-        // reactor here and register it with the worker's there.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(err) => {
-                tracing::warn!(%peer, %err, "cannot hand the connection to a worker");
-                continue;
-            }
-        };
         let task = tasks.track_future(handle(frontend, stream, peer, permit, shutdown.clone(), tasks.clone()));
         crate::workers::spawn(task);
     }
@@ -125,15 +154,12 @@ async fn handle(
     tasks: TaskTracker,
 ) {
     let _open = frontend.stats.open_connection();
-    let stream = match TcpStream::from_std(stream) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::warn!(frontend = %frontend.name, %peer, %err, "cannot register the connection");
-            return;
-        }
-    };
+    // Registered here, with the runtime of the worker that serves it.
     match frontend.mode {
-        Mode::Tcp => proxy::tcp::serve(Arc::clone(&frontend), stream, peer).await,
+        Mode::Tcp => match TcpStream::from_std(stream) {
+            Ok(stream) => proxy::tcp::serve(Arc::clone(&frontend), stream, peer).await,
+            Err(err) => tracing::warn!(frontend = %frontend.name, %peer, %err, "cannot register the connection"),
+        },
         Mode::Http => proxy::http::serve(Arc::clone(&frontend), stream, peer, shutdown, tasks).await,
     }
 }

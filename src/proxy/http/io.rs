@@ -15,7 +15,6 @@ use std::task::{ready, Context, Poll};
 use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::cluster::Frontend;
 
@@ -30,12 +29,11 @@ pub struct ClientIo {
 
 impl ClientIo {
     /// Wraps an accepted stream; the returned handle keeps the socket reachable.
-    pub fn new(stream: TcpStream, frontend: Arc<Frontend>) -> io::Result<(ClientIo, ClientHandle)> {
-        // `into_std` keeps the socket non-blocking.
-        let std_stream = stream.into_std()?;
-        // SAFETY: the AsyncFd owns the std stream, so its descriptor stays open and
-        // the same for the AsyncFd's whole life.
-        let registered = unsafe { AsyncFd::register(std_stream) };
+    /// `stream` must be non-blocking; it is registered with the current runtime.
+    pub fn new(stream: std::net::TcpStream, frontend: Arc<Frontend>) -> io::Result<(ClientIo, ClientHandle)> {
+        // SAFETY: the AsyncFd owns the stream, so its descriptor stays open and the
+        // same for the AsyncFd's whole life.
+        let registered = unsafe { AsyncFd::register(stream) };
         let stream = Arc::new(registered.map_err(io::Error::from)?);
         let mid_request = Arc::new(AtomicBool::new(false));
         let handle = ClientHandle { stream: Arc::clone(&stream), mid_request: Arc::clone(&mid_request) };

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,7 +34,7 @@ const MIN_HEAD_BUFFER: usize = 8192;
 /// `shutdown` asks it to finish politely (HTTP/1.1 `Connection: close`, h2 GOAWAY).
 pub async fn serve(
     frontend: Arc<Frontend>,
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     shutdown: CancellationToken,
     tasks: TaskTracker,
