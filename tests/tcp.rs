@@ -163,3 +163,37 @@ backends: [{{name: pool, retries: 1, servers: [{{name: dead, address: '{dead}'}}
     .await;
     assert_eq!(read_greeting(fulcrum.local_addr("db")).await, "");
 }
+
+#[tokio::test]
+async fn idle_sessions_time_out_and_active_ones_do_not() {
+    let server = echo().await;
+    let fulcrum = start(&format!(
+        "timeouts: {{client: 300ms, server: 300ms}}
+frontends: [{{name: db, bind: 127.0.0.1:0, mode: tcp, default_backend: pool}}]
+backends: [{{name: pool, servers: [{{name: e, address: '{server}'}}]}}]
+"
+    ))
+    .await;
+    let addr = fulcrum.local_addr("db");
+    // Active: a message every 100 ms for 1.2 s (four times the limit) stays open.
+    let mut active = TcpStream::connect(addr).await.unwrap();
+    let started = std::time::Instant::now();
+    for round in 0..12 {
+        echo_round(&mut active, &format!("tick {round}")).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1200));
+    // Idle: closed by the proxy after the limit, well before the test's own bound.
+    let mut quiet = TcpStream::connect(addr).await.unwrap();
+    echo_round(&mut quiet, "hello").await;
+    let went_quiet = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), quiet.read(&mut buf))
+        .await
+        .expect("idle session never closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let idle_for = went_quiet.elapsed();
+    assert!(idle_for >= std::time::Duration::from_millis(250), "closed too early: {idle_for:?}");
+    assert!(idle_for < std::time::Duration::from_secs(2), "closed late: {idle_for:?}");
+}

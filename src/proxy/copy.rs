@@ -1,11 +1,14 @@
 //! Copying bytes both ways between two streams (TCP sessions, upgraded HTTP
 //! connections), with half-close propagation and an inactivity limit.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 /// Copy buffer per direction; allocated only once a side has data to send.
 const COPY_BUFFER: usize = 32 * 1024;
@@ -47,9 +50,10 @@ pub async fn pipe_tcp(
 ) -> std::io::Result<()> {
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = upstream.into_split();
+    let finished = AtomicBool::new(false);
     tokio::try_join!(
-        copy_half(client_read, server_write, idle, Side::Client, up),
-        copy_half(server_read, client_write, idle, Side::Server, down),
+        copy_half(client_read, server_write, idle, Side::Client, up, &finished),
+        copy_half(server_read, client_write, idle, Side::Server, down, &finished),
     )?;
     Ok(())
 }
@@ -68,9 +72,12 @@ where
 {
     let (client_read, client_write) = tokio::io::split(client);
     let (server_read, server_write) = tokio::io::split(upstream);
+    // Always half-close explicitly here: whoever else holds these streams (hyper's
+    // upgrade machinery) decides when they are really closed.
+    let (never, never_either) = (AtomicBool::new(false), AtomicBool::new(false));
     tokio::try_join!(
-        copy_half(client_read, server_write, idle, Side::Client, up),
-        copy_half(server_read, client_write, idle, Side::Server, down),
+        copy_half(client_read, server_write, idle, Side::Client, up, &never),
+        copy_half(server_read, client_write, idle, Side::Server, down, &never_either),
     )?;
     Ok(())
 }
@@ -82,21 +89,28 @@ enum Side {
     Server,
 }
 
-/// Copies until EOF, then shuts down the writer (half-close) so the peer sees EOF too.
+/// Copies until EOF, then shuts down the writer (half-close) so the peer sees EOF
+/// too — unless the other direction already finished (`other_finished`): then both
+/// sockets are about to be closed, and closing a drained socket sends the FIN anyway,
+/// one `shutdown` call fewer per session.
 async fn copy_half(
     mut reader: impl AsyncRead + Unpin + ReadyExt,
     mut writer: impl AsyncWrite + Unpin,
     idle: &Idle,
     side: Side,
     counter: &Counted<'_>,
+    other_finished: &AtomicBool,
 ) -> std::io::Result<()> {
+    let mut timer = idle.timer(side);
     // Wait for data before allocating, so idle sessions cost no buffer memory.
-    idle.wait_readable(&mut reader, side).await?;
+    idle.wait_readable(&mut reader, side, &mut timer).await?;
     let mut buf = vec![0u8; COPY_BUFFER];
     loop {
-        let n = idle.read(&mut reader, &mut buf, side).await?;
+        let n = idle.read(&mut reader, &mut buf, side, &mut timer).await?;
         if n == 0 {
-            writer.shutdown().await?;
+            if !other_finished.swap(true, Relaxed) {
+                writer.shutdown().await?;
+            }
             return Ok(());
         }
         writer.write_all(&buf[..n]).await?;
@@ -164,21 +178,47 @@ impl Idle {
         deadline.checked_sub(self.start.elapsed()).filter(|d| !d.is_zero())
     }
 
-    async fn wait_readable(&self, reader: &mut (impl ReadyExt + ?Sized), side: Side) -> std::io::Result<()> {
+    /// A timer for one direction: armed once at the side's limit and re-armed only
+    /// when it fires, so a busy session does no timer work per read.
+    fn timer(&self, side: Side) -> Pin<Box<Sleep>> {
+        Box::pin(tokio::time::sleep(self.limit(side)))
+    }
+
+    /// Resolves when `timer` fired and the session really is idle for `side`.
+    async fn expired(&self, timer: &mut Pin<Box<Sleep>>, side: Side) -> std::io::Error {
         loop {
-            let Some(left) = self.remaining(side) else { return Err(self.expire()) };
-            if let Ok(ready) = tokio::time::timeout(left, reader.ready_to_read()).await {
-                return ready;
+            timer.as_mut().await;
+            match self.remaining(side) {
+                None => return self.expire(),
+                Some(left) => timer.as_mut().reset(tokio::time::Instant::now() + left),
             }
         }
     }
 
-    async fn read(&self, reader: &mut (impl AsyncRead + Unpin), buf: &mut [u8], side: Side) -> std::io::Result<usize> {
-        loop {
-            let Some(left) = self.remaining(side) else { return Err(self.expire()) };
-            if let Ok(read) = tokio::time::timeout(left, reader.read(buf)).await {
-                return read;
-            }
+    async fn wait_readable(
+        &self,
+        reader: &mut (impl ReadyExt + ?Sized),
+        side: Side,
+        timer: &mut Pin<Box<Sleep>>,
+    ) -> std::io::Result<()> {
+        tokio::select! {
+            biased;
+            ready = reader.ready_to_read() => ready,
+            err = self.expired(timer, side) => Err(err),
+        }
+    }
+
+    async fn read(
+        &self,
+        reader: &mut (impl AsyncRead + Unpin),
+        buf: &mut [u8],
+        side: Side,
+        timer: &mut Pin<Box<Sleep>>,
+    ) -> std::io::Result<usize> {
+        tokio::select! {
+            biased;
+            read = reader.read(buf) => read,
+            err = self.expired(timer, side) => Err(err),
         }
     }
 
