@@ -291,3 +291,42 @@ fn which(tool: &str) -> Result<String, ()> {
         .map(|p| p.display().to_string())
         .ok_or(())
 }
+
+#[tokio::test]
+async fn server_up_follows_a_server_that_is_killed() {
+    // A TCP server we can kill: its accept task owns the listener.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let _ = listener.accept().await;
+        }
+    });
+    let lb = start(&format!(
+        r#"
+admin: {{ bind: 127.0.0.3:0 }}
+frontends:
+  - {{ name: db, bind: 127.0.0.1:0, mode: tcp, default_backend: pool }}
+backends:
+  - name: pool
+    servers: [{{ name: victim, address: "{addr}" }}]
+    health_check: {{ kind: tcp, interval: 50ms, timeout: 200ms, rise: 1, fall: 2 }}
+"#
+    ))
+    .await;
+    let admin = lb.admin_addr().unwrap();
+    let up = r#"fulcrum_server_up{backend="pool",server="victim"}"#;
+    let state = lb.snapshot().backends[0].members[0].state.clone();
+    wait_for("victim up", Duration::from_secs(5), || state.is_up()).await;
+    assert_eq!(value(&scrape(admin).await, up), 1.0);
+
+    server.abort();
+    let _ = server.await;
+    wait_for("victim down", Duration::from_secs(5), || !state.is_up()).await;
+    let m = scrape(admin).await;
+    assert_eq!(value(&m, up), 0.0);
+    assert_eq!(value(&m, r#"fulcrum_backend_up_servers{backend="pool"}"#), 0.0);
+    assert_eq!(value(&m, r#"fulcrum_server_state_changes_total{backend="pool",server="victim"}"#), 2.0);
+    assert!(value(&m, r#"fulcrum_server_check_failures_total{backend="pool",server="victim"}"#) >= 2.0);
+    assert!(value(&m, r#"fulcrum_server_check_duration_seconds_count{backend="pool",server="victim"}"#) >= 3.0);
+}
