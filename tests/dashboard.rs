@@ -69,9 +69,7 @@ fn dashboard_uses_a_datasource_variable() {
 
 #[test]
 fn prometheus_scrape_example_is_valid() {
-    let Some(promtool) = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("promtool")).find(|p| p.is_file()))
-    else {
+    let Some(promtool) = which("promtool") else {
         println!("promtool not installed; skipped (CI installs it)");
         return;
     };

@@ -7,10 +7,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn body(url_addr: std::net::SocketAddr, path: &str) -> String {
     let (_, _, body) = common::get(url_addr, path, &[]).await;
     String::from_utf8_lossy(&body).into_owned()
@@ -20,7 +16,7 @@ async fn body(url_addr: std::net::SocketAddr, path: &str) -> String {
 async fn demo_balances_and_reacts_to_a_failing_server() {
     // Same file, ports moved out of the way of anything else on the machine.
     let mut yaml = fulcrum::demo::DEMO_CONFIG.to_string();
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..5).map(|_| common::free_port()).collect();
     for (fixed, port) in ["8080", "9000", "9101", "9102", "9103"].iter().zip(&ports) {
         yaml = yaml.replace(&format!("127.0.0.1:{fixed}"), &format!("127.0.0.1:{port}"));
     }
@@ -72,7 +68,7 @@ async fn demo_balances_and_reacts_to_a_failing_server() {
         }
         break;
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    common::signal(&child, libc::SIGTERM);
+    let status = common::exit_status(child).await;
     assert!(status.success(), "{status}");
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,10 +39,6 @@ async fn held_server() -> (std::net::SocketAddr, mpsc::Receiver<oneshot::Sender<
     (addr, rx)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn read_response(stream: &mut TcpStream) -> String {
     let mut reply = Vec::new();
     let mut buf = [0u8; 1024];
@@ -65,7 +60,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
 async fn sigterm_finishes_in_flight_work_refuses_new_connections_and_exits_zero() {
     let (app, mut arrivals) = held_server().await;
     let quick = common::named_http("ok").await;
-    let port = free_port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fulcrum.yaml");
     std::fs::write(
@@ -87,23 +82,9 @@ backends:
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = common::spawn_fulcrum(&["run".as_ref(), "--config".as_ref(), config.as_os_str()], port).await;
     let front = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut connected = None;
-    for _ in 0..400 {
-        if let Ok(stream) = TcpStream::connect(front).await {
-            connected = Some(stream);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let mut idle = connected.expect("fulcrum listening");
+    let mut idle = TcpStream::connect(front).await.unwrap();
     // A keep-alive connection that answered once and then sits idle.
     idle.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     assert!(read_response(&mut idle).await.starts_with("HTTP/1.1 200"));
@@ -112,7 +93,7 @@ backends:
     slow.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     let release = arrivals.recv().await.expect("slow request reached the app");
 
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::signal(&child, libc::SIGTERM);
 
     // New connections are refused at once...
     let mut refused = false;
@@ -133,30 +114,15 @@ backends:
     let reply = read_response(&mut slow).await;
     assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("slow"), "{reply}");
 
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = common::exit_status(child).await;
     assert!(status.success(), "exit status {status}");
 }
 
-/// Starts `fulcrum run` on `yaml`; returns the child and waits until `port` accepts.
+/// Starts `fulcrum run` on `yaml` written into `dir`, once `port` accepts.
 async fn run_binary(dir: &std::path::Path, yaml: &str, port: u16) -> std::process::Child {
     let config = dir.join("fulcrum.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..400 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("fulcrum did not start listening on {port}");
+    common::spawn_fulcrum(&["run".as_ref(), "--config".as_ref(), config.as_os_str()], port).await
 }
 
 fn config_for(port: u16, name: &str, server: std::net::SocketAddr) -> String {
@@ -168,14 +134,14 @@ fn config_for(port: u16, name: &str, server: std::net::SocketAddr) -> String {
 #[tokio::test]
 async fn sighup_reloads_the_file_and_keeps_serving_on_a_bad_one() {
     let (a, b) = (common::named_http("a").await, common::named_http("b").await);
-    let port = free_port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = run_binary(dir.path(), &config_for(port, "a", a.addr), port).await;
+    let child = run_binary(dir.path(), &config_for(port, "a", a.addr), port).await;
     let front = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     assert_eq!(common::who(front).await, "200 a");
 
     std::fs::write(dir.path().join("fulcrum.yaml"), config_for(port, "b", b.addr)).unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    common::signal(&child, libc::SIGHUP);
     let mut switched = false;
     for _ in 0..400 {
         if common::who(front).await == "200 b" {
@@ -188,26 +154,26 @@ async fn sighup_reloads_the_file_and_keeps_serving_on_a_bad_one() {
 
     // A broken file: the running config stays.
     std::fs::write(dir.path().join("fulcrum.yaml"), "frontends: [").unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    common::signal(&child, libc::SIGHUP);
     for _ in 0..20 {
         assert_eq!(common::who(front).await, "200 b");
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    common::signal(&child, libc::SIGTERM);
+    let status = common::exit_status(child).await;
     assert!(status.success(), "{status}");
 }
 
 #[tokio::test]
 async fn a_second_sigterm_exits_without_waiting_for_the_drain() {
     let (app, mut arrivals) = held_server().await;
-    let port = free_port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!("timeouts: {{ drain: 60s }}\n{}", config_for(port, "held", app));
-    let mut child = run_binary(dir.path(), &yaml, port).await;
+    let child = run_binary(dir.path(), &yaml, port).await;
     let mut slow = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     let _release = arrivals.recv().await.expect("request reached the app");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    common::signal(&child, libc::SIGTERM);
     // Wait until the first signal is being handled (the listener closes), then send the second.
     for _ in 0..400 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_err() {
@@ -215,13 +181,9 @@ async fn a_second_sigterm_exits_without_waiting_for_the_drain() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let waited = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let status = child.wait().unwrap();
-        (status, started.elapsed())
-    })
-    .await
-    .unwrap();
-    assert!(waited.1 < Duration::from_secs(10), "second signal did not cut the 60 s drain ({:?})", waited.1);
+    common::signal(&child, libc::SIGTERM);
+    let started = std::time::Instant::now();
+    common::exit_status(child).await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(10), "second signal did not cut the 60 s drain ({waited:?})");
 }

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -13,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_serve_keep_alive_clients_and_drain() {
     let app = common::named_http("app").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("fulcrum.yaml");
     std::fs::write(
@@ -24,27 +22,9 @@ async fn three_workers_serve_keep_alive_clients_and_drain() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["run", "--threads", "3", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let args = ["run".as_ref(), "--threads".as_ref(), "3".as_ref(), "--config".as_ref(), config.as_os_str()];
+    let child = common::spawn_fulcrum(&args, port).await;
     let front = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut up = false;
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(front).await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    if !up {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("fulcrum did not start");
-    }
 
     const CLIENTS: usize = 6;
     const PER_CLIENT: usize = 50;
@@ -78,7 +58,7 @@ async fn three_workers_serve_keep_alive_clients_and_drain() {
     let server_connections = app.connections.load(Ordering::SeqCst);
     assert!(server_connections <= CLIENTS, "{server_connections} server connections for {CLIENTS} clients");
 
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    common::signal(&child, libc::SIGTERM);
+    let status = common::exit_status(child).await;
     assert!(status.success(), "{status}");
 }

@@ -315,3 +315,44 @@ pub async fn echo_round(stream: &mut TcpStream, msg: &str) {
     stream.read_exact(&mut back).await.unwrap();
     assert_eq!(back, msg.as_bytes());
 }
+
+/// A loopback port that was free a moment ago (for configs the real binary reads).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs the real `fulcrum` binary with `args` (e.g. `["run", "--config", path]`)
+/// and waits until `port` accepts connections; kills it and panics if it never does.
+pub async fn spawn_fulcrum(args: &[&std::ffi::OsStr], port: u16) -> std::process::Child {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return child;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("fulcrum did not start listening on {port}");
+}
+
+/// Sends `signal` to `child`.
+pub fn signal(child: &std::process::Child, signal: i32) {
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, signal) };
+}
+
+/// Waits for `child` to exit without blocking the runtime.
+pub async fn exit_status(mut child: std::process::Child) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap()
+}
+
+/// The path of `tool` on PATH, if installed.
+pub fn which(tool: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(tool)).find(|p| p.is_file()))
+}
