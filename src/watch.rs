@@ -47,5 +47,11 @@ async fn poll(instance: Instance, path: PathBuf, every: Duration, mut seen: Opti
 }
 
 async fn fingerprint(path: &std::path::Path) -> Option<u64> {
-    tokio::fs::read(path).await.ok().map(|bytes| crate::balance::hash_key(&bytes))
+    match tokio::fs::read(path).await {
+        Ok(bytes) => Some(crate::balance::hash_key(&bytes)),
+        Err(err) => {
+            tracing::debug!(path = %path.display(), error = %err, "config file unreadable for now");
+            None
+        }
+    }
 }
