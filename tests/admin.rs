@@ -99,6 +99,11 @@ async fn metrics_count_known_traffic_exactly() {
         snapshot.frontends.iter().all(|f| f.stats.active_connections.load(std::sync::atomic::Ordering::SeqCst) == 0)
     })
     .await;
+    let dead_state = snapshot.backends[1].members[0].state.clone();
+    wait_for("a failed probe of the dead server", Duration::from_secs(5), || {
+        dead_state.check_failures.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await;
 
     let m = scrape(admin).await;
     let expect = [
