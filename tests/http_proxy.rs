@@ -438,3 +438,41 @@ async fn request_sent_with_fin_is_still_answered() {
         assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("s"), "{reply}");
     }
 }
+
+#[tokio::test]
+async fn drain_closes_idle_h2_and_keep_alive_connections_politely() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "",
+    ))
+    .await;
+    let web = fulcrum.local_addr("web");
+    // An h2c connection that answered once and then sits idle.
+    let stream = TcpStream::connect(web).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(conn);
+    let req = Request::get("http://h2.example/").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    // An HTTP/1.1 keep-alive connection, idle too.
+    let mut h1 = client(web).await;
+    let req = Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap();
+    assert_eq!(h1.send_request(req).await.unwrap().status(), 200);
+
+    let drain = tokio::spawn({
+        let fulcrum = fulcrum.clone();
+        async move { fulcrum.shutdown().await }
+    });
+    // h2: GOAWAY, then the connection ends cleanly (the client's driver returns Ok).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), h2_conn).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "h2 connection did not end cleanly: {ended:?}");
+    // h1: closed, so the client can no longer send on it.
+    wait_for("the idle h1 connection to close", std::time::Duration::from_secs(5), || h1.is_closed()).await;
+    assert!(drain.await.unwrap(), "drain finished in time");
+}
