@@ -153,6 +153,15 @@ fn weight_and_retries_out_of_range_are_rejected() {
 }
 
 #[test]
+fn head_limit_out_of_range_is_rejected() {
+    rejects(
+        &with_frontend("  - { name: web, bind: 127.0.0.1:8080, default_backend: app, max_header_bytes: 4096 }"),
+        "frontends[0].max_header_bytes",
+        "8192",
+    );
+}
+
+#[test]
 fn routes_on_a_tcp_frontend_are_rejected() {
     rejects(
         &with_frontend(

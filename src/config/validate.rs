@@ -245,8 +245,9 @@ impl Validator {
             self.err(format!("{path}.max_connections"), "must be at least 1 (omit it for no limit)");
         }
         if let Some(limit) = frontend.max_header_bytes {
-            if !(1024..=1 << 20).contains(&limit) {
-                self.err(format!("{path}.max_header_bytes"), "must be between 1024 and 1048576");
+            // hyper's HTTP/1 parser cannot enforce a head limit below 8 KiB.
+            if !(8192..=1 << 20).contains(&limit) {
+                self.err(format!("{path}.max_header_bytes"), "must be between 8192 and 1048576");
             }
         }
         self.timeouts(&format!("{path}.timeouts"), &frontend.timeouts);
