@@ -476,3 +476,23 @@ async fn drain_closes_idle_h2_and_keep_alive_connections_politely() {
     wait_for("the idle h1 connection to close", std::time::Duration::from_secs(5), || h1.is_closed()).await;
     assert!(drain.await.unwrap(), "drain finished in time");
 }
+
+#[tokio::test]
+async fn pipelined_requests_are_all_answered_in_order() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "",
+    ))
+    .await;
+    // Three requests in one write; the last asks to close so the reply ends.
+    let reply = raw(
+        fulcrum.local_addr("web"),
+        b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\n\r\nGET /3 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.matches("HTTP/1.1 200 OK").count(), 3, "{reply}");
+    let order: Vec<&str> = reply.lines().filter_map(|l| l.strip_prefix("x-seen-uri: ")).collect();
+    assert_eq!(order, ["/1", "/2", "/3"]);
+}
