@@ -124,7 +124,7 @@ impl Instance {
     /// Binds the admin listener and serves it until the instance has finished.
     fn start_admin(&self, address: SocketAddr) -> Result<(), ApplyError> {
         let bind_error = |source| ApplyError::Bind { address, source };
-        let socket = listener::open(address).and_then(tokio::net::TcpListener::from_std).map_err(bind_error)?;
+        let socket = listener::open(address, false).and_then(tokio::net::TcpListener::from_std).map_err(bind_error)?;
         let local = socket.local_addr().map_err(bind_error)?;
         let _ = self.shared.admin_addr.set(local);
         tracing::info!(address = %local, "admin listening");
@@ -231,9 +231,10 @@ impl Instance {
                 if listeners.contains_key(&address) {
                     continue;
                 }
-                let socket = listener::bind(address).map_err(|source| ApplyError::Bind { address, source })?;
-                let local = socket.get_ref().local_addr().map_err(|source| ApplyError::Bind { address, source })?;
-                opened.push((address, local, socket, Arc::clone(frontend)));
+                let bind_error = |source| ApplyError::Bind { address, source };
+                let group = listener::open_group(address, crate::workers::count()).map_err(bind_error)?;
+                let local = group[0].local_addr().map_err(bind_error)?;
+                opened.push((address, local, group, Arc::clone(frontend)));
             }
         }
         // Nothing below can fail: publish.
@@ -249,7 +250,7 @@ impl Instance {
                 false
             }
         });
-        for (configured, local, socket, frontend) in opened {
+        for (configured, local, group, frontend) in opened {
             let slot = Arc::new(ListenerSlot {
                 configured,
                 local,
@@ -257,12 +258,19 @@ impl Instance {
                 stop: self.shared.shutdown.child_token(),
             });
             tracing::info!(frontend = %slot.frontend.load().name, address = %local, "listening");
-            tokio::spawn(listener::accept_loop(
-                socket,
-                Arc::clone(&slot),
-                self.shared.tasks.clone(),
-                self.shared.shutdown.clone(),
-            ));
+            // One accept loop per worker, each on its own SO_REUSEPORT socket: a
+            // connection is accepted by the thread that will serve it.
+            for (worker, socket) in group.into_iter().enumerate() {
+                crate::workers::spawn_on(
+                    worker,
+                    listener::accept_loop(
+                        socket,
+                        Arc::clone(&slot),
+                        self.shared.tasks.clone(),
+                        self.shared.shutdown.clone(),
+                    ),
+                );
+            }
             listeners.insert(configured, slot);
         }
         Ok(())

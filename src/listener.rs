@@ -25,14 +25,18 @@ use crate::proxy;
 const BACKLOG: i32 = 4096;
 
 /// A listening socket registered with the runtime. Accepted connections come out
-/// as plain non-blocking sockets, registered only with the runtime that serves them
-/// (one `epoll_ctl` per connection, not three).
+/// as plain non-blocking sockets, registered only with the runtime that serves them.
 pub type Listener = AsyncFd<std::net::TcpListener>;
 
-/// Opens a non-blocking listening socket with SO_REUSEADDR and a deep backlog.
-pub fn open(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// Opens a non-blocking listening socket with SO_REUSEADDR and a deep backlog;
+/// with `reuse_port`, several sockets (one per worker) can share the address and the
+/// kernel spreads new connections over them.
+pub fn open(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -42,11 +46,24 @@ pub fn open(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Opens a listening socket and registers it with the current runtime.
-pub fn bind(addr: SocketAddr) -> io::Result<Listener> {
+/// Opens `count` sockets on `addr` (one per worker), all on the same port even when
+/// `addr` asks for port 0.
+pub fn open_group(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let reuse_port = count > 1;
+    let first = open(addr, reuse_port)?;
+    let bound = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..count {
+        group.push(open(bound, reuse_port)?);
+    }
+    Ok(group)
+}
+
+/// Registers `listener` with the current runtime.
+fn register(listener: std::net::TcpListener) -> io::Result<Listener> {
     // SAFETY: the AsyncFd owns the listener, so its descriptor stays valid and the
     // same for the AsyncFd's whole life.
-    unsafe { AsyncFd::register(open(addr)?) }.map_err(io::Error::from)
+    unsafe { AsyncFd::register(listener) }.map_err(io::Error::from)
 }
 
 /// Waits for and accepts one connection, non-blocking and close-on-exec from the start.
@@ -92,7 +109,22 @@ pub struct ListenerSlot {
 }
 
 /// Accepts until `slot.stop` is cancelled; every connection runs as a task on `tasks`.
-pub async fn accept_loop(listener: Listener, slot: Arc<ListenerSlot>, tasks: TaskTracker, shutdown: CancellationToken) {
+///
+/// Runs on the worker that will serve the accepted connections: `listener` is
+/// registered with that worker's runtime here.
+pub async fn accept_loop(
+    listener: std::net::TcpListener,
+    slot: Arc<ListenerSlot>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let listener = match register(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(listener = %slot.local, %err, "cannot register the listening socket; not accepting on it");
+            return;
+        }
+    };
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -130,8 +162,7 @@ pub async fn accept_loop(listener: Listener, slot: Arc<ListenerSlot>, tasks: Tas
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
         }
-        let task = tasks.track_future(handle(frontend, stream, peer, permit, shutdown.clone(), tasks.clone()));
-        crate::workers::spawn(task);
+        tasks.spawn(handle(frontend, stream, peer, permit, shutdown.clone(), tasks.clone()));
     }
     tracing::info!(listener = %slot.local, "stopped accepting");
 }

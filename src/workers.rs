@@ -1,15 +1,15 @@
 //! Thread-per-core serving: `--threads N` (N > 1) starts N worker threads, each
-//! running its own single-threaded tokio runtime. The accept loops (and health
-//! checks, admin, signals) stay on the main runtime and hand each accepted
-//! connection to a worker in turn; from then on the connection, its requests, its
-//! pooled server connections and its timers live on that one thread, with no
-//! work-stealing scheduler and no cross-thread wakeups per request.
+//! running its own single-threaded tokio runtime. Every bound address gets one
+//! SO_REUSEPORT socket per worker, so the kernel spreads new connections and each
+//! is accepted by the worker that serves it; from then on the connection, its
+//! requests, its pooled server connections and its timers live on that one thread,
+//! with no work-stealing scheduler and no cross-thread wakeups. Health checks, the
+//! admin listener and signals stay on the main runtime.
 //!
 //! Without workers (tests, `--threads 1`) everything runs on the current runtime.
 
 use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use tokio::runtime::Handle;
@@ -22,7 +22,6 @@ thread_local! {
 
 struct Workers {
     handles: Vec<Handle>,
-    next: AtomicUsize,
 }
 
 /// Starts `count` worker threads. Call once, before the first connection.
@@ -45,20 +44,17 @@ pub fn start(count: usize) -> std::io::Result<()> {
         let handle = rx.recv().map_err(|_| std::io::Error::other("worker thread died while starting"))??;
         handles.push(handle);
     }
-    WORKERS
-        .set(Workers { handles, next: AtomicUsize::new(0) })
-        .map_err(|_| std::io::Error::other("workers already started"))
+    WORKERS.set(Workers { handles }).map_err(|_| std::io::Error::other("workers already started"))
 }
 
-/// Runs `future` on the next worker, or on the current runtime when there are none.
-pub fn spawn<F>(future: F)
+/// Runs `future` on worker `index`, or on the current runtime when there are none.
+pub fn spawn_on<F>(index: usize, future: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
     match WORKERS.get() {
         Some(workers) => {
-            let index = workers.next.fetch_add(1, Relaxed) % workers.handles.len();
-            workers.handles[index].spawn(future);
+            workers.handles[index % workers.handles.len()].spawn(future);
         }
         None => {
             tokio::spawn(future);
