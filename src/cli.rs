@@ -70,8 +70,8 @@ pub fn demo(requested: Option<&Path>) -> ExitCode {
 
 fn block_on(threads: Option<usize>, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     // Single-threaded runtimes everywhere (measured in loadtest/RESULTS.md): with one
-    // thread everything runs here; with more, connections go to per-core workers and
-    // this runtime keeps the accept loops, health checks, admin and signals.
+    // thread everything runs here; with more, per-core workers accept and serve the
+    // connections and this runtime keeps health checks, admin, reloads and signals.
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     if threads > 1 {
         if let Err(err) = crate::workers::start(threads) {
