@@ -125,30 +125,33 @@ pub struct UpstreamBody {
 #[derive(Debug)]
 struct StallTimer {
     limit: Duration,
-    last_progress: Instant,
+    /// Set when the body first waits, then on every frame.
+    last_progress: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl StallTimer {
+    /// No clock read here: most bodies complete without ever waiting.
     fn new(limit: Duration) -> Self {
-        StallTimer { limit, last_progress: Instant::now(), timer: None }
+        StallTimer { limit, last_progress: None, timer: None }
     }
 
     fn progress(&mut self) {
         if self.timer.is_some() {
-            self.last_progress = Instant::now();
+            self.last_progress = Some(Instant::now());
         }
     }
 
     /// Polled while the body waits: true once it has waited `limit` since progress.
     fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         let limit = self.limit;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        let last_progress = *self.last_progress.get_or_insert_with(Instant::now);
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_progress + limit)));
         loop {
             if timer.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let deadline = self.last_progress + limit;
+            let deadline = self.last_progress.unwrap_or(last_progress) + limit;
             if deadline <= Instant::now() {
                 return true;
             }
