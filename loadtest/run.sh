@@ -1,21 +1,65 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: HAProxy, nginx and Fulcrum in front of the same two nginx
-# backends, HTTP and TCP mode, loaded in interleaved rounds by wrk. Everything runs
-# on 127.0.0.1 and every step is bounded in time. See loadtest/README.md.
+# backends, HTTP and TCP mode, loaded in interleaved rounds by wrk, plus idle-connection
+# memory and large-body throughput. Everything runs on 127.0.0.0/8, every step is
+# bounded in time, and every process started is stopped on exit.
+#
+#   bash loadtest/run.sh                      # defaults: 3 rounds x 10 s
+#   ROUNDS=1 DURATION=3 IDLE=2000 BIG_RUNS=1 bash loadtest/run.sh   # quick check
+#
+# Knobs and the meaning of each column: loadtest/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in haproxy nginx wrk curl python3; do
-    command -v "$tool" >/dev/null || need+=("$tool")
-done
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v nginx >/dev/null || need+=(nginx-light)
+[[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || need+=(libnginx-mod-stream)
+command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)
 if ((${#need[@]})); then
-    echo "installing: haproxy nginx-light libnginx-mod-stream wrk curl"
+    echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq haproxy nginx-light libnginx-mod-stream wrk curl python3 >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-cargo build --release --quiet
+# Shared target dir: if another build holds the lock, cargo waits for it.
+cargo build --release
+
+# 10,000 idle connections need descriptors: as many as the hard limit allows.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-exec python3 loadtest/bench.py "$@"
+
+BENCH_DIR="$(mktemp -d /tmp/fulcrum-bench.XXXXXX)"
+export BENCH_DIR
+driver=""
+
+# bench.py writes every pid it starts (backends, proxies, nginx workers, the idle
+# client) to $BENCH_DIR/pids; stop exactly those, whatever way this script ends.
+cleanup() {
+    trap - EXIT INT TERM
+    if [[ -n "$driver" ]] && kill -0 "$driver" 2>/dev/null; then
+        kill -TERM "$driver" 2>/dev/null || true
+        for ((i = 0; i < 30; i++)); do kill -0 "$driver" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$driver" 2>/dev/null || true
+    fi
+    if [[ -f "$BENCH_DIR/pids" ]]; then
+        while read -r pid; do kill -TERM "$pid" 2>/dev/null || true; done <"$BENCH_DIR/pids"
+        sleep 1
+        while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$BENCH_DIR/pids"
+    fi
+    rm -rf "$BENCH_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# In the background + wait, so a signal to this script is handled at once.
+python3 loadtest/bench.py "$@" &
+driver=$!
+status=0
+wait "$driver" || status=$?
+driver=""
+exit "$status"
