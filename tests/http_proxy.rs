@@ -334,10 +334,10 @@ async fn hash_by_header_is_sticky() {
 }
 
 #[tokio::test]
-async fn content_length_with_transfer_encoding_cannot_smuggle() {
-    // RFC 9112 §6.3: with both headers, Transfer-Encoding decides the framing and the
-    // connection closes after the response, so bytes past the chunked body are never
-    // read as a second request.
+async fn content_length_with_transfer_encoding_is_refused() {
+    // Both framing headers in one head: a 400 and the connection closes, whichever
+    // comes first (hyper alone would drop Content-Length when Transfer-Encoding leads),
+    // so the bytes after the body are never read as a second request.
     let server = named_http("s").await;
     let fulcrum = start(&web(
         &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
@@ -345,15 +345,70 @@ async fn content_length_with_transfer_encoding_cannot_smuggle() {
         "",
     ))
     .await;
-    let reply = raw(
-        fulcrum.local_addr("web"),
-        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
-    )
+    let addr = fulcrum.local_addr("web");
+    let smuggle = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
+    for head in [
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 40\r\ntransfer-encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 40\r\n\r\n",
+    ] {
+        let reply = raw(addr, format!("{head}{smuggle}").as_bytes()).await;
+        assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+        assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "exactly one response: {reply}");
+        assert!(reply.to_ascii_lowercase().contains("connection: close"), "{reply}");
+        assert!(!reply.contains("smuggled"), "{reply}");
+    }
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0, "nothing reached the server");
+
+    // Pipelined behind good requests (one with a body that looks like a conflicting
+    // head): only the ambiguous request is refused.
+    let decoy = "GET / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n";
+    let pipeline = format!(
+        "POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{decoy}\
+         POST /b HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{decoy}\r\n0\r\n\r\n\
+         POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n{smuggle}",
+        decoy.len(),
+        decoy.len()
+    );
+    let reply = raw(addr, pipeline.as_bytes()).await;
+    let statuses: Vec<&str> = reply.match_indices("HTTP/1.1 ").map(|(i, _)| &reply[i + 9..i + 12]).collect();
+    assert_eq!(statuses, ["200", "200", "400"], "{reply}");
+    assert_eq!(server.requests.load(Ordering::SeqCst), 2);
+    let snapshot = fulcrum.snapshot();
+    assert_eq!(snapshot.frontends[0].stats.responses[3].load(Ordering::Relaxed), 3, "each 400 counted");
+}
+
+#[tokio::test]
+async fn connection_without_a_request_is_closed_after_request_header() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "    timeouts: {request_header: 300ms}",
+    ))
     .await;
-    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "exactly one response: {reply}");
-    assert!(!reply.contains("x-seen-content-length"), "Content-Length must not reach the server: {reply}");
-    assert!(!reply.contains("smuggled"), "{reply}");
-    assert_eq!(server.requests.load(Ordering::SeqCst), 1);
+    let addr = fulcrum.local_addr("web");
+    // Silent: closed without a response (a browser's spare connection gets no 408).
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut reply))
+        .await
+        .expect("silent connection closed")
+        .unwrap();
+    assert!(reply.is_empty(), "{}", String::from_utf8_lossy(&reply));
+    // A prefix of the h2 preface and then nothing: the protocol is never decided,
+    // still a request started too slowly.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"PRI * HT").await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut reply))
+        .await
+        .expect("stalled connection closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 408 "), "{}", String::from_utf8_lossy(&reply));
+    let snapshot = fulcrum.snapshot();
+    assert_eq!(snapshot.frontends[0].stats.responses[3].load(Ordering::Relaxed), 1, "one 408 counted");
+    // Still serving, h1 and h2c alike.
+    assert_eq!(get(addr, "/", &[]).await.0, 200);
 }
 
 #[tokio::test]

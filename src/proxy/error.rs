@@ -8,6 +8,10 @@ use http::StatusCode;
 /// Why a connection or request could not be proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// The request head had both Content-Length and Transfer-Encoding: refused, as
+    /// servers behind us might frame it differently (request smuggling).
+    #[error("request has both Content-Length and Transfer-Encoding")]
+    AmbiguousFraming,
     /// No route matched and the frontend has no default backend.
     #[error("no route matches and there is no default backend")]
     NoRoute,
@@ -67,6 +71,7 @@ impl ProxyError {
     /// The status a client gets for this failure: the single mapping of errors to codes.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::AmbiguousFraming => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::ServerClosed { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -79,5 +84,11 @@ impl ProxyError {
     /// another server may be tried.
     pub fn is_connect_failure(&self) -> bool {
         matches!(self, ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. })
+    }
+
+    /// True when the client connection must close after the error response: what
+    /// follows on it cannot be trusted to start a new request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, ProxyError::AmbiguousFraming)
     }
 }

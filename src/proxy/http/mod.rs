@@ -3,6 +3,7 @@
 
 mod access_log;
 mod body;
+mod framing;
 mod headers;
 mod io;
 mod pool;
@@ -39,7 +40,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend)) {
+    let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend), frontend.timeouts.request_header) {
         Ok(pair) => pair,
         Err(err) => {
             tracing::warn!(frontend = %frontend.name, client = %peer, error = %err, "cannot register the client socket");
@@ -59,7 +60,7 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(frontend.max_header_bytes.try_into().unwrap_or(u32::MAX));
-    let ctx = Arc::new(ConnContext::new(Arc::clone(&frontend), peer, tasks));
+    let ctx = Arc::new(ConnContext::new(Arc::clone(&frontend), peer, handle.clone(), tasks));
     let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -77,13 +78,22 @@ pub async fn serve(
 
 /// Accounts for a connection hyper ended with an error. hyper itself answers
 /// malformed heads (400) and oversized heads (431); a head that did not arrive
-/// in time gets its 408 here.
+/// in time gets its 408 here. A connection that sent nothing at all in time is
+/// closed without a word (browsers open spare connections they may never use).
 fn on_connection_error(
     frontend: &Frontend,
     peer: SocketAddr,
     handle: &io::ClientHandle,
     err: &(dyn std::error::Error + 'static),
 ) {
+    if let Some(io_err) = err.downcast_ref::<std::io::Error>() {
+        let opening_timed_out = io_err.get_ref().is_some_and(|inner| inner.is::<io::OpeningTimedOut>());
+        if opening_timed_out && handle.mid_request() && handle.try_write_final(reply::RAW_408) {
+            frontend.stats.count_response(408);
+            tracing::info!(frontend = %frontend.name, client = %peer, status = 408, error = %io_err, "rejected client request");
+            return;
+        }
+    }
     let Some(err) = err.downcast_ref::<hyper::Error>() else {
         tracing::debug!(frontend = %frontend.name, client = %peer, error = %err, "client connection ended");
         return;

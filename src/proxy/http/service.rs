@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::access_log::AccessRecord;
 use super::body::{RequestBody, ResponseBody, UpstreamBody};
 use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade};
+use super::io::ClientHandle;
 use super::reply::error_response;
 use super::tunnel;
 use super::upstream::{forward, Exchange};
@@ -37,13 +38,17 @@ pub struct ConnContext {
     pub client_ip: HeaderValue,
     /// Where upgraded tunnels run, so a drain waits for them too.
     pub tasks: TaskTracker,
+    /// The client socket, for what was seen while reading it.
+    client: ClientHandle,
+    /// Requests received so far on this connection.
+    requests: AtomicU64,
 }
 
 impl ConnContext {
     /// Context for a new connection from `peer`.
-    pub fn new(frontend: Arc<Frontend>, peer: SocketAddr, tasks: TaskTracker) -> Self {
+    pub fn new(frontend: Arc<Frontend>, peer: SocketAddr, client: ClientHandle, tasks: TaskTracker) -> Self {
         let client_ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
-        Self { frontend, peer, client_ip, tasks }
+        Self { frontend, peer, client_ip, tasks, client, requests: AtomicU64::new(0) }
     }
 
     /// Handles one request; never fails (errors become responses).
@@ -51,6 +56,11 @@ impl ConnContext {
         let started = Instant::now();
         let frontend = &self.frontend;
         frontend.stats.http_requests.fetch_add(1, Relaxed);
+        // hyper delivers an HTTP/1.1 connection's requests in order, one at a time.
+        let index = self.requests.fetch_add(1, Relaxed);
+        if self.client.is_ambiguous(index) {
+            return Ok(self.fail(None, ProxyError::AmbiguousFraming, &req, started));
+        }
         let Some(backend) = self.route(&req) else {
             return Ok(self.fail(None, ProxyError::NoRoute, &req, started));
         };
@@ -195,7 +205,7 @@ impl ConnContext {
             started,
         );
         drop(record);
-        error_response(status, false)
+        error_response(status, err.closes_connection())
     }
 
     fn count(&self, backend: Option<&Arc<Backend>>, code: u16) {

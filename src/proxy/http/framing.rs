@@ -1,0 +1,364 @@
+//! Follows the framing of the HTTP/1.1 request stream as it is read from the
+//! client, ahead of hyper's parser, to catch what hyper hides: a request head with
+//! both `Content-Length` and `Transfer-Encoding`.
+//!
+//! hyper frames such a request as chunked (RFC 9112 §6.3) and, when
+//! `Transfer-Encoding` comes first, drops `Content-Length` before the service sees
+//! the request. That is safe, but a proxy in front of other parsers should refuse
+//! the ambiguity outright (HTTP request smuggling), so the watch records which head
+//! carried both and the service answers it with a 400 and closes.
+//!
+//! To know where each head starts, the watch skips bodies the way hyper reads them:
+//! `Content-Length` bytes, or chunk by chunk up to the trailers. Whenever the stream
+//! stops being plain HTTP/1.1 requests it can follow (h2c preface, `Upgrade`,
+//! `CONNECT`, a head or chunk hyper will reject anyway) it turns itself off: it can
+//! only miss a conflict there, never invent one, and hyper still frames safely.
+//! The cost is a scan for line ends over each head; body bytes are skipped by count.
+
+/// How much of a head line split over two reads is kept: enough for the names this
+/// watch looks at and any value it parses.
+const LINE_KEEP: usize = 64;
+
+/// Where the watch is in the client's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// In a request head (or before one), line by line.
+    Head,
+    /// In a `Content-Length` body.
+    Fixed { remaining: u64 },
+    /// In a chunk-size line, `size` so far.
+    ChunkSize { size: u64, digits: bool },
+    /// After a chunk size, skipping extensions up to the line end.
+    ChunkLineEnd { size: u64 },
+    /// In chunk data.
+    ChunkData { remaining: u64 },
+    /// Between chunk data and the next size line (its CRLF).
+    ChunkDataEnd,
+    /// After the last chunk: trailer lines up to an empty one.
+    Trailers,
+    /// Not following this connection any more.
+    Off,
+}
+
+/// What one request head said about its framing.
+#[derive(Debug, Default, Clone, Copy)]
+struct HeadFacts {
+    request_line_seen: bool,
+    content_length_present: bool,
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked: bool,
+    /// The connection stops being HTTP/1.1 requests after this head (Upgrade, CONNECT).
+    leaves_http: bool,
+    /// Framing the watch cannot follow (bad or clashing length): hyper rejects it.
+    unfollowable: bool,
+}
+
+/// The framing watch of one client connection.
+#[derive(Debug)]
+pub struct FramingWatch {
+    state: State,
+    /// Complete request heads seen so far.
+    heads: u64,
+    facts: HeadFacts,
+    /// The start of a line whose end has not arrived yet.
+    partial: [u8; LINE_KEEP],
+    partial_len: usize,
+    /// The split line is longer than `LINE_KEEP`.
+    partial_overflow: bool,
+}
+
+impl Default for FramingWatch {
+    fn default() -> Self {
+        Self {
+            state: State::Head,
+            heads: 0,
+            facts: HeadFacts::default(),
+            partial: [0; LINE_KEEP],
+            partial_len: 0,
+            partial_overflow: false,
+        }
+    }
+}
+
+impl FramingWatch {
+    /// Follows `data`, the next bytes read from the client. Returns the index
+    /// (0 for the connection's first request) of a head carrying both
+    /// `Content-Length` and `Transfer-Encoding`; the watch stops after one.
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
+        while !data.is_empty() {
+            match self.state {
+                State::Off => return None,
+                State::Head | State::Trailers => {
+                    let Some(end) = data.iter().position(|&b| b == b'\n') else {
+                        self.keep_partial(data);
+                        return None;
+                    };
+                    let line = &data[..end];
+                    data = &data[end + 1..];
+                    let conflict = if self.partial_len > 0 || self.partial_overflow {
+                        self.keep_partial(line);
+                        let (kept, overflow) = (self.partial, self.partial_overflow);
+                        let len = self.partial_len;
+                        self.partial_len = 0;
+                        self.partial_overflow = false;
+                        self.on_line(&kept[..len], overflow)
+                    } else {
+                        self.on_line(line, false)
+                    };
+                    if conflict.is_some() {
+                        return conflict;
+                    }
+                }
+                State::Fixed { remaining } => {
+                    let (rest, left) = skip(data, remaining);
+                    data = rest;
+                    self.state = if left == 0 { State::Head } else { State::Fixed { remaining: left } };
+                }
+                State::ChunkSize { size, digits } => {
+                    let byte = data[0];
+                    data = &data[1..];
+                    self.state = match (byte, (byte as char).to_digit(16)) {
+                        (_, Some(digit)) if size >> 60 == 0 => {
+                            State::ChunkSize { size: size << 4 | digit as u64, digits: true }
+                        }
+                        (b';' | b' ' | b'\t' | b'\r', None) if digits => State::ChunkLineEnd { size },
+                        (b'\n', None) if digits => after_size_line(size),
+                        _ => State::Off,
+                    };
+                }
+                State::ChunkLineEnd { size } => match data.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        data = &data[end + 1..];
+                        self.state = after_size_line(size);
+                    }
+                    None => return None,
+                },
+                State::ChunkData { remaining } => {
+                    let (rest, left) = skip(data, remaining);
+                    data = rest;
+                    self.state = if left == 0 { State::ChunkDataEnd } else { State::ChunkData { remaining: left } };
+                }
+                State::ChunkDataEnd => match data.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        data = &data[end + 1..];
+                        self.state = State::ChunkSize { size: 0, digits: false };
+                    }
+                    None => return None,
+                },
+            }
+        }
+        None
+    }
+
+    /// Keeps the start of a line that continues in a later read.
+    fn keep_partial(&mut self, data: &[u8]) {
+        let room = LINE_KEEP - self.partial_len;
+        let take = data.len().min(room);
+        self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&data[..take]);
+        self.partial_len += take;
+        self.partial_overflow |= take < data.len();
+    }
+
+    /// One complete line of a head or of trailers (`\n` removed). `truncated`: only
+    /// its first `LINE_KEEP` bytes are known.
+    fn on_line(&mut self, line: &[u8], truncated: bool) -> Option<u64> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if self.state == State::Trailers {
+            if line.is_empty() {
+                self.state = State::Head;
+            }
+            return None;
+        }
+        let facts = &mut self.facts;
+        if !facts.request_line_seen {
+            // Blank lines before a request line are ignored (RFC 9112 §2.2), as hyper does.
+            if line.is_empty() {
+                return None;
+            }
+            facts.request_line_seen = true;
+            if line.starts_with(b"PRI * HTTP/2") {
+                self.state = State::Off;
+            }
+            facts.leaves_http = line.starts_with(b"CONNECT ");
+            return None;
+        }
+        if line.is_empty() {
+            return self.end_of_head();
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            // A name longer than what was kept is none of the ones below; a short
+            // line without a colon is malformed and hyper rejects the head.
+            return None;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            facts.content_length_present = true;
+            match parse_length(value).filter(|_| !truncated) {
+                Some(n) if facts.content_length.is_none_or(|seen| seen == n) => facts.content_length = Some(n),
+                _ => facts.unfollowable = true,
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            facts.transfer_encoding = true;
+            // As in hyper, the last Transfer-Encoding line decides whether the body is chunked.
+            facts.chunked = !truncated && last_coding_is_chunked(value);
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            facts.leaves_http = true;
+        }
+        None
+    }
+
+    /// The empty line ending a head: report a conflict or follow its body.
+    fn end_of_head(&mut self) -> Option<u64> {
+        let index = self.heads;
+        self.heads += 1;
+        let facts = std::mem::take(&mut self.facts);
+        if facts.transfer_encoding && facts.content_length_present {
+            self.state = State::Off;
+            return Some(index);
+        }
+        self.state = if facts.leaves_http || facts.unfollowable {
+            State::Off
+        } else if facts.transfer_encoding {
+            // A request body not chunked last is rejected by hyper.
+            if facts.chunked {
+                State::ChunkSize { size: 0, digits: false }
+            } else {
+                State::Off
+            }
+        } else {
+            match facts.content_length {
+                Some(n) if n > 0 => State::Fixed { remaining: n },
+                _ => State::Head,
+            }
+        };
+        None
+    }
+}
+
+/// Skips up to `remaining` bytes of `data`: what is left of each.
+fn skip(data: &[u8], remaining: u64) -> (&[u8], u64) {
+    let n = usize::try_from(remaining).unwrap_or(usize::MAX).min(data.len());
+    (&data[n..], remaining - n as u64)
+}
+
+fn after_size_line(size: u64) -> State {
+    if size == 0 {
+        State::Trailers
+    } else {
+        State::ChunkData { remaining: size }
+    }
+}
+
+/// A Content-Length value: decimal digits only.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+fn last_coding_is_chunked(value: &[u8]) -> bool {
+    value.rsplit(|&b| b == b',').next().is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `stream` in pieces of `step` bytes; the conflicts reported.
+    fn conflicts(stream: &[u8], step: usize) -> Vec<u64> {
+        let mut watch = FramingWatch::default();
+        stream.chunks(step).filter_map(|piece| watch.feed(piece)).collect()
+    }
+
+    /// Every way of cutting the stream into reads gives the same answer.
+    fn assert_conflicts(stream: &[u8], expected: &[u64]) {
+        for step in [stream.len(), 1, 2, 3, 7, 13, 64, 65] {
+            assert_eq!(conflicts(stream, step), expected, "reads of {step} bytes");
+        }
+        for cut in 0..stream.len() {
+            let mut watch = FramingWatch::default();
+            let found: Vec<u64> = [&stream[..cut], &stream[cut..]].iter().filter_map(|p| watch.feed(p)).collect();
+            assert_eq!(found, expected, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn both_orders_are_conflicts() {
+        assert_conflicts(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &[0],
+        );
+        assert_conflicts(
+            b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+            &[0],
+        );
+        assert_conflicts(b"POST / HTTP/1.1\nTRANSFER-ENCODING: gzip\nCONTENT-LENGTH: 5\n\n", &[0]);
+    }
+
+    #[test]
+    fn plain_requests_are_not() {
+        assert_conflicts(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &[]);
+        assert_conflicts(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", &[]);
+        assert_conflicts(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", &[]);
+        // Names that only start like the ones that matter.
+        assert_conflicts(b"POST / HTTP/1.1\r\nContent-Length-X: 3\r\nX-Transfer-Encoding: chunked\r\n\r\n", &[]);
+    }
+
+    #[test]
+    fn conflict_in_a_later_pipelined_request_has_its_index() {
+        let stream = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+            POST /b HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd\
+            POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nwxyz\r\n0\r\nX-Trailer: t\r\n\r\n\
+            POST /d HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n";
+        assert_conflicts(stream, &[3]);
+    }
+
+    #[test]
+    fn bodies_are_skipped_not_read_as_heads() {
+        let fake = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut stream = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", fake.len()).into_bytes();
+        stream.extend_from_slice(fake);
+        stream.extend_from_slice(
+            format!("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", fake.len()).as_bytes(),
+        );
+        stream.extend_from_slice(fake);
+        stream.extend_from_slice(b"\r\n0\r\n\r\nGET /next HTTP/1.1\r\n\r\n");
+        assert_conflicts(&stream, &[]);
+    }
+
+    #[test]
+    fn stops_where_the_stream_leaves_http1() {
+        let conflict = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for opening in [
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
+            b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let stream = [opening, &conflict[..]].concat();
+            assert_conflicts(&stream, &[]);
+        }
+    }
+
+    #[test]
+    fn leading_blank_lines_and_long_split_lines() {
+        let long = format!("GET / HTTP/1.1\r\nCookie: {}\r\n\r\n", "c".repeat(500));
+        let stream = [
+            &b"\r\n\r\n"[..],
+            long.as_bytes(),
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ]
+        .concat();
+        assert_conflicts(&stream, &[1]);
+    }
+
+    #[test]
+    fn chunk_sizes_that_overflow_stop_the_watch() {
+        let stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\n";
+        let mut watch = FramingWatch::default();
+        assert_eq!(watch.feed(stream), None);
+        assert_eq!(watch.state, State::Off);
+    }
+}
