@@ -411,26 +411,74 @@ async fn connection_without_a_request_is_closed_after_request_header() {
     assert_eq!(get(addr, "/", &[]).await.0, 200);
 }
 
+/// Reads one response with a Content-Length body from `stream`.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>())
+                })
+                .expect("content-length")
+                .unwrap();
+            if reply.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("response").unwrap();
+        assert!(n > 0, "closed mid-response: {text}");
+        reply.extend_from_slice(&buf[..n]);
+    }
+}
+
 #[tokio::test]
-async fn idle_keep_alive_connection_is_closed_without_a_408() {
+async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     let server = named_http("s").await;
     let fulcrum = start(&web(
         &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
         "      []",
-        "    timeouts: {request_header: 200ms}",
+        "    timeouts: {request_header: 200ms, client: 1500ms}",
     ))
     .await;
-    let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
-    stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
-    let mut reply = Vec::new();
-    // Read until the server closes the idle connection: one 200, no 408 after it.
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+    let addr = fulcrum.local_addr("web");
+    let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    // Idle three times request_header between requests: still open (client is 1.5 s).
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stream.write_all(request).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+
+    // Then idle until `client` runs out: closed without a response.
+    let idle_since = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
         .await
         .expect("idle connection closed")
         .unwrap();
-    let reply = String::from_utf8_lossy(&reply);
-    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    assert!(!reply.contains("408"), "{reply}");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(idle_since.elapsed() >= Duration::from_millis(1400), "closed after {:?}", idle_since.elapsed());
+
+    // A later head that stalls gets its 408 from request_header, well before `client`.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let head_started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("stalled head answered")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408 "), "{}", String::from_utf8_lossy(&rest));
+    assert!(head_started.elapsed() < Duration::from_millis(1400), "408 after {:?}", head_started.elapsed());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessRecord;
+use super::io::OpenResponse;
 use crate::cluster::{ActiveGuard, ServerState};
 
 /// A request body on its way to a server.
@@ -117,6 +118,8 @@ pub struct UpstreamBody {
     /// The access-log line, written when this body is dropped.
     access: Option<Box<AccessRecord>>,
     stall: StallTimer,
+    /// Keeps the client connection from counting as idle until the body is done.
+    _open: OpenResponse,
 }
 
 /// Detects a body that makes no progress for `limit`. The timer is created only
@@ -174,6 +177,7 @@ impl UpstreamBody {
         active: ActiveGuard,
         access: Option<Box<AccessRecord>>,
         idle_limit: Duration,
+        open: OpenResponse,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
@@ -181,6 +185,7 @@ impl UpstreamBody {
             _active: Some(active),
             access,
             stall: StallTimer::new(idle_limit),
+            _open: open,
         };
         if body.inner.is_end_stream() {
             body.finish();

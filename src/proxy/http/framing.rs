@@ -151,6 +151,26 @@ impl FramingWatch {
         None
     }
 
+    /// No longer following the connection (not HTTP/1.1 requests any more).
+    pub fn is_off(&self) -> bool {
+        self.state == State::Off
+    }
+
+    /// Between two requests: no byte of the next one seen yet.
+    pub fn between_requests(&self) -> bool {
+        self.state == State::Head && !self.facts.request_line_seen && self.partial_len == 0
+    }
+
+    /// Part of a request head has arrived, not all of it.
+    pub fn in_head(&self) -> bool {
+        self.state == State::Head && !self.between_requests()
+    }
+
+    /// Complete request heads seen so far.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Keeps the start of a line that continues in a later read.
     fn keep_partial(&mut self, data: &[u8]) {
         let room = LINE_KEEP - self.partial_len;
@@ -352,6 +372,21 @@ mod tests {
         ]
         .concat();
         assert_conflicts(&stream, &[1]);
+    }
+
+    #[test]
+    fn knows_where_it_is_between_heads_and_bodies() {
+        let mut watch = FramingWatch::default();
+        assert!(watch.between_requests() && !watch.in_head());
+        watch.feed(b"POST / HTTP/1.1\r\nContent-Le");
+        assert!(watch.in_head() && !watch.between_requests());
+        watch.feed(b"ngth: 2\r\n\r\na");
+        assert!(!watch.in_head() && !watch.between_requests(), "in the body");
+        watch.feed(b"b");
+        assert!(watch.between_requests());
+        assert_eq!(watch.heads(), 1);
+        watch.feed(b"PRI * HTTP/2.0\r\n");
+        assert!(watch.is_off());
     }
 
     #[test]

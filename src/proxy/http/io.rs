@@ -1,6 +1,6 @@
 //! The client socket as hyper sees it: counts bytes for the frontend, follows the
-//! request framing (see [`FramingWatch`]), closes a connection that opens without a
-//! request in time, and stays reachable after hyper gives up on it, so a slow
+//! request framing (see [`FramingWatch`]), applies the client-side time limits
+//! (see [`ClientTimer`]), and stays reachable after hyper gives up on it, so a slow
 //! request head can still get a 408.
 //!
 //! It sits on [`AsyncFd`] rather than tokio's `TcpStream` to save a syscall per
@@ -8,25 +8,19 @@
 //! so readiness is cleared at once instead of being discovered by one more `recv`
 //! failing with `EAGAIN` (which hyper's keep-alive read otherwise costs every request).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
 
+use super::client_timer::{ClientTimedOut, ClientTimer, Wait};
 use super::framing::FramingWatch;
 use crate::cluster::Frontend;
-
-/// What an HTTP/2 prior-knowledge connection opens with; until the client has sent
-/// something else (or all of it) hyper has not started its own head timer.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A client connection shared between hyper and the connection handler.
 #[derive(Debug)]
@@ -35,7 +29,7 @@ pub struct ClientIo {
     frontend: Arc<Frontend>,
     flags: Arc<Flags>,
     framing: FramingWatch,
-    opening: Option<Opening>,
+    timer: ClientTimer,
 }
 
 /// State the handler and the service read while hyper owns the [`ClientIo`].
@@ -46,36 +40,27 @@ struct Flags {
     /// Index of the request whose head had both Content-Length and
     /// Transfer-Encoding (`u64::MAX`: none).
     ambiguous_head: AtomicU64,
-}
-
-/// The start of a connection, before hyper's HTTP/1 head timer runs: the protocol
-/// is being detected (h1 or h2c), which waits for bytes with no limit of its own.
-/// `request_header` bounds it, so a connection that sends nothing, or a prefix of
-/// the h2 preface and then nothing, is closed.
-#[derive(Debug)]
-struct Opening {
-    deadline: Pin<Box<Sleep>>,
-    /// How many bytes so far matched the h2 preface.
-    matched: usize,
+    /// Server responses still streaming to the client.
+    open_responses: AtomicU32,
 }
 
 impl ClientIo {
     /// Wraps an accepted stream; the returned handle keeps the socket reachable.
     /// `stream` must be non-blocking; it is registered with the current runtime.
-    /// `opening_limit` is how long the client may take to start its first request.
-    pub fn new(
-        stream: std::net::TcpStream,
-        frontend: Arc<Frontend>,
-        opening_limit: Duration,
-    ) -> io::Result<(ClientIo, ClientHandle)> {
+    /// Its time limits are the frontend's `request_header` and `client` timeouts.
+    pub fn new(stream: std::net::TcpStream, frontend: Arc<Frontend>) -> io::Result<(ClientIo, ClientHandle)> {
         // SAFETY: the AsyncFd owns the stream, so its descriptor stays open and the
         // same for the AsyncFd's whole life.
         let registered = unsafe { AsyncFd::register(stream) };
         let stream = Arc::new(registered.map_err(io::Error::from)?);
-        let flags = Arc::new(Flags { mid_request: AtomicBool::new(false), ambiguous_head: AtomicU64::new(u64::MAX) });
+        let flags = Arc::new(Flags {
+            mid_request: AtomicBool::new(false),
+            ambiguous_head: AtomicU64::new(u64::MAX),
+            open_responses: AtomicU32::new(0),
+        });
         let handle = ClientHandle { stream: Arc::clone(&stream), flags: Arc::clone(&flags) };
-        let opening = Some(Opening { deadline: Box::pin(tokio::time::sleep(opening_limit)), matched: 0 });
-        Ok((ClientIo { stream, frontend, flags, framing: FramingWatch::default(), opening }, handle))
+        let timer = ClientTimer::new(frontend.timeouts.request_header, frontend.timeouts.client);
+        Ok((ClientIo { stream, frontend, flags, framing: FramingWatch::default(), timer }, handle))
     }
 
     /// Accounts for `data`, just read from the client.
@@ -85,26 +70,6 @@ impl ClientIo {
         if let Some(index) = self.framing.feed(data) {
             self.flags.ambiguous_head.store(index, Relaxed);
         }
-        if let Some(opening) = &mut self.opening {
-            let more = data.len().min(H2_PREFACE.len() - opening.matched);
-            if data[..more] != H2_PREFACE[opening.matched..opening.matched + more] {
-                // Not h2: hyper's HTTP/1 parser and its head timer take over.
-                self.opening = None;
-            } else {
-                opening.matched += more;
-                if opening.matched == H2_PREFACE.len() {
-                    self.opening = None;
-                }
-            }
-        }
-    }
-
-    /// While the connection opens, whether its deadline has passed.
-    fn poll_opening(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(opening) = &mut self.opening else { return Poll::Pending };
-        ready!(opening.deadline.as_mut().poll(cx));
-        self.opening = None;
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, OpeningTimedOut)))
     }
 
     fn count(counter: &AtomicU64, n: usize) {
@@ -112,12 +77,32 @@ impl ClientIo {
             counter.fetch_add(n as u64, Relaxed);
         }
     }
-}
 
-/// The client sent no request within `timeouts.request_header` of connecting.
-#[derive(Debug, thiserror::Error)]
-#[error("no request started within the request_header timeout")]
-pub struct OpeningTimedOut;
+    /// What a read that would block is waiting for.
+    fn wait(&self) -> Wait {
+        let framing = &self.framing;
+        if framing.is_off() {
+            Wait::Unlimited
+        } else if framing.in_head() {
+            Wait::Head
+        } else if !framing.between_requests() {
+            Wait::Unlimited // in a request body
+        } else if framing.heads() == 0 {
+            Wait::FirstRequest
+        } else if self.flags.mid_request.load(Relaxed) || self.flags.open_responses.load(Relaxed) > 0 {
+            Wait::Unlimited // a request is being answered
+        } else {
+            Wait::Idle
+        }
+    }
+
+    /// A read would block: whether the client has run out of time.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let wait = self.wait();
+        let expired = ready!(self.timer.poll_expired(cx, wait, self.framing.heads()));
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, ClientTimedOut(expired))))
+    }
+}
 
 /// What the handler and the service keep of the client socket while hyper owns the [`ClientIo`].
 #[derive(Debug, Clone)]
@@ -138,9 +123,26 @@ impl ClientHandle {
         self.flags.ambiguous_head.load(Relaxed) == index
     }
 
+    /// Marks a server response as streaming to the client until the guard drops:
+    /// the connection is not idle meanwhile.
+    pub fn response_started(&self) -> OpenResponse {
+        self.flags.open_responses.fetch_add(1, Relaxed);
+        OpenResponse(Arc::clone(&self.flags))
+    }
+
     /// Best-effort write of a final raw response (the connection is closing anyway).
     pub fn try_write_final(&self, bytes: &[u8]) -> bool {
         matches!(SockRef::from(self.stream.get_ref()).send(bytes), Ok(n) if n == bytes.len())
+    }
+}
+
+/// A server response on its way to the client (see [`ClientHandle::response_started`]).
+#[derive(Debug)]
+pub struct OpenResponse(Arc<Flags>);
+
+impl Drop for OpenResponse {
+    fn drop(&mut self) {
+        self.0.open_responses.fetch_sub(1, Relaxed);
     }
 }
 
@@ -150,7 +152,7 @@ impl AsyncRead for ClientIo {
         loop {
             let mut ready = match this.stream.poll_read_ready(cx) {
                 Poll::Ready(ready) => ready?,
-                Poll::Pending => return this.poll_opening(cx),
+                Poll::Pending => return this.poll_timer(cx),
             };
             // Read straight into the uninitialized part of hyper's buffer (zeroing
             // it first cost ~3% of CPU per request).

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod body;
+mod client_timer;
 mod framing;
 mod headers;
 mod io;
@@ -25,6 +26,7 @@ pub use body::RequestBody;
 pub use pool::{Pool, IDLE_TIMEOUT};
 
 use crate::cluster::Frontend;
+use client_timer::{ClientTimedOut, Wait};
 use io::ClientIo;
 use service::ConnContext;
 
@@ -40,7 +42,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend), frontend.timeouts.request_header) {
+    let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend)) {
         Ok(pair) => pair,
         Err(err) => {
             tracing::warn!(frontend = %frontend.name, client = %peer, error = %err, "cannot register the client socket");
@@ -54,7 +56,9 @@ pub async fn serve(
         // health checkers): still answer, as HAProxy does without `abortonclose`.
         .half_close(true)
         .timer(TokioTimer::new())
-        .header_read_timeout(frontend.timeouts.request_header)
+        // ClientIo enforces `request_header` itself, and `client` between requests,
+        // which hyper's single head timer cannot tell apart.
+        .header_read_timeout(None)
         .max_buf_size(frontend.max_header_bytes.max(MIN_HEAD_BUFFER));
     builder
         .http2()
@@ -76,34 +80,27 @@ pub async fn serve(
     }
 }
 
-/// Accounts for a connection hyper ended with an error. hyper itself answers
-/// malformed heads (400) and oversized heads (431); a head that did not arrive
-/// in time gets its 408 here. A connection that sent nothing at all in time is
-/// closed without a word (browsers open spare connections they may never use).
+/// Accounts for a connection that ended with an error. hyper itself answers
+/// malformed heads (400) and oversized heads (431); a head that did not arrive in
+/// time gets its 408 here. A connection that sent nothing in time, or stayed idle
+/// too long between requests, is closed without a word (browsers open spare
+/// connections they may never use).
 fn on_connection_error(
     frontend: &Frontend,
     peer: SocketAddr,
     handle: &io::ClientHandle,
     err: &(dyn std::error::Error + 'static),
 ) {
-    if let Some(io_err) = err.downcast_ref::<std::io::Error>() {
-        let opening_timed_out = io_err.get_ref().is_some_and(|inner| inner.is::<io::OpeningTimedOut>());
-        if opening_timed_out && handle.mid_request() && handle.try_write_final(reply::RAW_408) {
-            frontend.stats.count_response(408);
-            tracing::info!(frontend = %frontend.name, client = %peer, status = 408, error = %io_err, "rejected client request");
-            return;
+    let status = if let Some(wait) = client_timeout(err) {
+        (wait == Wait::Head && handle.mid_request() && handle.try_write_final(reply::RAW_408)).then_some(408)
+    } else if let Some(err) = err.downcast_ref::<hyper::Error>() {
+        if err.is_parse_too_large() {
+            Some(431)
+        } else if err.is_parse() || err.is_parse_status() {
+            Some(400)
+        } else {
+            None
         }
-    }
-    let Some(err) = err.downcast_ref::<hyper::Error>() else {
-        tracing::debug!(frontend = %frontend.name, client = %peer, error = %err, "client connection ended");
-        return;
-    };
-    let status = if err.is_parse_too_large() {
-        Some(431)
-    } else if err.is_parse() || err.is_parse_status() {
-        Some(400)
-    } else if err.is_timeout() && handle.mid_request() {
-        handle.try_write_final(reply::RAW_408).then_some(408)
     } else {
         None
     };
@@ -114,4 +111,21 @@ fn on_connection_error(
         }
         None => tracing::debug!(frontend = %frontend.name, client = %peer, error = %err, "client connection ended"),
     }
+}
+
+/// Which client time limit ended the connection, if one did: the error comes
+/// straight from the protocol detection or wrapped by hyper.
+fn client_timeout(err: &(dyn std::error::Error + 'static)) -> Option<Wait> {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(timed_out) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref())
+            .and_then(|e| e.downcast_ref::<ClientTimedOut>())
+        {
+            return Some(timed_out.0);
+        }
+        cause = err.source();
+    }
+    None
 }

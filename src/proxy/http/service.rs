@@ -181,7 +181,10 @@ impl ConnContext {
         strip_hop_by_hop(response.headers_mut(), false);
         let state = Arc::clone(&member.state);
         let idle_limit = backend.timeouts.server;
-        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record, idle_limit)))
+        let open = self.client.response_started();
+        response.map(|body| {
+            ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record, idle_limit, open))
+        })
     }
 
     fn fail(

@@ -1,0 +1,132 @@
+//! The client-side time limits of an HTTP/1.1 connection, checked whenever a read
+//! from the client would block:
+//!
+//! - the first request head must be complete within `timeouts.request_header` of
+//!   the accept (nothing sent at all: closed without a response; part of a head:
+//!   408), as must every later head from its first byte;
+//! - a keep-alive connection waiting for its next request is closed after
+//!   `timeouts.client` without traffic.
+//!
+//! While a request body or a response is on its way, or once the connection is no
+//! longer HTTP/1.1 (h2c, upgraded), no limit applies here: the server-side and
+//! tunnel timeouts govern those.
+//!
+//! One timer per connection, moved only when the kind of wait changes (about twice
+//! per request), never re-created.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// What the connection is waiting for from the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The first byte of the connection's first request.
+    FirstRequest,
+    /// The rest of a request head.
+    Head,
+    /// The next request on an idle keep-alive connection.
+    Idle,
+    /// Anything else: no client-side limit here.
+    Unlimited,
+}
+
+/// The one timer of a client connection.
+#[derive(Debug)]
+pub struct ClientTimer {
+    sleep: Pin<Box<Sleep>>,
+    /// What `sleep` currently measures, and for which request (a count of heads).
+    armed: Wait,
+    armed_for: u64,
+    request_header: Duration,
+    client: Duration,
+}
+
+impl ClientTimer {
+    /// Starts the first request's deadline (called at accept).
+    pub fn new(request_header: Duration, client: Duration) -> Self {
+        let sleep = Box::pin(tokio::time::sleep(request_header));
+        ClientTimer { sleep, armed: Wait::FirstRequest, armed_for: 0, request_header, client }
+    }
+
+    /// Called when a read would block while waiting for `wait`, after `heads`
+    /// complete request heads; ready with the kind of wait that ran out of time.
+    /// A whole request can come and go between two such calls, so the same kind of
+    /// wait after more heads is a new wait.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>, wait: Wait, heads: u64) -> Poll<Wait> {
+        if (wait, heads) != (self.armed, self.armed_for) {
+            let limit = match wait {
+                // The first head's time counts from the accept, like the first byte's.
+                Wait::Head if self.armed == Wait::FirstRequest => None,
+                Wait::FirstRequest | Wait::Head => Some(self.request_header),
+                Wait::Idle => Some(self.client),
+                Wait::Unlimited => None,
+            };
+            if let Some(limit) = limit {
+                self.sleep.as_mut().reset(Instant::now() + limit);
+            }
+            self.armed = wait;
+            self.armed_for = heads;
+        }
+        if wait == Wait::Unlimited {
+            return Poll::Pending;
+        }
+        ready!(self.sleep.as_mut().poll(cx));
+        Poll::Ready(wait)
+    }
+}
+
+/// The client took longer than its limit (which one is in the error).
+#[derive(Debug, thiserror::Error)]
+#[error("client timed out waiting for {0:?}")]
+pub struct ClientTimedOut(pub Wait);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    async fn expires(timer: &mut ClientTimer, wait: Wait, heads: u64) -> Wait {
+        poll_fn(|cx| timer.poll_expired(cx, wait, heads)).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_head_counts_from_accept_later_heads_from_their_start() {
+        let started = Instant::now();
+        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(expires(&mut timer, Wait::Head, 0).await, Wait::Head);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+
+        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let _ = poll_fn(|cx| Poll::Ready(timer.poll_expired(cx, Wait::Unlimited, 0))).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let head_started = Instant::now();
+        assert_eq!(expires(&mut timer, Wait::Head, 1).await, Wait::Head);
+        assert_eq!(head_started.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_uses_the_client_timeout_and_unlimited_never_fires() {
+        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let unlimited = tokio::time::timeout(Duration::from_secs(3600), expires(&mut timer, Wait::Unlimited, 1));
+        assert!(unlimited.await.is_err(), "no limit while a response is on its way");
+        let idle_started = Instant::now();
+        assert_eq!(expires(&mut timer, Wait::Idle, 1).await, Wait::Idle);
+        assert_eq!(idle_started.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_again_after_another_request_starts_over() {
+        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let first_idle = tokio::time::timeout(Duration::from_secs(30), expires(&mut timer, Wait::Idle, 1));
+        assert!(first_idle.await.is_err());
+        // A request was read and answered without the read ever blocking in between.
+        let idle_started = Instant::now();
+        assert_eq!(expires(&mut timer, Wait::Idle, 2).await, Wait::Idle);
+        assert_eq!(idle_started.elapsed(), Duration::from_secs(60));
+    }
+}
