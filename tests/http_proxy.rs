@@ -436,6 +436,35 @@ async fn read_response(stream: &mut TcpStream) -> String {
 }
 
 #[tokio::test]
+async fn request_body_that_stops_arriving_gets_a_408_after_client_timeout() {
+    // A server that reads whatever it gets and never answers: only the client-side
+    // limit can end this exchange.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move { tokio::io::copy(&mut stream, &mut tokio::io::sink()).await });
+        }
+    });
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{server}'}}]}}\n"),
+        "      []",
+        "    timeouts: {request_header: 5s, client: 300ms}",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    stream.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nfirst bytes").await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+        .await
+        .expect("stalled upload answered")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert_eq!(fulcrum.snapshot().frontends[0].stats.responses[3].load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
 async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     let server = named_http("s").await;
     let fulcrum = start(&web(

@@ -12,6 +12,16 @@ pub enum ProxyError {
     /// servers behind us might frame it differently (request smuggling).
     #[error("request has both Content-Length and Transfer-Encoding")]
     AmbiguousFraming,
+    /// The client's request body failed on its way to the server: the client
+    /// stopped sending for `timeouts.client`, reset, or sent broken chunking.
+    #[error("client request body failed: {source}")]
+    ClientBody {
+        /// The client stopped sending (rather than broke the body).
+        timed_out: bool,
+        /// What hyper saw.
+        #[source]
+        source: hyper::Error,
+    },
     /// No route matched and the frontend has no default backend.
     #[error("no route matches and there is no default backend")]
     NoRoute,
@@ -71,7 +81,8 @@ impl ProxyError {
     /// The status a client gets for this failure: the single mapping of errors to codes.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            ProxyError::AmbiguousFraming | ProxyError::ClientBody { timed_out: false, .. } => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody { timed_out: true, .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoRoute | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::ServerClosed { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -89,6 +100,6 @@ impl ProxyError {
     /// True when the client connection must close after the error response: what
     /// follows on it cannot be trusted to start a new request.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::AmbiguousFraming)
+        matches!(self, ProxyError::AmbiguousFraming | ProxyError::ClientBody { .. })
     }
 }

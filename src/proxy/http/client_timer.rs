@@ -4,12 +4,14 @@
 //! - the first request head must be complete within `timeouts.request_header` of
 //!   the accept (nothing sent at all: closed without a response; part of a head:
 //!   408), as must every later head from its first byte;
+//! - a client that stops sending in the middle of a request body for
+//!   `timeouts.client` is given up on (408 if nothing was answered yet);
 //! - a keep-alive connection waiting for its next request is closed after
 //!   `timeouts.client` without traffic.
 //!
-//! While a request body or a response is on its way, or once the connection is no
-//! longer HTTP/1.1 (h2c, upgraded), no limit applies here: the server-side and
-//! tunnel timeouts govern those.
+//! While a response is on its way, or once the connection is no longer HTTP/1.1
+//! (h2c, upgraded), no limit applies here: the server-side and tunnel timeouts
+//! govern those.
 //!
 //! One timer per connection, moved only when the kind of wait changes (about twice
 //! per request), never re-created.
@@ -28,6 +30,8 @@ pub enum Wait {
     FirstRequest,
     /// The rest of a request head.
     Head,
+    /// More of a request body.
+    Body,
     /// The next request on an idle keep-alive connection.
     Idle,
     /// Anything else: no client-side limit here.
@@ -38,7 +42,7 @@ pub enum Wait {
 #[derive(Debug)]
 pub struct ClientTimer {
     sleep: Pin<Box<Sleep>>,
-    /// What `sleep` currently measures, and for which request (a count of heads).
+    /// What `sleep` currently measures, and since when (see `poll_expired`).
     armed: Wait,
     armed_for: u64,
     request_header: Duration,
@@ -52,24 +56,25 @@ impl ClientTimer {
         ClientTimer { sleep, armed: Wait::FirstRequest, armed_for: 0, request_header, client }
     }
 
-    /// Called when a read would block while waiting for `wait`, after `heads`
-    /// complete request heads; ready with the kind of wait that ran out of time.
-    /// A whole request can come and go between two such calls, so the same kind of
-    /// wait after more heads is a new wait.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>, wait: Wait, heads: u64) -> Poll<Wait> {
-        if (wait, heads) != (self.armed, self.armed_for) {
+    /// Called when a read would block while waiting for `wait`; ready with the
+    /// kind of wait that ran out of time. `epoch` tells one wait from the next of
+    /// the same kind: the count of complete request heads (a whole request can
+    /// come and go between two calls), or for a body the bytes received so far
+    /// (each arrival starts the inactivity limit over).
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>, wait: Wait, epoch: u64) -> Poll<Wait> {
+        if (wait, epoch) != (self.armed, self.armed_for) {
             let limit = match wait {
                 // The first head's time counts from the accept, like the first byte's.
                 Wait::Head if self.armed == Wait::FirstRequest => None,
                 Wait::FirstRequest | Wait::Head => Some(self.request_header),
-                Wait::Idle => Some(self.client),
+                Wait::Body | Wait::Idle => Some(self.client),
                 Wait::Unlimited => None,
             };
             if let Some(limit) = limit {
                 self.sleep.as_mut().reset(Instant::now() + limit);
             }
             self.armed = wait;
-            self.armed_for = heads;
+            self.armed_for = epoch;
         }
         if wait == Wait::Unlimited {
             return Poll::Pending;
@@ -117,6 +122,16 @@ mod tests {
         let idle_started = Instant::now();
         assert_eq!(expires(&mut timer, Wait::Idle, 1).await, Wait::Idle);
         assert_eq!(idle_started.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn body_inactivity_counts_from_the_last_bytes() {
+        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let waiting = tokio::time::timeout(Duration::from_secs(50), expires(&mut timer, Wait::Body, 100));
+        assert!(waiting.await.is_err());
+        let more_arrived = Instant::now();
+        assert_eq!(expires(&mut timer, Wait::Body, 200).await, Wait::Body);
+        assert_eq!(more_arrived.elapsed(), Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,6 +30,8 @@ pub struct ClientIo {
     flags: Arc<Flags>,
     framing: FramingWatch,
     timer: ClientTimer,
+    /// Bytes read from the client so far.
+    received: u64,
 }
 
 /// State the handler and the service read while hyper owns the [`ClientIo`].
@@ -60,12 +62,13 @@ impl ClientIo {
         });
         let handle = ClientHandle { stream: Arc::clone(&stream), flags: Arc::clone(&flags) };
         let timer = ClientTimer::new(frontend.timeouts.request_header, frontend.timeouts.client);
-        Ok((ClientIo { stream, frontend, flags, framing: FramingWatch::default(), timer }, handle))
+        Ok((ClientIo { stream, frontend, flags, framing: FramingWatch::default(), timer, received: 0 }, handle))
     }
 
     /// Accounts for `data`, just read from the client.
     fn on_received(&mut self, data: &[u8]) {
         self.flags.mid_request.store(true, Relaxed);
+        self.received += data.len() as u64;
         Self::count(&self.frontend.stats.received_bytes, data.len());
         if let Some(index) = self.framing.feed(data) {
             self.flags.ambiguous_head.store(index, Relaxed);
@@ -78,28 +81,30 @@ impl ClientIo {
         }
     }
 
-    /// What a read that would block is waiting for.
-    fn wait(&self) -> Wait {
+    /// What a read that would block is waiting for, and since when (see
+    /// [`ClientTimer::poll_expired`]).
+    fn wait(&self) -> (Wait, u64) {
         let framing = &self.framing;
-        if framing.is_off() {
+        let wait = if framing.is_off() {
             Wait::Unlimited
         } else if framing.in_head() {
             Wait::Head
         } else if !framing.between_requests() {
-            Wait::Unlimited // in a request body
+            return (Wait::Body, self.received);
         } else if framing.heads() == 0 {
             Wait::FirstRequest
         } else if self.flags.mid_request.load(Relaxed) || self.flags.open_responses.load(Relaxed) > 0 {
             Wait::Unlimited // a request is being answered
         } else {
             Wait::Idle
-        }
+        };
+        (wait, framing.heads())
     }
 
     /// A read would block: whether the client has run out of time.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let wait = self.wait();
-        let expired = ready!(self.timer.poll_expired(cx, wait, self.framing.heads()));
+        let (wait, epoch) = self.wait();
+        let expired = ready!(self.timer.poll_expired(cx, wait, epoch));
         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, ClientTimedOut(expired))))
     }
 }

@@ -81,8 +81,8 @@ pub async fn serve(
 }
 
 /// Accounts for a connection that ended with an error. hyper itself answers
-/// malformed heads (400) and oversized heads (431); a head that did not arrive in
-/// time gets its 408 here. A connection that sent nothing in time, or stayed idle
+/// malformed heads (400) and oversized heads (431); a head or body that did not
+/// arrive in time gets its 408 here, unless a response has already begun. A connection that sent nothing in time, or stayed idle
 /// too long between requests, is closed without a word (browsers open spare
 /// connections they may never use).
 fn on_connection_error(
@@ -92,7 +92,8 @@ fn on_connection_error(
     err: &(dyn std::error::Error + 'static),
 ) {
     let status = if let Some(wait) = client_timeout(err) {
-        (wait == Wait::Head && handle.mid_request() && handle.try_write_final(reply::RAW_408)).then_some(408)
+        let late_request = matches!(wait, Wait::Head | Wait::Body) && handle.mid_request();
+        (late_request && handle.try_write_final(reply::RAW_408)).then_some(408)
     } else if let Some(err) = err.downcast_ref::<hyper::Error>() {
         if err.is_parse_too_large() {
             Some(431)
@@ -113,9 +114,9 @@ fn on_connection_error(
     }
 }
 
-/// Which client time limit ended the connection, if one did: the error comes
-/// straight from the protocol detection or wrapped by hyper.
-fn client_timeout(err: &(dyn std::error::Error + 'static)) -> Option<Wait> {
+/// Which client time limit ended the connection or the request body, if one did:
+/// the error comes straight from the protocol detection or wrapped by hyper.
+pub(crate) fn client_timeout(err: &(dyn std::error::Error + 'static)) -> Option<Wait> {
     let mut cause = Some(err);
     while let Some(err) = cause {
         if let Some(timed_out) = err

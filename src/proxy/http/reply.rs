@@ -24,7 +24,7 @@ pub fn error_response(status: StatusCode, close: bool) -> Response<ResponseBody>
 fn error_body(status: StatusCode) -> &'static [u8] {
     match status.as_u16() {
         400 => b"400 Bad Request: the request could not be parsed\n",
-        408 => b"408 Request Timeout: the request head was not received in time\n",
+        408 => b"408 Request Timeout: the request was not received in time\n",
         431 => b"431 Request Header Fields Too Large\n",
         502 => b"502 Bad Gateway: the server refused, reset or broke the connection\n",
         503 => b"503 Service Unavailable: no server is available for this request\n",
@@ -34,7 +34,7 @@ fn error_body(status: StatusCode) -> &'static [u8] {
 }
 
 /// The raw HTTP/1.1 bytes of a 408 (written on a socket hyper has given up on).
-pub const RAW_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 63\r\nconnection: close\r\n\r\n408 Request Timeout: the request head was not received in time\n";
+pub const RAW_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 58\r\nconnection: close\r\n\r\n408 Request Timeout: the request was not received in time\n";
 
 #[cfg(test)]
 mod tests {

@@ -86,7 +86,7 @@ impl ConnContext {
                     started,
                 );
                 drop(record);
-                Ok(error_response(status, false))
+                Ok(error_response(status, err.closes_connection()))
             }
         }
     }

@@ -119,7 +119,14 @@ async fn send(
         Ok(Err(mut err)) => match err.take_message() {
             Some(unsent) => Err(SendError::Unsent(unsent)),
             None => {
-                Err(SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: err.into_error() }))
+                let source = err.into_error();
+                // A failing request body is the client's doing, not the server's.
+                let failure = if source.is_user() {
+                    ProxyError::ClientBody { timed_out: super::client_timeout(&source).is_some(), source }
+                } else {
+                    ProxyError::Upstream { server: member.name.clone(), source }
+                };
+                Err(SendError::Failed(failure))
             }
         },
     }
