@@ -82,9 +82,10 @@ pub async fn serve(
 
 /// Accounts for a connection that ended with an error. hyper itself answers
 /// malformed heads (400) and oversized heads (431); a head or body that did not
-/// arrive in time gets its 408 here, unless a response has already begun. A connection that sent nothing in time, or stayed idle
-/// too long between requests, is closed without a word (browsers open spare
-/// connections they may never use).
+/// arrive in time gets its 408 here, unless a response has already begun. A
+/// connection that sent nothing in time, or stayed idle too long between
+/// requests, is closed without a word (browsers open spare connections they may
+/// never use).
 fn on_connection_error(
     frontend: &Frontend,
     peer: SocketAddr,
