@@ -465,6 +465,25 @@ async fn request_body_that_stops_arriving_gets_a_408_after_client_timeout() {
 }
 
 #[tokio::test]
+async fn pipelined_request_to_a_slow_server_is_not_cut_as_idle() {
+    // The second request is read together with the first, so no byte arrives while
+    // the server takes longer than `client` over it: the connection is busy, not idle.
+    let server = slow_http(Duration::from_millis(700)).await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{server}'}}]}}\n"),
+        "      []",
+        "    timeouts: {client: 300ms}",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    stream.write_all(b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    for _ in 0..2 {
+        let reply = read_response(&mut stream).await;
+        assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("late"), "{reply}");
+    }
+}
+
+#[tokio::test]
 async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     let server = named_http("s").await;
     let fulcrum = start(&web(

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessRecord;
-use super::io::OpenResponse;
+use super::io::OpenRequest;
 use crate::cluster::{ActiveGuard, ServerState};
 
 /// A request body on its way to a server.
@@ -119,7 +119,7 @@ pub struct UpstreamBody {
     access: Option<Box<AccessRecord>>,
     stall: StallTimer,
     /// Keeps the client connection from counting as idle until the body is done.
-    _open: OpenResponse,
+    _open: OpenRequest,
 }
 
 /// Detects a body that makes no progress for `limit`. The timer is created only
@@ -177,7 +177,7 @@ impl UpstreamBody {
         active: ActiveGuard,
         access: Option<Box<AccessRecord>>,
         idle_limit: Duration,
-        open: OpenResponse,
+        open: OpenRequest,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,

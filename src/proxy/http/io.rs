@@ -42,8 +42,8 @@ struct Flags {
     /// Index of the request whose head had both Content-Length and
     /// Transfer-Encoding (`u64::MAX`: none).
     ambiguous_head: AtomicU64,
-    /// Server responses still streaming to the client.
-    open_responses: AtomicU32,
+    /// Requests handed to the service and not yet fully answered.
+    open_requests: AtomicU32,
 }
 
 impl ClientIo {
@@ -58,7 +58,7 @@ impl ClientIo {
         let flags = Arc::new(Flags {
             mid_request: AtomicBool::new(false),
             ambiguous_head: AtomicU64::new(u64::MAX),
-            open_responses: AtomicU32::new(0),
+            open_requests: AtomicU32::new(0),
         });
         let handle = ClientHandle { stream: Arc::clone(&stream), flags: Arc::clone(&flags) };
         let timer = ClientTimer::new(frontend.timeouts.request_header, frontend.timeouts.client);
@@ -93,7 +93,7 @@ impl ClientIo {
             return (Wait::Body, self.received);
         } else if framing.heads() == 0 {
             Wait::FirstRequest
-        } else if self.flags.mid_request.load(Relaxed) || self.flags.open_responses.load(Relaxed) > 0 {
+        } else if self.flags.mid_request.load(Relaxed) || self.flags.open_requests.load(Relaxed) > 0 {
             Wait::Unlimited // a request is being answered
         } else {
             Wait::Idle
@@ -128,11 +128,12 @@ impl ClientHandle {
         self.flags.ambiguous_head.load(Relaxed) == index
     }
 
-    /// Marks a server response as streaming to the client until the guard drops:
-    /// the connection is not idle meanwhile.
-    pub fn response_started(&self) -> OpenResponse {
-        self.flags.open_responses.fetch_add(1, Relaxed);
-        OpenResponse(Arc::clone(&self.flags))
+    /// Marks a request as being answered until the guard drops (with the response
+    /// body, for a streamed one): the connection is not idle meanwhile, even when
+    /// the request was pipelined and no byte is read for it.
+    pub fn request_started(&self) -> OpenRequest {
+        self.flags.open_requests.fetch_add(1, Relaxed);
+        OpenRequest(Arc::clone(&self.flags))
     }
 
     /// Best-effort write of a final raw response (the connection is closing anyway).
@@ -141,13 +142,13 @@ impl ClientHandle {
     }
 }
 
-/// A server response on its way to the client (see [`ClientHandle::response_started`]).
+/// A request not yet fully answered (see [`ClientHandle::request_started`]).
 #[derive(Debug)]
-pub struct OpenResponse(Arc<Flags>);
+pub struct OpenRequest(Arc<Flags>);
 
-impl Drop for OpenResponse {
+impl Drop for OpenRequest {
     fn drop(&mut self) {
-        self.0.open_responses.fetch_sub(1, Relaxed);
+        self.0.open_requests.fetch_sub(1, Relaxed);
     }
 }
 

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::access_log::AccessRecord;
 use super::body::{RequestBody, ResponseBody, UpstreamBody};
 use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade};
-use super::io::ClientHandle;
+use super::io::{ClientHandle, OpenRequest};
 use super::reply::error_response;
 use super::tunnel;
 use super::upstream::{forward, Exchange};
@@ -54,6 +54,7 @@ impl ConnContext {
     /// Handles one request; never fails (errors become responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         let started = Instant::now();
+        let open = self.client.request_started();
         let frontend = &self.frontend;
         frontend.stats.http_requests.fetch_add(1, Relaxed);
         // hyper delivers an HTTP/1.1 connection's requests in order, one at a time.
@@ -69,7 +70,10 @@ impl ConnContext {
         let path = req.uri().path_and_query().cloned();
         let (request, client_upgrade) = self.prepare(req);
         match forward(backend, key, request).await {
-            Ok(exchange) => Ok(self.relay(backend, exchange, client_upgrade, started, &method, path.as_ref())),
+            Ok(exchange) => {
+                let forwarded = Forwarded { started, method, path, open };
+                Ok(self.relay(backend, exchange, client_upgrade, forwarded))
+            }
             Err(err) => {
                 tracing::warn!(frontend = %frontend.name, backend = %backend.name, client = %self.peer, error = %err, "request failed");
                 let status = err.status();
@@ -148,11 +152,10 @@ impl ConnContext {
         backend: &Arc<Backend>,
         exchange: Exchange,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        started: Instant,
-        method: &http::Method,
-        path: Option<&PathAndQuery>,
+        forwarded: Forwarded,
     ) -> Response<ResponseBody> {
         let Exchange { mut response, sender, server, active } = exchange;
+        let Forwarded { started, method, path, open } = forwarded;
         let member = &backend.members[server];
         let status = response.status();
         let elapsed = started.elapsed().as_secs_f64();
@@ -164,8 +167,8 @@ impl ConnContext {
             self.peer,
             Some(backend),
             Some(server),
-            method,
-            path,
+            &method,
+            path.as_ref(),
             status.as_u16(),
             started,
         );
@@ -181,7 +184,6 @@ impl ConnContext {
         strip_hop_by_hop(response.headers_mut(), false);
         let state = Arc::clone(&member.state);
         let idle_limit = backend.timeouts.server;
-        let open = self.client.response_started();
         response.map(|body| {
             ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record, idle_limit, open))
         })
@@ -217,6 +219,15 @@ impl ConnContext {
             backend.stats.count_response(code);
         }
     }
+}
+
+/// What the service keeps of a request while a server answers it.
+struct Forwarded {
+    started: Instant,
+    method: http::Method,
+    path: Option<PathAndQuery>,
+    /// Held until the response body is done.
+    open: OpenRequest,
 }
 
 /// The host a request is for: the Host header, else the URI authority (h2).
