@@ -290,6 +290,36 @@ async fn h2c_prior_knowledge_is_answered() {
 }
 
 #[tokio::test]
+async fn idle_h2c_connection_is_closed_after_client_timeout() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(
+        &format!("  - {{name: main, servers: [{{name: s, address: '{}'}}]}}\n", server.addr),
+        "      []",
+        "    timeouts: {request_header: 200ms, client: 1s}",
+    ))
+    .await;
+    let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    // Two requests 500 ms apart (longer than request_header, shorter than client).
+    for _ in 0..2 {
+        let req = Request::get("http://h2.example/x").body(Full::new(Bytes::new())).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Then no stream for `client`: the connection ends.
+    let idle_since = std::time::Instant::now() - Duration::from_millis(500);
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await.expect("idle h2c connection closed");
+    assert!(idle_since.elapsed() >= Duration::from_millis(900), "closed after {:?}", idle_since.elapsed());
+}
+
+#[tokio::test]
 async fn upgrade_tunnels_bytes_both_ways() {
     let server = upgrade_echo_server().await;
     let fulcrum =

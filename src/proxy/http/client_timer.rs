@@ -7,11 +7,11 @@
 //! - a client that stops sending in the middle of a request body for
 //!   `timeouts.client` is given up on (408 if nothing was answered yet);
 //! - a keep-alive connection waiting for its next request is closed after
-//!   `timeouts.client` without traffic.
+//!   `timeouts.client` without traffic; an h2c connection after `timeouts.client`
+//!   without an open stream.
 //!
-//! While a response is on its way, or once the connection is no longer HTTP/1.1
-//! (h2c, upgraded), no limit applies here: the server-side and tunnel timeouts
-//! govern those.
+//! While a response is on its way, or once the connection is upgraded, no limit
+//! applies here: the server-side and tunnel timeouts govern those.
 //!
 //! One timer per connection, moved only when the kind of wait changes (about twice
 //! per request), never re-created.
@@ -32,7 +32,7 @@ pub enum Wait {
     Head,
     /// More of a request body.
     Body,
-    /// The next request on an idle keep-alive connection.
+    /// The next request on an idle keep-alive (or h2c) connection.
     Idle,
     /// Anything else: no client-side limit here.
     Unlimited,
@@ -59,8 +59,8 @@ impl ClientTimer {
     /// Called when a read would block while waiting for `wait`; ready with the
     /// kind of wait that ran out of time. `epoch` tells one wait from the next of
     /// the same kind: the count of complete request heads (a whole request can
-    /// come and go between two calls), or for a body the bytes received so far
-    /// (each arrival starts the inactivity limit over).
+    /// come and go between two calls), for h2c the count of requests, or for a
+    /// body the bytes received so far (each arrival starts the inactivity limit over).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>, wait: Wait, epoch: u64) -> Poll<Wait> {
         if (wait, epoch) != (self.armed, self.armed_for) {
             let limit = match wait {

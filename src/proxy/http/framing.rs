@@ -36,6 +36,8 @@ enum State {
     ChunkDataEnd,
     /// After the last chunk: trailer lines up to an empty one.
     Trailers,
+    /// The connection opened with the HTTP/2 preface: nothing to follow.
+    H2,
     /// Not following this connection any more.
     Off,
 }
@@ -88,7 +90,7 @@ impl FramingWatch {
     pub fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
         while !data.is_empty() {
             match self.state {
-                State::Off => return None,
+                State::Off | State::H2 => return None,
                 State::Head | State::Trailers => {
                     let Some(end) = data.iter().position(|&b| b == b'\n') else {
                         self.keep_partial(data);
@@ -153,7 +155,12 @@ impl FramingWatch {
 
     /// No longer following the connection (not HTTP/1.1 requests any more).
     pub fn is_off(&self) -> bool {
-        self.state == State::Off
+        matches!(self.state, State::Off | State::H2)
+    }
+
+    /// The connection is HTTP/2 (prior knowledge).
+    pub fn is_h2(&self) -> bool {
+        self.state == State::H2
     }
 
     /// Between two requests: no byte of the next one seen yet.
@@ -198,7 +205,8 @@ impl FramingWatch {
             }
             facts.request_line_seen = true;
             if line.starts_with(b"PRI * HTTP/2") {
-                self.state = State::Off;
+                self.state = if self.heads == 0 { State::H2 } else { State::Off };
+                return None;
             }
             facts.leaves_http = line.starts_with(b"CONNECT ");
             return None;
@@ -386,7 +394,10 @@ mod tests {
         assert!(watch.between_requests());
         assert_eq!(watch.heads(), 1);
         watch.feed(b"PRI * HTTP/2.0\r\n");
-        assert!(watch.is_off());
+        assert!(watch.is_off() && !watch.is_h2(), "a preface after a request is not h2");
+        let mut watch = FramingWatch::default();
+        watch.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert!(watch.is_off() && watch.is_h2());
     }
 
     #[test]

@@ -44,6 +44,8 @@ struct Flags {
     ambiguous_head: AtomicU64,
     /// Requests handed to the service and not yet fully answered.
     open_requests: AtomicU32,
+    /// Requests handed to the service so far.
+    requests_started: AtomicU64,
 }
 
 impl ClientIo {
@@ -59,6 +61,7 @@ impl ClientIo {
             mid_request: AtomicBool::new(false),
             ambiguous_head: AtomicU64::new(u64::MAX),
             open_requests: AtomicU32::new(0),
+            requests_started: AtomicU64::new(0),
         });
         let handle = ClientHandle { stream: Arc::clone(&stream), flags: Arc::clone(&flags) };
         let timer = ClientTimer::new(frontend.timeouts.request_header, frontend.timeouts.client);
@@ -85,6 +88,13 @@ impl ClientIo {
     /// [`ClientTimer::poll_expired`]).
     fn wait(&self) -> (Wait, u64) {
         let framing = &self.framing;
+        let busy = self.flags.open_requests.load(Relaxed) > 0;
+        if framing.is_h2() {
+            // Idle once no stream is open, from the end of the last one: the client's
+            // pings and window updates do not keep an unused connection open.
+            let wait = if busy { Wait::Unlimited } else { Wait::Idle };
+            return (wait, self.flags.requests_started.load(Relaxed));
+        }
         let wait = if framing.is_off() {
             Wait::Unlimited
         } else if framing.in_head() {
@@ -93,7 +103,7 @@ impl ClientIo {
             return (Wait::Body, self.received);
         } else if framing.heads() == 0 {
             Wait::FirstRequest
-        } else if self.flags.mid_request.load(Relaxed) || self.flags.open_requests.load(Relaxed) > 0 {
+        } else if self.flags.mid_request.load(Relaxed) || busy {
             Wait::Unlimited // a request is being answered
         } else {
             Wait::Idle
@@ -133,6 +143,7 @@ impl ClientHandle {
     /// the request was pipelined and no byte is read for it.
     pub fn request_started(&self) -> OpenRequest {
         self.flags.open_requests.fetch_add(1, Relaxed);
+        self.flags.requests_started.fetch_add(1, Relaxed);
         OpenRequest(Arc::clone(&self.flags))
     }
 
