@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
@@ -15,16 +16,36 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessRecord;
-use super::io::OpenRequest;
+use super::client_state::OpenRequest;
 use crate::cluster::{ActiveGuard, ServerState};
 
 /// A request body on its way to a server.
 #[derive(Debug)]
 pub enum RequestBody {
-    /// Streamed from the client.
-    Client(Incoming),
+    /// Streamed from the client; `sent` is told when all of it was handed over.
+    Client { body: Incoming, sent: Option<oneshot::Sender<()>> },
     /// No body (replayed requests, health checks).
     Empty,
+}
+
+impl RequestBody {
+    /// A body streamed from the client.
+    pub fn client(body: Incoming) -> Self {
+        RequestBody::Client { body, sent: None }
+    }
+
+    /// Resolves once the whole body was handed to the server connection (or the
+    /// body failed); `None` when there is nothing left to send.
+    pub fn when_sent(&mut self) -> Option<oneshot::Receiver<()>> {
+        match self {
+            RequestBody::Client { body, sent } if !body.is_end_stream() => {
+                let (tx, rx) = oneshot::channel();
+                *sent = Some(tx);
+                Some(rx)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Body for RequestBody {
@@ -33,21 +54,34 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Client { body, sent } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let finished = match &polled {
+                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Pending => false,
+                };
+                if finished {
+                    if let Some(sent) = sent.take() {
+                        let _ = sent.send(());
+                    }
+                }
+                polled
+            }
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Client { body, .. } => body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Client { body, .. } => body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

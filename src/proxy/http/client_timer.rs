@@ -36,6 +36,8 @@ pub enum Wait {
     Idle,
     /// Anything else: no client-side limit here.
     Unlimited,
+    /// Not a read: the client stopped reading what we send (reported only).
+    Send,
 }
 
 /// The one timer of a client connection.
@@ -68,7 +70,7 @@ impl ClientTimer {
                 Wait::Head if self.armed == Wait::FirstRequest => None,
                 Wait::FirstRequest | Wait::Head => Some(self.request_header),
                 Wait::Body | Wait::Idle => Some(self.client),
-                Wait::Unlimited => None,
+                Wait::Unlimited | Wait::Send => None,
             };
             if let Some(limit) = limit {
                 self.sleep.as_mut().reset(Instant::now() + limit);
@@ -76,7 +78,8 @@ impl ClientTimer {
             self.armed = wait;
             self.armed_for = epoch;
         }
-        if wait == Wait::Unlimited {
+        if matches!(wait, Wait::Unlimited | Wait::Send) {
+            // The caller's socket readiness is registered: it wakes this reader.
             return Poll::Pending;
         }
         ready!(self.sleep.as_mut().poll(cx));

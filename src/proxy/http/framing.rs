@@ -2,17 +2,22 @@
 //! client, ahead of hyper's parser, to catch what hyper hides: a request head with
 //! both `Content-Length` and `Transfer-Encoding`.
 //!
-//! hyper frames such a request as chunked (RFC 9112 §6.3) and, when
-//! `Transfer-Encoding` comes first, drops `Content-Length` before the service sees
-//! the request. That is safe, but a proxy in front of other parsers should refuse
-//! the ambiguity outright (HTTP request smuggling), so the watch records which head
-//! carried both and the service answers it with a 400 and closes.
+//! hyper frames such a request as chunked (RFC 9112 §6.3), drops `Content-Length`
+//! before the service sees the request and closes the connection after it. That is
+//! safe, but a proxy in front of other parsers should refuse the ambiguity outright
+//! (HTTP request smuggling), so the watch records which head carried both and the
+//! service answers it with a 400 and closes.
 //!
 //! To know where each head starts, the watch skips bodies the way hyper reads them:
-//! `Content-Length` bytes, or chunk by chunk up to the trailers. Whenever the stream
-//! stops being plain HTTP/1.1 requests it can follow (h2c preface, `Upgrade`,
-//! `CONNECT`, a head or chunk hyper will reject anyway) it turns itself off: it can
-//! only miss a conflict there, never invent one, and hyper still frames safely.
+//! `Content-Length` bytes, or chunk by chunk up to the trailers. A request asking
+//! to upgrade (`Upgrade`, `CONNECT`) pauses the watch until the request is answered:
+//! if the connection was not upgraded and the client sent nothing meanwhile, it
+//! goes on with the next request. Whenever the stream stops being HTTP/1.1 requests
+//! it can follow (h2c preface, bytes after an upgrade request, a head or chunk hyper
+//! will reject anyway) it turns itself off: it can only miss a conflict there,
+//! never invent one, and hyper still frames safely. Where requests start and end
+//! also drives the client timeouts (see `client_timer`).
+//!
 //! The cost is a scan for line ends over each head; body bytes are skipped by count.
 
 /// How much of a head line split over two reads is kept: enough for the names this
@@ -36,8 +41,9 @@ enum State {
     ChunkDataEnd,
     /// After the last chunk: trailer lines up to an empty one.
     Trailers,
-    /// The connection opened with the HTTP/2 preface: nothing to follow.
-    H2,
+    /// After a request asking to upgrade, until it is answered; `bytes_seen`: the
+    /// client sent more meanwhile (it cannot be told from tunnelled data).
+    AwaitUpgrade { bytes_seen: bool },
     /// Not following this connection any more.
     Off,
 }
@@ -68,6 +74,10 @@ pub struct FramingWatch {
     partial_len: usize,
     /// The split line is longer than `LINE_KEEP`.
     partial_overflow: bool,
+    /// The split line's last byte so far is a CR.
+    partial_ends_cr: bool,
+    /// Blank lines were read where a request line was expected.
+    blank_lines: bool,
 }
 
 impl Default for FramingWatch {
@@ -79,6 +89,8 @@ impl Default for FramingWatch {
             partial: [0; LINE_KEEP],
             partial_len: 0,
             partial_overflow: false,
+            partial_ends_cr: false,
+            blank_lines: false,
         }
     }
 }
@@ -90,7 +102,11 @@ impl FramingWatch {
     pub fn feed(&mut self, mut data: &[u8]) -> Option<u64> {
         while !data.is_empty() {
             match self.state {
-                State::Off | State::H2 => return None,
+                State::Off => return None,
+                State::AwaitUpgrade { .. } => {
+                    self.state = State::AwaitUpgrade { bytes_seen: true };
+                    return None;
+                }
                 State::Head | State::Trailers => {
                     let Some(end) = data.iter().position(|&b| b == b'\n') else {
                         self.keep_partial(data);
@@ -99,14 +115,15 @@ impl FramingWatch {
                     let line = &data[..end];
                     data = &data[end + 1..];
                     let conflict = if self.partial_len > 0 || self.partial_overflow {
+                        let ends_cr = line.last().map_or(self.partial_ends_cr, |&b| b == b'\r');
                         self.keep_partial(line);
                         let (kept, overflow) = (self.partial, self.partial_overflow);
                         let len = self.partial_len;
                         self.partial_len = 0;
                         self.partial_overflow = false;
-                        self.on_line(&kept[..len], overflow)
+                        self.on_line(&kept[..len], overflow, ends_cr)
                     } else {
-                        self.on_line(line, false)
+                        self.on_line(line, false, line.last() == Some(&b'\r'))
                     };
                     if conflict.is_some() {
                         return conflict;
@@ -153,19 +170,27 @@ impl FramingWatch {
         None
     }
 
-    /// No longer following the connection (not HTTP/1.1 requests any more).
+    /// No longer following the connection (h2c, or not HTTP/1.1 requests it can follow).
     pub fn is_off(&self) -> bool {
-        matches!(self.state, State::Off | State::H2)
-    }
-
-    /// The connection is HTTP/2 (prior knowledge).
-    pub fn is_h2(&self) -> bool {
-        self.state == State::H2
+        self.state == State::Off
     }
 
     /// Between two requests: no byte of the next one seen yet.
     pub fn between_requests(&self) -> bool {
-        self.state == State::Head && !self.facts.request_line_seen && self.partial_len == 0
+        self.state == State::Head && !self.facts.request_line_seen && !self.blank_lines && self.partial_len == 0
+    }
+
+    /// A request asking to upgrade is being answered.
+    pub fn awaits_upgrade(&self) -> bool {
+        matches!(self.state, State::AwaitUpgrade { .. })
+    }
+
+    /// The request asking to upgrade was answered without upgrading: follow the
+    /// next request, unless the client already sent bytes that cannot be placed.
+    pub fn upgrade_refused(&mut self) {
+        if let State::AwaitUpgrade { bytes_seen } = self.state {
+            self.state = if bytes_seen { State::Off } else { State::Head };
+        }
     }
 
     /// Part of a request head has arrived, not all of it.
@@ -185,14 +210,21 @@ impl FramingWatch {
         self.partial[self.partial_len..self.partial_len + take].copy_from_slice(&data[..take]);
         self.partial_len += take;
         self.partial_overflow |= take < data.len();
+        if let Some(&last) = data.last() {
+            self.partial_ends_cr = last == b'\r';
+        }
     }
 
     /// One complete line of a head or of trailers (`\n` removed). `truncated`: only
-    /// its first `LINE_KEEP` bytes are known.
-    fn on_line(&mut self, line: &[u8], truncated: bool) -> Option<u64> {
+    /// its first `LINE_KEEP` bytes are known; `ends_cr`: it ended with CRLF.
+    fn on_line(&mut self, line: &[u8], truncated: bool, ends_cr: bool) -> Option<u64> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if self.state == State::Trailers {
-            if line.is_empty() {
+            // hyper ends trailers only at a CRLF line and reads a bare LF as part of
+            // a trailer: rather than guess where it resumes, stop following.
+            if !ends_cr {
+                self.state = State::Off;
+            } else if line.is_empty() && !truncated {
                 self.state = State::Head;
             }
             return None;
@@ -201,11 +233,13 @@ impl FramingWatch {
         if !facts.request_line_seen {
             // Blank lines before a request line are ignored (RFC 9112 §2.2), as hyper does.
             if line.is_empty() {
+                self.blank_lines = true;
                 return None;
             }
+            self.blank_lines = false;
             facts.request_line_seen = true;
             if line.starts_with(b"PRI * HTTP/2") {
-                self.state = if self.heads == 0 { State::H2 } else { State::Off };
+                self.state = State::Off;
                 return None;
             }
             facts.leaves_http = line.starts_with(b"CONNECT ");
@@ -245,8 +279,11 @@ impl FramingWatch {
             self.state = State::Off;
             return Some(index);
         }
-        self.state = if facts.leaves_http || facts.unfollowable {
+        let has_body = facts.transfer_encoding || facts.content_length.is_some_and(|n| n > 0);
+        self.state = if facts.unfollowable || (facts.leaves_http && has_body) {
             State::Off
+        } else if facts.leaves_http {
+            State::AwaitUpgrade { bytes_seen: false }
         } else if facts.transfer_encoding {
             // A request body not chunked last is rejected by hyper.
             if facts.chunked {
@@ -278,9 +315,9 @@ fn after_size_line(size: u64) -> State {
     }
 }
 
-/// A Content-Length value: decimal digits only.
+/// A Content-Length value: decimal digits only (leading zeros allowed, as hyper does).
 fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
     value.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
@@ -371,6 +408,51 @@ mod tests {
     }
 
     #[test]
+    fn refused_upgrade_resumes_with_the_next_request() {
+        let upgrade = b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let conflict = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut watch = FramingWatch::default();
+        assert_eq!(watch.feed(upgrade), None);
+        assert!(watch.awaits_upgrade() && !watch.in_head() && !watch.between_requests());
+        watch.upgrade_refused();
+        assert!(watch.between_requests());
+        assert_eq!(watch.feed(conflict), Some(1));
+        // Bytes sent before the answer cannot be placed: the watch stops.
+        let mut watch = FramingWatch::default();
+        watch.feed(upgrade);
+        watch.feed(b"GET / HTTP/1.1\r\n");
+        watch.upgrade_refused();
+        assert!(watch.is_off());
+    }
+
+    #[test]
+    fn trailers_ending_in_a_bare_lf_stop_the_watch() {
+        // hyper reads the bare-LF line and what follows as trailers, up to a CRLF line;
+        // "POST /b" is not a request to it, so it must not be reported as one.
+        let stream = b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\n\
+            POST /b HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+            GET /c HTTP/1.1\r\n\r\n";
+        assert_conflicts(stream, &[]);
+        assert_conflicts(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", &[1]);
+    }
+
+    #[test]
+    fn content_length_with_leading_zeros_is_followed() {
+        let stream = b"POST / HTTP/1.1\r\nContent-Length: 0000000000000000000000003\r\n\r\nabc\
+            POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_conflicts(stream, &[1]);
+    }
+
+    #[test]
+    fn blank_lines_after_a_request_start_the_next_head() {
+        let mut watch = FramingWatch::default();
+        watch.feed(b"GET / HTTP/1.1\r\n\r\n");
+        assert!(watch.between_requests());
+        watch.feed(b"\r\n");
+        assert!(watch.in_head());
+    }
+
+    #[test]
     fn leading_blank_lines_and_long_split_lines() {
         let long = format!("GET / HTTP/1.1\r\nCookie: {}\r\n\r\n", "c".repeat(500));
         let stream = [
@@ -394,10 +476,7 @@ mod tests {
         assert!(watch.between_requests());
         assert_eq!(watch.heads(), 1);
         watch.feed(b"PRI * HTTP/2.0\r\n");
-        assert!(watch.is_off() && !watch.is_h2(), "a preface after a request is not h2");
-        let mut watch = FramingWatch::default();
-        watch.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-        assert!(watch.is_off() && watch.is_h2());
+        assert!(watch.is_off());
     }
 
     #[test]

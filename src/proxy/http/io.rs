@@ -1,81 +1,92 @@
 //! The client socket as hyper sees it: counts bytes for the frontend, follows the
 //! request framing (see [`FramingWatch`]), applies the client-side time limits
-//! (see [`ClientTimer`]), and stays reachable after hyper gives up on it, so a slow
-//! request head can still get a 408.
+//! (see [`ClientTimer`]), answers a request head that does not arrive in time with
+//! a 408, and gives up on a client that stops reading for `timeouts.client`.
 //!
 //! It sits on [`AsyncFd`] rather than tokio's `TcpStream` to save a syscall per
 //! request: after a read shorter than the buffer the socket is known to be empty,
 //! so readiness is cleared at once instead of being discovered by one more `recv`
 //! failing with `EAGAIN` (which hyper's keep-alive read otherwise costs every request).
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
+use super::client_state::{ClientHandle, Flags};
 use super::client_timer::{ClientTimedOut, ClientTimer, Wait};
 use super::framing::FramingWatch;
+use super::reply::RAW_408;
 use crate::cluster::Frontend;
 
-/// A client connection shared between hyper and the connection handler.
+/// A client connection as hyper reads and writes it.
 #[derive(Debug)]
 pub struct ClientIo {
-    stream: Arc<AsyncFd<std::net::TcpStream>>,
+    stream: AsyncFd<std::net::TcpStream>,
     frontend: Arc<Frontend>,
+    peer: SocketAddr,
     flags: Arc<Flags>,
     framing: FramingWatch,
     timer: ClientTimer,
     /// Bytes read from the client so far.
     received: u64,
-}
-
-/// State the handler and the service read while hyper owns the [`ClientIo`].
-#[derive(Debug)]
-struct Flags {
-    /// The client sent bytes since our last write: a request is in progress.
-    mid_request: AtomicBool,
-    /// Index of the request whose head had both Content-Length and
-    /// Transfer-Encoding (`u64::MAX`: none).
-    ambiguous_head: AtomicU64,
-    /// Requests handed to the service and not yet fully answered.
-    open_requests: AtomicU32,
-    /// Requests handed to the service so far.
-    requests_started: AtomicU64,
+    /// Bytes written to the client so far.
+    sent: u64,
+    /// Made the first time a write has to wait: the limit on the client not
+    /// reading, and the `sent` count it was armed at.
+    write_stall: Option<(Pin<Box<Sleep>>, u64)>,
 }
 
 impl ClientIo {
-    /// Wraps an accepted stream; the returned handle keeps the socket reachable.
+    /// Wraps a stream accepted from `peer`, with the handle its service keeps.
     /// `stream` must be non-blocking; it is registered with the current runtime.
     /// Its time limits are the frontend's `request_header` and `client` timeouts.
-    pub fn new(stream: std::net::TcpStream, frontend: Arc<Frontend>) -> io::Result<(ClientIo, ClientHandle)> {
+    pub fn new(
+        stream: std::net::TcpStream,
+        frontend: Arc<Frontend>,
+        peer: SocketAddr,
+    ) -> io::Result<(ClientIo, ClientHandle)> {
         // SAFETY: the AsyncFd owns the stream, so its descriptor stays open and the
         // same for the AsyncFd's whole life.
-        let registered = unsafe { AsyncFd::register(stream) };
-        let stream = Arc::new(registered.map_err(io::Error::from)?);
-        let flags = Arc::new(Flags {
-            mid_request: AtomicBool::new(false),
-            ambiguous_head: AtomicU64::new(u64::MAX),
-            open_requests: AtomicU32::new(0),
-            requests_started: AtomicU64::new(0),
-        });
-        let handle = ClientHandle { stream: Arc::clone(&stream), flags: Arc::clone(&flags) };
+        let stream = unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)?;
+        let flags = Arc::new(Flags::new());
+        let handle = ClientHandle { flags: Arc::clone(&flags) };
         let timer = ClientTimer::new(frontend.timeouts.request_header, frontend.timeouts.client);
-        Ok((ClientIo { stream, frontend, flags, framing: FramingWatch::default(), timer, received: 0 }, handle))
+        let io = ClientIo {
+            stream,
+            frontend,
+            peer,
+            flags,
+            framing: FramingWatch::default(),
+            timer,
+            received: 0,
+            sent: 0,
+            write_stall: None,
+        };
+        Ok((io, handle))
     }
 
     /// Accounts for `data`, just read from the client.
     fn on_received(&mut self, data: &[u8]) {
-        self.flags.mid_request.store(true, Relaxed);
         self.received += data.len() as u64;
         Self::count(&self.frontend.stats.received_bytes, data.len());
         if let Some(index) = self.framing.feed(data) {
             self.flags.ambiguous_head.store(index, Relaxed);
         }
+    }
+
+    /// Accounts for `n` bytes written to the client.
+    fn on_sent(&mut self, n: usize) {
+        self.sent += n as u64;
+        Self::count(&self.frontend.stats.sent_bytes, n);
     }
 
     fn count(counter: &AtomicU64, n: usize) {
@@ -86,25 +97,38 @@ impl ClientIo {
 
     /// What a read that would block is waiting for, and since when (see
     /// [`ClientTimer::poll_expired`]).
-    fn wait(&self) -> (Wait, u64) {
-        let framing = &self.framing;
-        let busy = self.flags.open_requests.load(Relaxed) > 0;
-        if framing.is_h2() {
-            // Idle once no stream is open, from the end of the last one: the client's
-            // pings and window updates do not keep an unused connection open.
-            let wait = if busy { Wait::Unlimited } else { Wait::Idle };
-            return (wait, self.flags.requests_started.load(Relaxed));
+    fn wait(&mut self) -> (Wait, u64) {
+        let flags = &self.flags;
+        if flags.upgraded.load(Relaxed) {
+            return (Wait::Unlimited, 0);
         }
-        let wait = if framing.is_off() {
+        let requests = flags.requests_started.load(Relaxed);
+        let framing = &mut self.framing;
+        // A request is being answered, or its head was read and hyper has yet to
+        // hand it to the service.
+        let busy = flags.open_requests.load(Relaxed) > 0 || framing.heads() > requests;
+        if framing.awaits_upgrade() && !busy {
+            framing.upgrade_refused();
+        }
+        if framing.is_off() {
+            // h2c, or HTTP/1.1 the watch cannot follow: idle once no request is
+            // open, counted from the end of the last one (pings or trickled bytes
+            // do not extend it).
+            return (if busy { Wait::Unlimited } else { Wait::Idle }, requests);
+        }
+        let wait = if framing.awaits_upgrade() || (busy && framing.between_requests()) {
             Wait::Unlimited
         } else if framing.in_head() {
-            Wait::Head
+            // Behind a response still on its way, a pipelined head waits for it.
+            if busy {
+                Wait::Unlimited
+            } else {
+                Wait::Head
+            }
         } else if !framing.between_requests() {
             return (Wait::Body, self.received);
         } else if framing.heads() == 0 {
             Wait::FirstRequest
-        } else if self.flags.mid_request.load(Relaxed) || busy {
-            Wait::Unlimited // a request is being answered
         } else {
             Wait::Idle
         };
@@ -114,52 +138,44 @@ impl ClientIo {
     /// A read would block: whether the client has run out of time.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let (wait, epoch) = self.wait();
+        if wait == Wait::Unlimited && self.framing.is_off() {
+            // The request may end in another task (an h2 stream): be woken then.
+            self.flags.idle_waker.register(cx.waker());
+        }
         let expired = ready!(self.timer.poll_expired(cx, wait, epoch));
-        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, ClientTimedOut(expired))))
-    }
-}
-
-/// What the handler and the service keep of the client socket while hyper owns the [`ClientIo`].
-#[derive(Debug, Clone)]
-pub struct ClientHandle {
-    stream: Arc<AsyncFd<std::net::TcpStream>>,
-    flags: Arc<Flags>,
-}
-
-impl ClientHandle {
-    /// True when the client started a request we have not answered.
-    pub fn mid_request(&self) -> bool {
-        self.flags.mid_request.load(Relaxed)
+        if expired == Wait::Head {
+            // Answered here, before hyper closes the socket: a head is waited for
+            // only when no response is on its way, so this cannot cut into one.
+            let sent = SockRef::from(self.stream.get_ref()).send(RAW_408);
+            if matches!(sent, Ok(n) if n == RAW_408.len()) {
+                self.frontend.stats.count_response(408);
+                tracing::info!(frontend = %self.frontend.name, client = %self.peer, status = 408, "request head not received in time");
+            }
+        }
+        Poll::Ready(Err(self.timed_out(expired)))
     }
 
-    /// True when the head of request number `index` (0 for the connection's first)
-    /// carried both Content-Length and Transfer-Encoding.
-    pub fn is_ambiguous(&self, index: u64) -> bool {
-        self.flags.ambiguous_head.load(Relaxed) == index
+    /// A write would block: whether the client has stopped reading for
+    /// `timeouts.client` (an upgraded connection leaves that to the tunnel).
+    fn poll_write_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.flags.upgraded.load(Relaxed) {
+            return Poll::Pending;
+        }
+        let limit = self.frontend.timeouts.client;
+        let sent = self.sent;
+        let (timer, armed_at) = self.write_stall.get_or_insert_with(|| (Box::pin(tokio::time::sleep(limit)), sent));
+        if *armed_at != sent {
+            timer.as_mut().reset(Instant::now() + limit);
+            *armed_at = sent;
+        }
+        ready!(timer.as_mut().poll(cx));
+        Poll::Ready(Err(self.timed_out(Wait::Send)))
     }
 
-    /// Marks a request as being answered until the guard drops (with the response
-    /// body, for a streamed one): the connection is not idle meanwhile, even when
-    /// the request was pipelined and no byte is read for it.
-    pub fn request_started(&self) -> OpenRequest {
-        self.flags.open_requests.fetch_add(1, Relaxed);
-        self.flags.requests_started.fetch_add(1, Relaxed);
-        OpenRequest(Arc::clone(&self.flags))
-    }
-
-    /// Best-effort write of a final raw response (the connection is closing anyway).
-    pub fn try_write_final(&self, bytes: &[u8]) -> bool {
-        matches!(SockRef::from(self.stream.get_ref()).send(bytes), Ok(n) if n == bytes.len())
-    }
-}
-
-/// A request not yet fully answered (see [`ClientHandle::request_started`]).
-#[derive(Debug)]
-pub struct OpenRequest(Arc<Flags>);
-
-impl Drop for OpenRequest {
-    fn drop(&mut self) {
-        self.0.open_requests.fetch_sub(1, Relaxed);
+    /// The client ran out of time waiting for `wait`: the error that makes hyper
+    /// give up on the connection.
+    fn timed_out(&self, wait: Wait) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, ClientTimedOut(wait))
     }
 }
 
@@ -200,12 +216,15 @@ impl AsyncRead for ClientIo {
 
 impl AsyncWrite for ClientIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
         loop {
-            let mut ready = ready!(self.stream.poll_write_ready(cx))?;
+            let mut ready = match this.stream.poll_write_ready(cx) {
+                Poll::Ready(ready) => ready?,
+                Poll::Pending => return this.poll_write_stall(cx),
+            };
             match ready.try_io(|fd| SockRef::from(fd.get_ref()).send(data)) {
                 Ok(Ok(n)) => {
-                    self.flags.mid_request.store(false, Relaxed);
-                    Self::count(&self.frontend.stats.sent_bytes, n);
+                    this.on_sent(n);
                     return Poll::Ready(Ok(n));
                 }
                 Ok(Err(err)) => return Poll::Ready(Err(err)),
@@ -219,12 +238,15 @@ impl AsyncWrite for ClientIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
         loop {
-            let mut ready = ready!(self.stream.poll_write_ready(cx))?;
+            let mut ready = match this.stream.poll_write_ready(cx) {
+                Poll::Ready(ready) => ready?,
+                Poll::Pending => return this.poll_write_stall(cx),
+            };
             match ready.try_io(|fd| io::Write::write_vectored(&mut fd.get_ref(), bufs)) {
                 Ok(Ok(n)) => {
-                    self.flags.mid_request.store(false, Relaxed);
-                    Self::count(&self.frontend.stats.sent_bytes, n);
+                    this.on_sent(n);
                     return Poll::Ready(Ok(n));
                 }
                 Ok(Err(err)) => return Poll::Ready(Err(err)),

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod body;
+mod client_state;
 mod client_timer;
 mod framing;
 mod headers;
@@ -42,7 +43,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend)) {
+    let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend), peer) {
         Ok(pair) => pair,
         Err(err) => {
             tracing::warn!(frontend = %frontend.name, client = %peer, error = %err, "cannot register the client socket");
@@ -76,35 +77,20 @@ pub async fn serve(
         }
     };
     if let Err(err) = result {
-        on_connection_error(&frontend, peer, &handle, err.as_ref());
+        on_connection_error(&frontend, peer, err.as_ref());
     }
 }
 
-/// Accounts for a connection that ended with an error. hyper itself answers
-/// malformed heads (400) and oversized heads (431); a head or body that did not
-/// arrive in time gets its 408 here, unless a response has already begun. A
-/// connection that sent nothing in time, or stayed idle too long between
-/// requests, is closed without a word (browsers open spare connections they may
-/// never use).
-fn on_connection_error(
-    frontend: &Frontend,
-    peer: SocketAddr,
-    handle: &io::ClientHandle,
-    err: &(dyn std::error::Error + 'static),
-) {
-    let status = if let Some(wait) = client_timeout(err) {
-        let late_request = matches!(wait, Wait::Head | Wait::Body) && handle.mid_request();
-        (late_request && handle.try_write_final(reply::RAW_408)).then_some(408)
-    } else if let Some(err) = err.downcast_ref::<hyper::Error>() {
-        if err.is_parse_too_large() {
-            Some(431)
-        } else if err.is_parse() || err.is_parse_status() {
-            Some(400)
-        } else {
-            None
-        }
-    } else {
-        None
+/// Accounts for a connection that ended with an error: hyper itself answers
+/// malformed heads (400) and oversized heads (431). A late head got its 408 from
+/// [`ClientIo`] as its time ran out; other client limits end the connection
+/// without a word: nothing sent in time or idle too long (browsers open spare
+/// connections they may never use), or a late body (the service answered it 408).
+fn on_connection_error(frontend: &Frontend, peer: SocketAddr, err: &(dyn std::error::Error + 'static)) {
+    let status = match err.downcast_ref::<hyper::Error>() {
+        Some(err) if err.is_parse_too_large() => Some(431),
+        Some(err) if err.is_parse() || err.is_parse_status() => Some(400),
+        _ => None,
     };
     match status {
         Some(code) => {

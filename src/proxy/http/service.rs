@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 
 use super::access_log::AccessRecord;
 use super::body::{RequestBody, ResponseBody, UpstreamBody};
+use super::client_state::{ClientHandle, OpenRequest};
 use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade};
-use super::io::{ClientHandle, OpenRequest};
 use super::reply::error_response;
 use super::tunnel;
 use super::upstream::{forward, Exchange};
@@ -143,7 +143,7 @@ impl ConnContext {
         strip_hop_by_hop(&mut parts.headers, upgrading);
         let host = parts.headers.get(header::HOST).cloned();
         add_forwarding(&mut parts.headers, &self.client_ip, host.as_ref());
-        (Request::from_parts(parts, RequestBody::Client(body)), client_upgrade)
+        (Request::from_parts(parts, RequestBody::client(body)), client_upgrade)
     }
 
     /// Turns the server's response into the client's.
@@ -175,6 +175,7 @@ impl ConnContext {
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let server_upgrade = hyper::upgrade::on(&mut response);
+                self.client.upgraded();
                 tunnel::spawn(&self.tasks, Arc::clone(&self.frontend), client_upgrade, server_upgrade, sender, active);
                 strip_hop_by_hop(response.headers_mut(), true);
                 drop(record);

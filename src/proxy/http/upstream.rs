@@ -77,7 +77,7 @@ async fn exchange(
         let spare = replayable.then(|| replay_copy(&req));
         match send(backend, member, sender, req).await {
             Ok((response, sender)) => return Ok((response, sender, active)),
-            Err(SendError::Unsent(back)) => req = back,
+            Err(SendError::Unsent(back)) => req = *back,
             Err(SendError::Failed(err)) => match spare {
                 Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
                     tracing::debug!(server = %member.name, error = %err, "reused connection failed; replaying on a fresh one");
@@ -99,7 +99,7 @@ async fn exchange(
 }
 
 enum SendError {
-    Unsent(Request<RequestBody>),
+    Unsent(Box<Request<RequestBody>>),
     Failed(ProxyError),
 }
 
@@ -107,17 +107,31 @@ async fn send(
     backend: &Backend,
     member: &Member,
     mut sender: SendRequest<RequestBody>,
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, SendRequest<RequestBody>), SendError> {
     let timeout = backend.timeouts.server;
-    match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-        Err(_) => Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout })),
+    // The server's time to answer counts once the request body is sent: an upload
+    // is limited by the client's pace (`timeouts.client` between its bytes).
+    let body_sent = req.body_mut().when_sent();
+    let deadline = async {
+        if let Some(body_sent) = body_sent {
+            let _ = body_sent.await;
+        }
+        tokio::time::sleep(timeout).await;
+    };
+    let answered = tokio::select! {
+        biased;
+        answered = sender.try_send_request(req) => Ok(answered),
+        () = deadline => Err(()),
+    };
+    match answered {
+        Err(()) => Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout })),
         Ok(Ok(response)) => {
             member.state.requests_total.fetch_add(1, Relaxed);
             Ok((response, sender))
         }
         Ok(Err(mut err)) => match err.take_message() {
-            Some(unsent) => Err(SendError::Unsent(unsent)),
+            Some(unsent) => Err(SendError::Unsent(Box::new(unsent))),
             None => {
                 let source = err.into_error();
                 // A failing request body is the client's doing, not the server's.

@@ -1,0 +1,245 @@
+//! Client-side time limits of http frontends over real loopback sockets:
+//! `request_header` for heads, `client` for idle keep-alive and h2c connections,
+//! for request bodies that stop arriving and for clients that stop reading.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An http frontend `web` (with `timeouts`) in front of one server.
+fn web(server: std::net::SocketAddr, timeouts: &str) -> String {
+    format!(
+        "frontends:
+  - name: web
+    bind: 127.0.0.1:0
+    mode: http
+    default_backend: main
+    timeouts: {timeouts}
+backends:
+  - {{name: main, servers: [{{name: s, address: '{server}'}}]}}
+"
+    )
+}
+
+/// Reads until the peer closes (at most 5 s); what was received.
+async fn read_until_closed(stream: &mut TcpStream, what: &str) -> String {
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: connection not closed"))
+        .unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test]
+async fn idle_h2c_connection_is_closed_after_client_timeout() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(server.addr, "{request_header: 200ms, client: 1s}")).await;
+    let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    // Two requests 500 ms apart (longer than request_header, shorter than client).
+    for _ in 0..2 {
+        let req = Request::get("http://h2.example/x").body(Full::new(Bytes::new())).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Then no stream for `client`: the connection ends.
+    let idle_since = std::time::Instant::now() - Duration::from_millis(500);
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await.expect("idle h2c connection closed");
+    assert!(idle_since.elapsed() >= Duration::from_millis(900), "closed after {:?}", idle_since.elapsed());
+}
+
+#[tokio::test]
+async fn connection_without_a_request_is_closed_after_request_header() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(server.addr, "{request_header: 300ms}")).await;
+    let addr = fulcrum.local_addr("web");
+    // Silent: closed without a response (a browser's spare connection gets no 408).
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let reply = read_until_closed(&mut silent, "silent connection").await;
+    assert!(reply.is_empty(), "{reply}");
+    // A prefix of the h2 preface and then nothing: the protocol is never decided,
+    // still a request started too slowly.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(b"PRI * HT").await.unwrap();
+    let reply = read_until_closed(&mut stalled, "stalled preface").await;
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    let snapshot = fulcrum.snapshot();
+    assert_eq!(snapshot.frontends[0].stats.responses[3].load(Ordering::Relaxed), 1, "one 408 counted");
+    // Still serving, h1 and h2c alike.
+    assert_eq!(get(addr, "/", &[]).await.0, 200);
+}
+
+/// Reads one response with a Content-Length body from `stream`.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>())
+                })
+                .expect("content-length")
+                .unwrap();
+            if reply.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("response").unwrap();
+        assert!(n > 0, "closed mid-response: {text}");
+        reply.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn request_body_that_stops_arriving_gets_a_408_after_client_timeout() {
+    // A server that reads whatever it gets and never answers: only the client-side
+    // limit can end this exchange.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move { tokio::io::copy(&mut stream, &mut tokio::io::sink()).await });
+        }
+    });
+    // The server timeout is shorter than `client`: it counts only once the body is sent.
+    let yaml =
+        web(server, "{request_header: 5s, client: 500ms}").replace("servers:", "timeouts: {server: 200ms}, servers:");
+    let fulcrum = start(&yaml).await;
+    let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    stream.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nfirst bytes").await.unwrap();
+    let reply = read_until_closed(&mut stream, "stalled upload").await;
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert_eq!(fulcrum.snapshot().frontends[0].stats.responses[3].load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn pipelined_request_to_a_slow_server_is_not_cut_as_idle() {
+    // The second request is read together with the first, so no byte arrives while
+    // the server takes longer than `client` over it: the connection is busy, not idle.
+    let server = slow_http(Duration::from_millis(700)).await;
+    let fulcrum = start(&web(server, "{client: 300ms}")).await;
+    let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    stream.write_all(b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    for _ in 0..2 {
+        let reply = read_response(&mut stream).await;
+        assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("late"), "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(server.addr, "{request_header: 200ms, client: 1500ms}")).await;
+    let addr = fulcrum.local_addr("web");
+    let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+
+    // Idle three times request_header between requests: still open (client is 1.5 s).
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stream.write_all(request).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+
+    // Then idle until `client` runs out: closed without a response.
+    let idle_since = std::time::Instant::now();
+    let rest = read_until_closed(&mut stream, "idle keep-alive").await;
+    assert!(rest.is_empty(), "{rest}");
+    assert!(idle_since.elapsed() >= Duration::from_millis(1400), "closed after {:?}", idle_since.elapsed());
+
+    // A later head that stalls gets its 408 from request_header, well before `client`.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let head_started = std::time::Instant::now();
+    let rest = read_until_closed(&mut stream, "stalled later head").await;
+    assert!(rest.starts_with("HTTP/1.1 408 "), "{rest}");
+    assert!(head_started.elapsed() < Duration::from_millis(1400), "408 after {:?}", head_started.elapsed());
+    assert_eq!(server.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn refused_upgrade_keeps_the_connection_under_http_rules() {
+    // A server that answers 200 to everything, ignoring `Upgrade`.
+    let server = named_http("s").await;
+    let fulcrum = start(&web(server.addr, "{request_header: 300ms, client: 600ms}")).await;
+    let addr = fulcrum.local_addr("web");
+    let upgrade = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: foo\r\n\r\n";
+
+    // A request with both framing headers after a refused upgrade still gets its 400.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(upgrade).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut stream, "conflict after upgrade").await.starts_with("HTTP/1.1 400 "));
+
+    // And an idle connection after a refused upgrade is still closed after `client`.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(upgrade).await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    assert!(read_until_closed(&mut stream, "idle after upgrade").await.is_empty());
+}
+
+#[tokio::test]
+async fn blank_line_or_partial_pipelined_head_then_silence_gets_a_408() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(server.addr, "{request_header: 300ms, client: 30s}")).await;
+    let addr = fulcrum.local_addr("web");
+    for (what, bytes) in [
+        ("CRLF after a request", &b"GET / HTTP/1.1\r\nhost: x\r\n\r\n\r\n"[..]),
+        ("partial pipelined head", b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\n"),
+    ] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(bytes).await.unwrap();
+        assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"), "{what}");
+        let rest = read_until_closed(&mut stream, what).await;
+        assert!(rest.starts_with("HTTP/1.1 408 "), "{what}: {rest}");
+    }
+}
+
+#[tokio::test]
+async fn client_that_stops_reading_is_dropped_after_client_timeout() {
+    // /big answers 64 MiB: far more than the socket buffers between us and the client.
+    let server = http_server(
+        "big",
+        std::sync::Arc::new(|_, _| hyper::Response::new(Full::new(Bytes::from(vec![b'x'; 64 << 20])))),
+    )
+    .await;
+    let fulcrum = start(&web(server.addr, "{client: 500ms}")).await;
+    let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    stream.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 1024];
+    let _ = stream.read(&mut first).await.unwrap();
+    // The client keeps its socket open but reads no more: the proxy gives up on it and
+    // releases the server side (no connection stays active on the server).
+    let snapshot = fulcrum.snapshot();
+    let server_state = &snapshot.backends[0].members[0].state;
+    wait_for("the response to be abandoned", Duration::from_secs(10), || {
+        server_state.active() == 0 && snapshot.frontends[0].stats.active_connections.load(Ordering::Relaxed) == 0
+    })
+    .await;
+    drop(stream);
+}
