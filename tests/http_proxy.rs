@@ -336,7 +336,7 @@ async fn hash_by_header_is_sticky() {
 #[tokio::test]
 async fn content_length_with_transfer_encoding_is_refused() {
     // Both framing headers in one head: a 400 and the connection closes, whichever
-    // comes first (hyper alone would drop Content-Length when Transfer-Encoding leads),
+    // comes first (hyper alone would frame it as chunked and drop Content-Length),
     // so the bytes after the body are never read as a second request.
     let server = named_http("s").await;
     let fulcrum = start(&web(
