@@ -114,6 +114,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             }
             _ => Arc::new(Semaphore::new(limit)),
         });
+        let max_header_bytes = f.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
         frontends.push(Arc::new(Frontend {
             name: f.name.clone(),
             binds,
@@ -123,7 +124,8 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             routes: RouteTable::new(routes),
             default_backend,
             timeouts: f.timeouts.resolve(global),
-            max_header_bytes: f.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES),
+            max_header_bytes,
+            http: (f.mode == crate::config::Mode::Http).then(|| crate::proxy::http::server_settings(max_header_bytes)),
             access_log: f.access_log,
             stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
         }));

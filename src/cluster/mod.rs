@@ -65,6 +65,8 @@ pub struct Frontend {
     pub timeouts: ResolvedTimeouts,
     /// Largest accepted request head, in bytes.
     pub max_header_bytes: usize,
+    /// hyper's server settings (http frontends).
+    pub http: Option<crate::proxy::http::ServerSettings>,
     /// Emit one access-log line per request / TCP session.
     pub access_log: bool,
     /// Counters, kept across reloads.

@@ -34,6 +34,27 @@ use service::ConnContext;
 /// hyper refuses read buffers smaller than this.
 const MIN_HEAD_BUFFER: usize = 8192;
 
+/// hyper's server settings for an http frontend, built once per snapshot (a
+/// connection borrows them instead of carrying its own copy).
+pub type ServerSettings = auto::Builder<TokioExecutor>;
+
+/// The server settings of an http frontend accepting heads up to `max_header_bytes`.
+pub fn server_settings(max_header_bytes: usize) -> ServerSettings {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // A client may send its request and shut down its write side (`nc`, some
+        // health checkers): still answer, as HAProxy does without `abortonclose`.
+        .half_close(true)
+        .timer(TokioTimer::new())
+        // ClientIo enforces `request_header` itself, and `client` between requests,
+        // which hyper's single head timer cannot tell apart.
+        .header_read_timeout(None)
+        .max_buf_size(max_header_bytes.max(MIN_HEAD_BUFFER));
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(max_header_bytes.try_into().unwrap_or(u32::MAX));
+    builder
+}
+
 /// Serves one client connection of an http frontend until it closes, or until
 /// `shutdown` asks it to finish politely (HTTP/1.1 `Connection: close`, h2 GOAWAY).
 pub async fn serve(
@@ -50,21 +71,10 @@ pub async fn serve(
             return;
         }
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // A client may send its request and shut down its write side (`nc`, some
-        // health checkers): still answer, as HAProxy does without `abortonclose`.
-        .half_close(true)
-        .timer(TokioTimer::new())
-        // ClientIo enforces `request_header` itself, and `client` between requests,
-        // which hyper's single head timer cannot tell apart.
-        .header_read_timeout(None)
-        .max_buf_size(frontend.max_header_bytes.max(MIN_HEAD_BUFFER));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(frontend.max_header_bytes.try_into().unwrap_or(u32::MAX));
+    let Some(builder) = frontend.http.as_ref() else {
+        tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
+        return;
+    };
     let ctx = Arc::new(ConnContext::new(Arc::clone(&frontend), peer, handle.clone(), tasks));
     let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
