@@ -1,13 +1,14 @@
-//! What the two parties of a client connection tell each other: the socket
-//! wrapper hyper reads through ([`super::io::ClientIo`]) and the service
-//! answering each request.
+//! What the parties of a client connection tell each other: the socket wrapper
+//! hyper reads through ([`super::io::ClientIo`]), the connection handler and the
+//! service answering each request.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 
-/// State shared by one client connection's socket wrapper and service.
+/// State shared by one client connection's socket wrapper, handler and service.
 #[derive(Debug)]
 pub(super) struct Flags {
     /// Index of the request whose head had both Content-Length and
@@ -23,6 +24,9 @@ pub(super) struct Flags {
     /// limit meanwhile and must then start the idle limit (h2 streams end in
     /// their own tasks).
     pub idle_waker: AtomicWaker,
+    /// An h2c (or unfollowable HTTP/1.1) connection stayed idle for
+    /// `timeouts.client`: the handler closes it politely (GOAWAY).
+    pub idle_expired: Notify,
 }
 
 impl Flags {
@@ -33,12 +37,13 @@ impl Flags {
             requests_started: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             idle_waker: AtomicWaker::new(),
+            idle_expired: Notify::new(),
         }
     }
 }
 
-/// What the service keeps of the client connection while hyper owns its socket
-/// wrapper.
+/// What the handler and the service keep of the client connection while hyper
+/// owns its socket wrapper.
 #[derive(Debug, Clone)]
 pub struct ClientHandle {
     pub(super) flags: Arc<Flags>,
@@ -58,6 +63,11 @@ impl ClientHandle {
         self.flags.open_requests.fetch_add(1, Relaxed);
         self.flags.requests_started.fetch_add(1, Relaxed);
         OpenRequest(Arc::clone(&self.flags))
+    }
+
+    /// Resolves when the connection has been idle long enough to be closed politely.
+    pub async fn idle_expired(&self) {
+        self.flags.idle_expired.notified().await;
     }
 
     /// Records that the connection now tunnels another protocol: the HTTP client

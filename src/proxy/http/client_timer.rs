@@ -58,6 +58,11 @@ impl ClientTimer {
         ClientTimer { sleep, armed: Wait::FirstRequest, armed_for: 0, request_header, client }
     }
 
+    /// Runs the current wait's limit again, `limit` from now (a grace period).
+    pub fn restart(&mut self, limit: Duration) {
+        self.sleep.as_mut().reset(Instant::now() + limit);
+    }
+
     /// Called when a read would block while waiting for `wait`; ready with the
     /// kind of wait that ran out of time. `epoch` tells one wait from the next of
     /// the same kind: the count of complete request heads (a whole request can

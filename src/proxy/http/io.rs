@@ -43,6 +43,9 @@ pub struct ClientIo {
     /// Made the first time a write has to wait: the limit on the client not
     /// reading, and the `sent` count it was armed at.
     write_stall: Option<(Pin<Box<Sleep>>, u64)>,
+    /// The handler was asked to close the idle (h2c) connection politely; if it
+    /// is still idle one more `timeouts.client` later, it is cut.
+    polite_close_asked: bool,
 }
 
 impl ClientIo {
@@ -70,6 +73,7 @@ impl ClientIo {
             received: 0,
             sent: 0,
             write_stall: None,
+            polite_close_asked: false,
         };
         Ok((io, handle))
     }
@@ -143,6 +147,14 @@ impl ClientIo {
             self.flags.idle_waker.register(cx.waker());
         }
         let expired = ready!(self.timer.poll_expired(cx, wait, epoch));
+        if expired == Wait::Idle && self.framing.is_off() && !self.polite_close_asked {
+            // h2c: a GOAWAY tells the client no stream was lost, so it may retry
+            // one that raced with the close. The handler sends it; keep reading.
+            self.polite_close_asked = true;
+            self.flags.idle_expired.notify_one();
+            self.timer.restart(self.frontend.timeouts.client);
+            return Poll::Pending;
+        }
         if expired == Wait::Head {
             // Answered here, before hyper closes the socket: a head is waited for
             // only when no response is on its way, so this cannot cut into one.

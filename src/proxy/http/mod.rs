@@ -85,6 +85,10 @@ pub async fn serve(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        _ = handle.idle_expired() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
     };
     if let Err(err) = result {
         on_connection_error(&frontend, peer, err.as_ref());
