@@ -115,13 +115,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
 async fn request_body_that_stops_arriving_gets_a_408_after_client_timeout() {
     // A server that reads whatever it gets and never answers: only the client-side
     // limit can end this exchange.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move { tokio::io::copy(&mut stream, &mut tokio::io::sink()).await });
-        }
-    });
+    let server = sink_server().await;
     // The server timeout is shorter than `client`: it counts only once the body is sent.
     let yaml =
         web(server, "{request_header: 5s, client: 500ms}").replace("servers:", "timeouts: {server: 200ms}, servers:");
@@ -244,4 +238,106 @@ async fn client_that_stops_reading_is_dropped_after_client_timeout() {
     })
     .await;
     drop(stream);
+}
+
+/// A server that reads (and discards) everything it is sent and never answers.
+async fn sink_server() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move { tokio::io::copy(&mut stream, &mut tokio::io::sink()).await });
+        }
+    });
+    server
+}
+
+/// A request body fed through a channel, so a test can stop sending mid-body.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|data| data.map(|data| Ok(http_body::Frame::data(data))))
+    }
+}
+
+#[tokio::test]
+async fn h2c_request_body_that_stops_arriving_gets_a_408() {
+    let server = sink_server().await;
+    let yaml =
+        web(server, "{request_header: 5s, client: 500ms}").replace("servers:", "timeouts: {server: 200ms}, servers:");
+    let fulcrum = start(&yaml).await;
+    let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (more, body) = tokio::sync::mpsc::channel(1);
+    let req = Request::post("http://h2.example/upload").body(ChannelBody(body)).unwrap();
+    let answer = tokio::spawn(async move { sender.send_request(req).await });
+    more.send(Bytes::from_static(b"first bytes")).await.unwrap();
+    // Then nothing more, with the stream left open.
+    let response = tokio::time::timeout(Duration::from_secs(5), answer).await.expect("stalled h2c upload answered");
+    assert_eq!(response.unwrap().unwrap().status(), 408);
+    drop(more);
+}
+
+#[tokio::test]
+async fn body_the_framing_watch_cannot_follow_still_gets_a_408() {
+    let server = sink_server().await;
+    let yaml =
+        web(server, "{request_header: 5s, client: 500ms}").replace("servers:", "timeouts: {server: 200ms}, servers:");
+    let fulcrum = start(&yaml).await;
+    let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    // An `Upgrade` header with a body turns the watch off; to hyper it is a plain POST.
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\nupgrade: foo\r\ncontent-length: 100\r\n\r\nfirst bytes")
+        .await
+        .unwrap();
+    let reply = read_until_closed(&mut stream, "stalled upload after an unfollowable head").await;
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+}
+
+#[tokio::test]
+async fn server_that_stops_reading_the_request_body_gets_a_504() {
+    // Accepts and never reads: the upload fills the socket buffers and stops moving.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let yaml =
+        web(server, "{request_header: 5s, client: 5s}").replace("servers:", "timeouts: {server: 500ms}, servers:");
+    let fulcrum = start(&yaml).await;
+    let (mut from_proxy, mut to_proxy) = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap().into_split();
+    let total: usize = 256 << 20;
+    tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n");
+        to_proxy.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..(total >> 20) {
+            if to_proxy.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(8), from_proxy.read(&mut reply))
+        .await
+        .expect("answered after the server stopped reading")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 504 "), "{reply}");
 }

@@ -1,14 +1,10 @@
-//! Body types on both sides of the proxy. Bodies stream frame by frame (hyper
+//! Response bodies on their way to the client. Bodies stream frame by frame (hyper
 //! applies backpressure); nothing is buffered whole.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-
-use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -17,75 +13,9 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessRecord;
 use super::client_state::OpenRequest;
+use super::request_body::RequestBody;
+use super::stall::StallTimer;
 use crate::cluster::{ActiveGuard, ServerState};
-
-/// A request body on its way to a server.
-#[derive(Debug)]
-pub enum RequestBody {
-    /// Streamed from the client; `sent` is told when all of it was handed over.
-    Client { body: Incoming, sent: Option<oneshot::Sender<()>> },
-    /// No body (replayed requests, health checks).
-    Empty,
-}
-
-impl RequestBody {
-    /// A body streamed from the client.
-    pub fn client(body: Incoming) -> Self {
-        RequestBody::Client { body, sent: None }
-    }
-
-    /// Resolves once the whole body was handed to the server connection (or the
-    /// body failed); `None` when there is nothing left to send.
-    pub fn when_sent(&mut self) -> Option<oneshot::Receiver<()>> {
-        match self {
-            RequestBody::Client { body, sent } if !body.is_end_stream() => {
-                let (tx, rx) = oneshot::channel();
-                *sent = Some(tx);
-                Some(rx)
-            }
-            _ => None,
-        }
-    }
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Client { body, sent } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                let finished = match &polled {
-                    Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    Poll::Pending => false,
-                };
-                if finished {
-                    if let Some(sent) = sent.take() {
-                        let _ = sent.send(());
-                    }
-                }
-                polled
-            }
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Client { body, .. } => body.is_end_stream(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Client { body, .. } => body.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
 
 /// A response body on its way to the client.
 #[derive(Debug)]
@@ -156,47 +86,6 @@ pub struct UpstreamBody {
     _open: OpenRequest,
 }
 
-/// Detects a body that makes no progress for `limit`. The timer is created only
-/// when the body first has to wait, and progress only records a timestamp: the
-/// timer is re-armed when it fires early, not on every frame.
-#[derive(Debug)]
-struct StallTimer {
-    limit: Duration,
-    /// Set when the body first waits, then on every frame.
-    last_progress: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl StallTimer {
-    /// No clock read here: most bodies complete without ever waiting.
-    fn new(limit: Duration) -> Self {
-        StallTimer { limit, last_progress: None, timer: None }
-    }
-
-    fn progress(&mut self) {
-        if self.timer.is_some() {
-            self.last_progress = Some(Instant::now());
-        }
-    }
-
-    /// Polled while the body waits: true once it has waited `limit` since progress.
-    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
-        let limit = self.limit;
-        let last_progress = *self.last_progress.get_or_insert_with(Instant::now);
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last_progress + limit)));
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            let deadline = self.last_progress.unwrap_or(last_progress) + limit;
-            if deadline <= Instant::now() {
-                return true;
-            }
-            timer.as_mut().reset(deadline);
-        }
-    }
-}
-
 /// The server stopped sending in the middle of a response body.
 #[derive(Debug, thiserror::Error)]
 #[error("server sent nothing for {0:?} in the middle of the response body")]
@@ -247,7 +136,7 @@ impl Body for UpstreamBody {
         if polled.is_pending() {
             if self.stall.stalled(cx) {
                 self.release = None;
-                return Poll::Ready(Some(Err(Box::new(BodyStalled(self.stall.limit)))));
+                return Poll::Ready(Some(Err(Box::new(BodyStalled(self.stall.limit())))));
             }
             return Poll::Pending;
         }

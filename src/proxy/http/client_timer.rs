@@ -4,13 +4,12 @@
 //! - the first request head must be complete within `timeouts.request_header` of
 //!   the accept (nothing sent at all: closed without a response; part of a head:
 //!   408), as must every later head from its first byte;
-//! - a client that stops sending in the middle of a request body for
-//!   `timeouts.client` is given up on (408 if nothing was answered yet);
 //! - a keep-alive connection waiting for its next request is closed after
 //!   `timeouts.client` without traffic; an h2c connection after `timeouts.client`
 //!   without an open stream.
 //!
-//! While a response is on its way, or once the connection is upgraded, no limit
+//! While a request body is forwarded it has its own limit (see `request_body`);
+//! while a response is on its way, or once the connection is upgraded, no limit
 //! applies here: the server-side and tunnel timeouts govern those.
 //!
 //! One timer per connection, moved only when the kind of wait changes (about twice
@@ -30,7 +29,7 @@ pub enum Wait {
     FirstRequest,
     /// The rest of a request head.
     Head,
-    /// More of a request body.
+    /// More of a request body (reported by the body's own limit).
     Body,
     /// The next request on an idle keep-alive (or h2c) connection.
     Idle,
@@ -66,16 +65,15 @@ impl ClientTimer {
     /// Called when a read would block while waiting for `wait`; ready with the
     /// kind of wait that ran out of time. `epoch` tells one wait from the next of
     /// the same kind: the count of complete request heads (a whole request can
-    /// come and go between two calls), for h2c the count of requests, or for a
-    /// body the bytes received so far (each arrival starts the inactivity limit over).
+    /// come and go between two calls), or for h2c the count of requests.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>, wait: Wait, epoch: u64) -> Poll<Wait> {
         if (wait, epoch) != (self.armed, self.armed_for) {
             let limit = match wait {
                 // The first head's time counts from the accept, like the first byte's.
                 Wait::Head if self.armed == Wait::FirstRequest => None,
                 Wait::FirstRequest | Wait::Head => Some(self.request_header),
-                Wait::Body | Wait::Idle => Some(self.client),
-                Wait::Unlimited | Wait::Send => None,
+                Wait::Idle => Some(self.client),
+                Wait::Unlimited | Wait::Send | Wait::Body => None,
             };
             if let Some(limit) = limit {
                 self.sleep.as_mut().reset(Instant::now() + limit);
@@ -83,7 +81,7 @@ impl ClientTimer {
             self.armed = wait;
             self.armed_for = epoch;
         }
-        if matches!(wait, Wait::Unlimited | Wait::Send) {
+        if matches!(wait, Wait::Unlimited | Wait::Send | Wait::Body) {
             // The caller's socket readiness is registered: it wakes this reader.
             return Poll::Pending;
         }
@@ -130,16 +128,6 @@ mod tests {
         let idle_started = Instant::now();
         assert_eq!(expires(&mut timer, Wait::Idle, 1).await, Wait::Idle);
         assert_eq!(idle_started.elapsed(), Duration::from_secs(60));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn body_inactivity_counts_from_the_last_bytes() {
-        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
-        let waiting = tokio::time::timeout(Duration::from_secs(50), expires(&mut timer, Wait::Body, 100));
-        assert!(waiting.await.is_err());
-        let more_arrived = Instant::now();
-        assert_eq!(expires(&mut timer, Wait::Body, 200).await, Wait::Body);
-        assert_eq!(more_arrived.elapsed(), Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

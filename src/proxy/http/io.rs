@@ -36,8 +36,6 @@ pub struct ClientIo {
     flags: Arc<Flags>,
     framing: FramingWatch,
     timer: ClientTimer,
-    /// Bytes read from the client so far.
-    received: u64,
     /// Bytes written to the client so far.
     sent: u64,
     /// Made the first time a write has to wait: the limit on the client not
@@ -70,7 +68,6 @@ impl ClientIo {
             flags,
             framing: FramingWatch::default(),
             timer,
-            received: 0,
             sent: 0,
             write_stall: None,
             polite_close_asked: false,
@@ -80,7 +77,6 @@ impl ClientIo {
 
     /// Accounts for `data`, just read from the client.
     fn on_received(&mut self, data: &[u8]) {
-        self.received += data.len() as u64;
         Self::count(&self.frontend.stats.received_bytes, data.len());
         if let Some(index) = self.framing.feed(data) {
             self.flags.ambiguous_head.store(index, Relaxed);
@@ -130,7 +126,8 @@ impl ClientIo {
                 Wait::Head
             }
         } else if !framing.between_requests() {
-            return (Wait::Body, self.received);
+            // In a request body: its own limit applies while it is forwarded.
+            Wait::Unlimited
         } else if framing.heads() == 0 {
             Wait::FirstRequest
         } else {
@@ -141,19 +138,22 @@ impl ClientIo {
 
     /// A read would block: whether the client has run out of time.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (wait, epoch) = self.wait();
-        if wait == Wait::Unlimited && self.framing.is_off() {
-            // The request may end in another task (an h2 stream): be woken then.
+        if self.framing.is_off() {
+            // An h2 stream ends in its own task: be woken then, to start the idle
+            // limit. Registered before the open requests are counted, so an end in
+            // between is not missed.
             self.flags.idle_waker.register(cx.waker());
         }
-        let expired = ready!(self.timer.poll_expired(cx, wait, epoch));
+        let (wait, epoch) = self.wait();
+        let mut expired = ready!(self.timer.poll_expired(cx, wait, epoch));
         if expired == Wait::Idle && self.framing.is_off() && !self.polite_close_asked {
             // h2c: a GOAWAY tells the client no stream was lost, so it may retry
-            // one that raced with the close. The handler sends it; keep reading.
+            // one that raced with the close. The handler sends it; keep reading,
+            // and cut the connection if it is still open one more limit later.
             self.polite_close_asked = true;
             self.flags.idle_expired.notify_one();
             self.timer.restart(self.frontend.timeouts.client);
-            return Poll::Pending;
+            expired = ready!(self.timer.poll_expired(cx, wait, epoch));
         }
         if expired == Wait::Head {
             // Answered here, before hyper closes the socket: a head is waited for

@@ -10,7 +10,9 @@ mod headers;
 mod io;
 mod pool;
 mod reply;
+mod request_body;
 mod service;
+mod stall;
 mod tunnel;
 mod upstream;
 
@@ -23,8 +25,8 @@ use hyper_util::server::conn::auto;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use body::RequestBody;
 pub use pool::{Pool, IDLE_TIMEOUT};
+pub use request_body::RequestBody;
 
 use crate::cluster::Frontend;
 use client_timer::{ClientTimedOut, Wait};

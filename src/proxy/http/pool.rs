@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 
 /// How long a pooled connection may sit idle. Shorter than the keep-alive of
 /// common app servers (gunicorn 2s, Node 5s), so a server's own idle close rarely

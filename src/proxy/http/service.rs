@@ -14,10 +14,11 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use super::access_log::AccessRecord;
-use super::body::{RequestBody, ResponseBody, UpstreamBody};
+use super::body::{ResponseBody, UpstreamBody};
 use super::client_state::{ClientHandle, OpenRequest};
 use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade};
 use super::reply::error_response;
+use super::request_body::RequestBody;
 use super::tunnel;
 use super::upstream::{forward, Exchange};
 use crate::balance::hash_key;
@@ -143,7 +144,7 @@ impl ConnContext {
         strip_hop_by_hop(&mut parts.headers, upgrading);
         let host = parts.headers.get(header::HOST).cloned();
         add_forwarding(&mut parts.headers, &self.client_ip, host.as_ref());
-        (Request::from_parts(parts, RequestBody::client(body)), client_upgrade)
+        (Request::from_parts(parts, RequestBody::client(body, self.frontend.timeouts.client)), client_upgrade)
     }
 
     /// Turns the server's response into the client's.

@@ -8,7 +8,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 use crate::cluster::{ActiveGuard, Frontend};
 use crate::proxy::copy::{pipe_io, Counted, Idle};
 

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::body::RequestBody;
+use super::request_body::RequestBody;
 use crate::balance::{Member, Tried};
 use crate::cluster::{ActiveGuard, Backend};
 use crate::proxy::connect::connect_server;
@@ -107,17 +107,17 @@ async fn send(
     backend: &Backend,
     member: &Member,
     mut sender: SendRequest<RequestBody>,
-    mut req: Request<RequestBody>,
+    req: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, SendRequest<RequestBody>), SendError> {
     let timeout = backend.timeouts.server;
-    // The server's time to answer counts once the request body is sent: an upload
-    // is limited by the client's pace (`timeouts.client` between its bytes).
-    let body_sent = req.body_mut().when_sent();
+    // The server's time counts while the upload is its turn and once the body is
+    // sent: a body waiting for the client is limited by `timeouts.client` instead.
+    let upload = req.body().upload();
     let deadline = async {
-        if let Some(body_sent) = body_sent {
-            let _ = body_sent.await;
+        match upload {
+            Some(upload) => upload.server_quiet(timeout).await,
+            None => tokio::time::sleep(timeout).await,
         }
-        tokio::time::sleep(timeout).await;
     };
     let answered = tokio::select! {
         biased;

@@ -1,0 +1,141 @@
+//! A client's request body on its way to a server, and who the upload waits for.
+//!
+//! While the body waits for the client, the client's pace is the limit: no
+//! progress for `timeouts.client` fails the body, which the service answers with
+//! a 408. While it waits for the server to take what was handed over, and once it
+//! is all sent, the server's: [`Upload::server_quiet`] lets the sender give up
+//! after `timeouts.server` without progress (504).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::BodyError;
+use super::client_timer::{ClientTimedOut, Wait};
+use super::stall::StallTimer;
+
+/// A request body on its way to a server.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Streamed from the client.
+    Client {
+        /// The client's body.
+        body: Incoming,
+        /// Fails the body when the client stops sending.
+        client_stall: StallTimer,
+        /// Shared with the sender waiting for the response.
+        upload: Arc<Upload>,
+    },
+    /// No body (replayed requests, health checks).
+    Empty,
+}
+
+/// Progress of a request body, as the sender waiting for the response sees it.
+#[derive(Debug)]
+pub struct Upload {
+    started: Instant,
+    /// When the body last moved (a frame passed, or it ended), in ns since `started`.
+    last_progress_ns: AtomicU64,
+    /// The body is waiting for the client to send more.
+    waiting_on_client: AtomicBool,
+}
+
+impl Upload {
+    fn new() -> Self {
+        Upload {
+            started: Instant::now(),
+            last_progress_ns: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+        }
+    }
+
+    fn progressed(&self) {
+        let ns = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_progress_ns.store(ns, Relaxed);
+    }
+
+    fn last_progress(&self) -> Instant {
+        self.started + Duration::from_nanos(self.last_progress_ns.load(Relaxed))
+    }
+
+    /// Resolves once the upload, and then the wait for the response, has been the
+    /// server's turn for `limit` without progress. Time the body spends waiting for
+    /// the client does not count (the client's own limit covers it).
+    pub async fn server_quiet(&self, limit: Duration) {
+        loop {
+            let since = self.last_progress();
+            tokio::time::sleep_until(since + limit).await;
+            if self.waiting_on_client.load(Relaxed) {
+                tokio::time::sleep(limit).await;
+            } else if self.last_progress() == since {
+                return;
+            }
+        }
+    }
+}
+
+impl RequestBody {
+    /// A body streamed from the client, failed after `client_limit` without bytes.
+    pub fn client(body: Incoming, client_limit: Duration) -> Self {
+        RequestBody::Client { body, client_stall: StallTimer::new(client_limit), upload: Arc::new(Upload::new()) }
+    }
+
+    /// The progress of the body still to send; `None` when there is none.
+    pub fn upload(&self) -> Option<Arc<Upload>> {
+        match self {
+            RequestBody::Client { body, upload, .. } if !body.is_end_stream() => {
+                upload.progressed();
+                Some(Arc::clone(upload))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let RequestBody::Client { body, client_stall, upload } = self.get_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Pending => {
+                upload.waiting_on_client.store(true, Relaxed);
+                if client_stall.stalled(cx) {
+                    let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, ClientTimedOut(Wait::Body));
+                    return Poll::Ready(Some(Err(Box::new(timed_out))));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(polled) => {
+                upload.waiting_on_client.store(false, Relaxed);
+                upload.progressed();
+                client_stall.progress();
+                Poll::Ready(polled.map(|frame| frame.map_err(BodyError::from)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client { body, .. } => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client { body, .. } => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
