@@ -5,8 +5,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use std::future::poll_fn;
+use std::task::Poll;
+
 use futures_util::task::AtomicWaker;
-use tokio::sync::Notify;
 
 /// State shared by one client connection's socket wrapper, handler and service.
 #[derive(Debug)]
@@ -26,7 +28,9 @@ pub(super) struct Flags {
     pub idle_waker: AtomicWaker,
     /// An h2c (or unfollowable HTTP/1.1) connection stayed idle for
     /// `timeouts.client`: the handler closes it politely (GOAWAY).
-    pub idle_expired: Notify,
+    pub idle_expired: AtomicBool,
+    /// The handler waiting for `idle_expired`.
+    pub handler_waker: AtomicWaker,
 }
 
 impl Flags {
@@ -37,7 +41,8 @@ impl Flags {
             requests_started: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             idle_waker: AtomicWaker::new(),
-            idle_expired: Notify::new(),
+            idle_expired: AtomicBool::new(false),
+            handler_waker: AtomicWaker::new(),
         }
     }
 }
@@ -67,7 +72,15 @@ impl ClientHandle {
 
     /// Resolves when the connection has been idle long enough to be closed politely.
     pub async fn idle_expired(&self) {
-        self.flags.idle_expired.notified().await;
+        poll_fn(|cx| {
+            self.flags.handler_waker.register(cx.waker());
+            if self.flags.idle_expired.load(Relaxed) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
     }
 
     /// Records that the connection now tunnels another protocol: the HTTP client

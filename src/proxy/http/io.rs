@@ -151,7 +151,8 @@ impl ClientIo {
             // one that raced with the close. The handler sends it; keep reading,
             // and cut the connection if it is still open one more limit later.
             self.polite_close_asked = true;
-            self.flags.idle_expired.notify_one();
+            self.flags.idle_expired.store(true, Relaxed);
+            self.flags.handler_waker.wake();
             self.timer.restart(self.frontend.timeouts.client);
             expired = ready!(self.timer.poll_expired(cx, wait, epoch));
         }
