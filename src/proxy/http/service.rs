@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -35,8 +35,8 @@ pub struct ConnContext {
     pub frontend: Arc<Frontend>,
     /// The client address.
     pub peer: SocketAddr,
-    /// The client IP as a header value, formatted once per connection.
-    pub client_ip: HeaderValue,
+    /// The client IP as a header value, formatted at the connection's first request.
+    client_ip: OnceLock<HeaderValue>,
     /// Where upgraded tunnels run, so a drain waits for them too.
     pub tasks: TaskTracker,
     /// The client socket, for what was seen while reading it.
@@ -48,8 +48,7 @@ pub struct ConnContext {
 impl ConnContext {
     /// Context for a new connection from `peer`.
     pub fn new(frontend: Arc<Frontend>, peer: SocketAddr, client: ClientHandle, tasks: TaskTracker) -> Self {
-        let client_ip = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
-        Self { frontend, peer, client_ip, tasks, client, requests: AtomicU64::new(0) }
+        Self { frontend, peer, client_ip: OnceLock::new(), tasks, client, requests: AtomicU64::new(0) }
     }
 
     /// Handles one request; never fails (errors become responses).
@@ -143,7 +142,10 @@ impl ConnContext {
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers, upgrading);
         let host = parts.headers.get(header::HOST).cloned();
-        add_forwarding(&mut parts.headers, &self.client_ip, host.as_ref());
+        let client_ip = self.client_ip.get_or_init(|| {
+            HeaderValue::from_str(&self.peer.ip().to_string()).expect("an IP address is a valid header value")
+        });
+        add_forwarding(&mut parts.headers, client_ip, host.as_ref());
         (Request::from_parts(parts, RequestBody::client(body, self.frontend.timeouts.client)), client_upgrade)
     }
 
