@@ -22,19 +22,28 @@ use crate::cluster::{ActiveGuard, ServerState};
 pub enum ResponseBody {
     /// Streamed from a server; the server connection goes back to the pool at its end.
     Upstream(UpstreamBody),
-    /// A short body made by the balancer itself (error pages).
-    Static(Option<Bytes>),
+    /// A short body made by the balancer itself (error pages), and the request it
+    /// answers, open until the body is written.
+    Static(Option<Bytes>, Option<OpenRequest>),
 }
 
 impl ResponseBody {
     /// A balancer-made body.
     pub fn fixed(bytes: Bytes) -> Self {
-        ResponseBody::Static(Some(bytes))
+        ResponseBody::Static(Some(bytes), None)
     }
 
     /// No body.
     pub fn empty() -> Self {
-        ResponseBody::Static(None)
+        ResponseBody::Static(None, None)
+    }
+
+    /// Keeps `open` (the request this body answers) until the body is done.
+    pub fn hold(&mut self, open: OpenRequest) {
+        match self {
+            ResponseBody::Upstream(body) => body.open = Some(open),
+            ResponseBody::Static(_, slot) => *slot = Some(open),
+        }
     }
 }
 
@@ -45,22 +54,22 @@ impl Body for ResponseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
-            ResponseBody::Static(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Static(bytes, _) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Upstream(body) => body.inner.is_end_stream(),
-            ResponseBody::Static(bytes) => bytes.is_none(),
+            ResponseBody::Static(bytes, _) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Upstream(body) => body.inner.size_hint(),
-            ResponseBody::Static(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
-            ResponseBody::Static(None) => SizeHint::with_exact(0),
+            ResponseBody::Static(Some(bytes), _) => SizeHint::with_exact(bytes.len() as u64),
+            ResponseBody::Static(None, _) => SizeHint::with_exact(0),
         }
     }
 }
@@ -83,7 +92,7 @@ pub struct UpstreamBody {
     access: Option<Box<AccessRecord>>,
     stall: StallTimer,
     /// Keeps the client connection from counting as idle until the body is done.
-    _open: OpenRequest,
+    open: Option<OpenRequest>,
 }
 
 /// The server stopped sending in the middle of a response body.
@@ -100,7 +109,6 @@ impl UpstreamBody {
         active: ActiveGuard,
         access: Option<Box<AccessRecord>>,
         idle_limit: Duration,
-        open: OpenRequest,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
@@ -108,7 +116,7 @@ impl UpstreamBody {
             _active: Some(active),
             access,
             stall: StallTimer::new(idle_limit),
-            _open: open,
+            open: None,
         };
         if body.inner.is_end_stream() {
             body.finish();

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::access_log::AccessRecord;
 use super::body::{ResponseBody, UpstreamBody};
-use super::client_state::{ClientHandle, OpenRequest};
+use super::client_state::ClientHandle;
 use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade};
 use super::reply::error_response;
 use super::request_body::RequestBody;
@@ -53,27 +53,30 @@ impl ConnContext {
 
     /// Handles one request; never fails (errors become responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
-        let started = Instant::now();
         let open = self.client.request_started();
+        let mut response = self.answer(req).await;
+        response.body_mut().hold(open);
+        Ok(response)
+    }
+
+    async fn answer(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
         let frontend = &self.frontend;
         frontend.stats.http_requests.fetch_add(1, Relaxed);
         // hyper delivers an HTTP/1.1 connection's requests in order, one at a time.
         let index = self.requests.fetch_add(1, Relaxed);
         if self.client.is_ambiguous(index) {
-            return Ok(self.fail(None, ProxyError::AmbiguousFraming, &req, started));
+            return self.fail(None, ProxyError::AmbiguousFraming, &req, started);
         }
         let Some(backend) = self.route(&req) else {
-            return Ok(self.fail(None, ProxyError::NoRoute, &req, started));
+            return self.fail(None, ProxyError::NoRoute, &req, started);
         };
         let key = backend.hash_key.as_ref().and_then(|k| self.hash(k, &req));
         let method = req.method().clone();
         let path = req.uri().path_and_query().cloned();
         let (request, client_upgrade) = self.prepare(req);
         match forward(backend, key, request).await {
-            Ok(exchange) => {
-                let forwarded = Forwarded { started, method, path, open };
-                Ok(self.relay(backend, exchange, client_upgrade, forwarded))
-            }
+            Ok(exchange) => self.relay(backend, exchange, client_upgrade, Forwarded { started, method, path }),
             Err(err) => {
                 tracing::warn!(frontend = %frontend.name, backend = %backend.name, client = %self.peer, error = %err, "request failed");
                 let status = err.status();
@@ -90,7 +93,7 @@ impl ConnContext {
                     started,
                 );
                 drop(record);
-                Ok(error_response(status, err.closes_connection()))
+                error_response(status, err.closes_connection())
             }
         }
     }
@@ -158,7 +161,7 @@ impl ConnContext {
         forwarded: Forwarded,
     ) -> Response<ResponseBody> {
         let Exchange { mut response, sender, server, active } = exchange;
-        let Forwarded { started, method, path, open } = forwarded;
+        let Forwarded { started, method, path } = forwarded;
         let member = &backend.members[server];
         let status = response.status();
         let elapsed = started.elapsed().as_secs_f64();
@@ -188,9 +191,7 @@ impl ConnContext {
         strip_hop_by_hop(response.headers_mut(), false);
         let state = Arc::clone(&member.state);
         let idle_limit = backend.timeouts.server;
-        response.map(|body| {
-            ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record, idle_limit, open))
-        })
+        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record, idle_limit)))
     }
 
     fn fail(
@@ -230,8 +231,6 @@ struct Forwarded {
     started: Instant,
     method: http::Method,
     path: Option<PathAndQuery>,
-    /// Held until the response body is done.
-    open: OpenRequest,
 }
 
 /// The host a request is for: the Host header, else the URI authority (h2).
