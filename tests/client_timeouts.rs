@@ -341,3 +341,75 @@ async fn server_that_stops_reading_the_request_body_gets_a_504() {
     let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
     assert!(reply.starts_with("HTTP/1.1 504 "), "{reply}");
 }
+
+#[tokio::test]
+async fn server_slow_to_read_an_upload_is_not_blamed_on_the_client() {
+    // The server reads the head, pauses longer than `timeouts.client`, then reads
+    // the rest: meanwhile the proxy stops reading the client (backpressure), which
+    // must not count as the client stalling.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let total: usize = 32 << 20;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    assert!(n > 0);
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let mut body = seen.len() - head_end;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                while body < total {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "body cut after {body} bytes");
+                    body += n;
+                }
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+            });
+        }
+    });
+    let fulcrum = start(&web(server, "{request_header: 5s, client: 300ms}")).await;
+    let (mut from_proxy, mut to_proxy) = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap().into_split();
+    tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n");
+        to_proxy.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..(total >> 20) {
+            if to_proxy.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut reply = vec![0u8; 4096];
+    let n =
+        tokio::time::timeout(Duration::from_secs(10), from_proxy.read(&mut reply)).await.expect("answered").unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+}
+
+#[tokio::test]
+async fn client_slow_to_read_a_download_is_not_blamed_on_the_server() {
+    // The client pauses reading longer than `timeouts.server`: the proxy stops reading
+    // the server meanwhile (backpressure), which must not count as the server stalling.
+    let total: usize = 32 << 20;
+    let server = http_server(
+        "big",
+        std::sync::Arc::new(move |_, _| hyper::Response::new(Full::new(Bytes::from(vec![b'x'; total])))),
+    )
+    .await;
+    let yaml = web(server.addr, "{client: 5s}").replace("servers:", "timeouts: {server: 300ms}, servers:");
+    let fulcrum = start(&yaml).await;
+    let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    stream.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut first = [0u8; 1024];
+    let _ = stream.read(&mut first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rest = read_until_closed(&mut stream, "download").await;
+    let head = String::from_utf8_lossy(&first);
+    let head_len = head.find("\r\n\r\n").expect("head in the first read") + 4;
+    assert_eq!(1024 - head_len + rest.len(), total, "the whole body arrived");
+}

@@ -148,7 +148,7 @@ impl Body for UpstreamBody {
             }
             return Poll::Pending;
         }
-        self.stall.progress();
+        self.stall.moved();
         if let (Some(access), Poll::Ready(Some(Ok(frame)))) = (&mut self.access, &polled) {
             access.bytes += frame.data_ref().map_or(0, |data| data.len() as u64);
         }

@@ -109,6 +109,9 @@ impl Body for RequestBody {
         };
         match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Pending => {
+                // Only time spent waiting for the client counts against it (see
+                // StallTimer): while the server is slow to take the upload, this body
+                // is not polled.
                 upload.waiting_on_client.store(true, Relaxed);
                 if client_stall.stalled(cx) {
                     let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, ClientTimedOut(Wait::Body));
@@ -119,7 +122,7 @@ impl Body for RequestBody {
             Poll::Ready(polled) => {
                 upload.waiting_on_client.store(false, Relaxed);
                 upload.progressed();
-                client_stall.progress();
+                client_stall.moved();
                 Poll::Ready(polled.map(|frame| frame.map_err(BodyError::from)))
             }
         }
