@@ -252,8 +252,9 @@ async fn sink_server() -> std::net::SocketAddr {
     server
 }
 
-/// A request body fed through a channel, so a test can stop sending mid-body.
-struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+/// A request body fed through a channel, so a test can stop sending mid-body;
+/// with its length when known (sent as Content-Length).
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>, Option<u64>);
 
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
@@ -265,6 +266,44 @@ impl http_body::Body for ChannelBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         self.0.poll_recv(cx).map(|data| data.map(|data| Ok(http_body::Frame::data(data))))
     }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.1.map(http_body::SizeHint::with_exact).unwrap_or_default()
+    }
+}
+
+/// A raw HTTP/1.1 server: reads a head; for a path containing `/slow` it reads
+/// nothing more for `pause`; then it reads the Content-Length body and answers `ok`.
+async fn pausing_server(pause: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                    let length: u64 = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: ").map(|v| v.trim().parse().unwrap()))
+                        .unwrap_or(0);
+                    if head.contains("/slow") {
+                        tokio::time::sleep(pause).await;
+                    }
+                    tokio::io::copy(&mut (&mut stream).take(length), &mut tokio::io::sink()).await.unwrap();
+                    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                }
+            });
+        }
+    });
+    addr
 }
 
 #[tokio::test]
@@ -282,7 +321,7 @@ async fn h2c_request_body_that_stops_arriving_gets_a_408() {
     .unwrap();
     tokio::spawn(conn);
     let (more, body) = tokio::sync::mpsc::channel(1);
-    let req = Request::post("http://h2.example/upload").body(ChannelBody(body)).unwrap();
+    let req = Request::post("http://h2.example/upload").body(ChannelBody(body, None)).unwrap();
     let answer = tokio::spawn(async move { sender.send_request(req).await });
     more.send(Bytes::from_static(b"first bytes")).await.unwrap();
     // Then nothing more, with the stream left open.
@@ -412,4 +451,50 @@ async fn client_slow_to_read_a_download_is_not_blamed_on_the_server() {
     let head = String::from_utf8_lossy(&first);
     let head_len = head.find("\r\n\r\n").expect("head in the first read") + 4;
     assert_eq!(1024 - head_len + rest.len(), total, "the whole body arrived");
+}
+
+#[tokio::test]
+async fn h2c_stream_is_not_starved_by_another_streams_slow_upload() {
+    // Stream 1 uploads to a server that pauses reading; stream 2's five bytes must
+    // still get through (the connection window is not all stream 1's), and stream 2
+    // must not get a 408 blamed on its client.
+    let server = pausing_server(Duration::from_secs(3)).await;
+    let yaml = web(server, "{request_header: 5s, client: 1s}").replace("servers:", "timeouts: {server: 10s}, servers:");
+    let fulcrum = start(&yaml).await;
+    let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (more, body) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for _ in 0..32 {
+            if more.send(Bytes::from(vec![b'x'; 1 << 20])).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut first = sender.clone();
+    let _slow = tokio::spawn(async move {
+        first
+            .send_request(Request::post("http://h2.example/slow").body(ChannelBody(body, Some(32 << 20))).unwrap())
+            .await
+    });
+    // Once stream 1 has filled what it can (its server is not reading)...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (more, body) = tokio::sync::mpsc::channel(1);
+    more.send(Bytes::from_static(b"hello")).await.unwrap();
+    drop(more);
+    let mut second = sender.clone();
+    let started = std::time::Instant::now();
+    let req = Request::post("http://h2.example/fast").body(ChannelBody(body, Some(5))).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), second.send_request(req))
+        .await
+        .expect("stream 2 answered")
+        .unwrap();
+    assert_eq!(response.status(), 200, "stream 2 after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(1), "stream 2 waited {:?}", started.elapsed());
 }

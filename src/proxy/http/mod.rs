@@ -36,6 +36,12 @@ use service::ConnContext;
 /// hyper refuses read buffers smaller than this.
 const MIN_HEAD_BUFFER: usize = 8192;
 
+/// Concurrent streams an h2c client may open (HAProxy's default too).
+const H2_MAX_STREAMS: u32 = 100;
+
+/// Receive window per h2c stream: enough for full speed on a LAN.
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+
 /// hyper's server settings for an http frontend, built once per snapshot (a
 /// connection borrows them instead of carrying its own copy).
 pub type ServerSettings = auto::Builder<TokioExecutor>;
@@ -53,7 +59,15 @@ pub fn server_settings(max_header_bytes: usize) -> ServerSettings {
         // which hyper's single head timer cannot tell apart.
         .header_read_timeout(None)
         .max_buf_size(max_header_bytes.max(MIN_HEAD_BUFFER));
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(max_header_bytes.try_into().unwrap_or(u32::MAX));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_bytes.try_into().unwrap_or(u32::MAX))
+        // The connection window covers every stream's: a stream whose server is slow
+        // to take its upload cannot use up the window the others need to send theirs.
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_STREAM_WINDOW * H2_MAX_STREAMS);
     builder
 }
 

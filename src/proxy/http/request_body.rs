@@ -7,7 +7,7 @@
 //! after `timeouts.server` without progress (504).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -67,12 +67,15 @@ impl Upload {
 
     /// Resolves once the upload, and then the wait for the response, has been the
     /// server's turn for `limit` without progress. Time the body spends waiting for
-    /// the client does not count (the client's own limit covers it).
+    /// the client does not count (the client's own limit covers it; after such a
+    /// wait the server may get up to twice `limit`). Bytes already handed to the
+    /// connection count as sent: the server reading them is part of its `limit`,
+    /// as with HAProxy's `timeout server`.
     pub async fn server_quiet(&self, limit: Duration) {
         loop {
             let since = self.last_progress();
             tokio::time::sleep_until(since + limit).await;
-            if self.waiting_on_client.load(Relaxed) {
+            if self.waiting_on_client.load(Acquire) {
                 tokio::time::sleep(limit).await;
             } else if self.last_progress() == since {
                 return;
@@ -87,8 +90,9 @@ impl RequestBody {
         RequestBody::Client { body, client_stall: StallTimer::new(client_limit), upload: Arc::new(Upload::new()) }
     }
 
-    /// The progress of the body still to send; `None` when there is none.
-    pub fn upload(&self) -> Option<Arc<Upload>> {
+    /// Starts (or restarts, for another attempt) the server's clock on the body
+    /// still to send; `None` when there is none.
+    pub fn start_upload(&self) -> Option<Arc<Upload>> {
         match self {
             RequestBody::Client { body, upload, .. } if !body.is_end_stream() => {
                 upload.progressed();
@@ -120,8 +124,9 @@ impl Body for RequestBody {
                 Poll::Pending
             }
             Poll::Ready(polled) => {
-                upload.waiting_on_client.store(false, Relaxed);
+                // Progress first: a reader that sees "not waiting" sees it too.
                 upload.progressed();
+                upload.waiting_on_client.store(false, Release);
                 client_stall.moved();
                 Poll::Ready(polled.map(|frame| frame.map_err(BodyError::from)))
             }

@@ -112,7 +112,7 @@ async fn send(
     let timeout = backend.timeouts.server;
     // The server's time counts while the upload is its turn and once the body is
     // sent: a body waiting for the client is limited by `timeouts.client` instead.
-    let upload = req.body().upload();
+    let upload = req.body().start_upload();
     let deadline = async {
         match upload {
             Some(upload) => upload.server_quiet(timeout).await,
