@@ -39,8 +39,9 @@ const MIN_HEAD_BUFFER: usize = 8192;
 /// Concurrent streams an h2c client may open (HAProxy's default too).
 const H2_MAX_STREAMS: u32 = 100;
 
-/// Receive window per h2c stream: enough for full speed on a LAN.
-const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// Receive window per h2c stream (the protocol's default size): what a stream may
+/// have buffered here unread, so the connection's worst case is 6.4 MiB.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
 
 /// hyper's server settings for an http frontend, built once per snapshot (a
 /// connection borrows them instead of carrying its own copy).
