@@ -29,6 +29,11 @@ backends:
     )
 }
 
+/// Like [`web`], with the server's `timeouts.server` set to `server_timeout`.
+fn web_with_server_timeout(server: std::net::SocketAddr, timeouts: &str, server_timeout: &str) -> String {
+    web(server, timeouts).replace("servers:", &format!("timeouts: {{server: {server_timeout}}}, servers:"))
+}
+
 /// Reads until the peer closes (at most 5 s); what was received.
 async fn read_until_closed(stream: &mut TcpStream, what: &str) -> String {
     let mut reply = Vec::new();
@@ -43,14 +48,7 @@ async fn read_until_closed(stream: &mut TcpStream, what: &str) -> String {
 async fn idle_h2c_connection_is_closed_after_client_timeout() {
     let server = named_http("s").await;
     let fulcrum = start(&web(server.addr, "{request_header: 200ms, client: 1s}")).await;
-    let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
+    let (mut sender, conn) = h2c(fulcrum.local_addr("web")).await;
     // Two requests 500 ms apart (longer than request_header, shorter than client).
     for _ in 0..2 {
         let req = Request::get("http://h2.example/x").body(Full::new(Bytes::new())).unwrap();
@@ -117,8 +115,7 @@ async fn request_body_that_stops_arriving_gets_a_408_after_client_timeout() {
     // limit can end this exchange.
     let server = sink_server().await;
     // The server timeout is shorter than `client`: it counts only once the body is sent.
-    let yaml =
-        web(server, "{request_header: 5s, client: 500ms}").replace("servers:", "timeouts: {server: 200ms}, servers:");
+    let yaml = web_with_server_timeout(server, "{request_header: 5s, client: 500ms}", "200ms");
     let fulcrum = start(&yaml).await;
     let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
     stream.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nfirst bytes").await.unwrap();
@@ -309,17 +306,9 @@ async fn pausing_server(pause: Duration) -> std::net::SocketAddr {
 #[tokio::test]
 async fn h2c_request_body_that_stops_arriving_gets_a_408() {
     let server = sink_server().await;
-    let yaml =
-        web(server, "{request_header: 5s, client: 500ms}").replace("servers:", "timeouts: {server: 200ms}, servers:");
+    let yaml = web_with_server_timeout(server, "{request_header: 5s, client: 500ms}", "200ms");
     let fulcrum = start(&yaml).await;
-    let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2c(fulcrum.local_addr("web")).await;
     let (more, body) = tokio::sync::mpsc::channel(1);
     let req = Request::post("http://h2.example/upload").body(ChannelBody(body, None)).unwrap();
     let answer = tokio::spawn(async move { sender.send_request(req).await });
@@ -333,8 +322,7 @@ async fn h2c_request_body_that_stops_arriving_gets_a_408() {
 #[tokio::test]
 async fn body_the_framing_watch_cannot_follow_still_gets_a_408() {
     let server = sink_server().await;
-    let yaml =
-        web(server, "{request_header: 5s, client: 500ms}").replace("servers:", "timeouts: {server: 200ms}, servers:");
+    let yaml = web_with_server_timeout(server, "{request_header: 5s, client: 500ms}", "200ms");
     let fulcrum = start(&yaml).await;
     let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
     // An `Upgrade` header with a body turns the watch off; to hyper it is a plain POST.
@@ -357,8 +345,7 @@ async fn server_that_stops_reading_the_request_body_gets_a_504() {
             held.push(stream);
         }
     });
-    let yaml =
-        web(server, "{request_header: 5s, client: 5s}").replace("servers:", "timeouts: {server: 500ms}, servers:");
+    let yaml = web_with_server_timeout(server, "{request_header: 5s, client: 5s}", "500ms");
     let fulcrum = start(&yaml).await;
     let (mut from_proxy, mut to_proxy) = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap().into_split();
     let total: usize = 256 << 20;
@@ -440,7 +427,7 @@ async fn client_slow_to_read_a_download_is_not_blamed_on_the_server() {
         std::sync::Arc::new(move |_, _| hyper::Response::new(Full::new(Bytes::from(vec![b'x'; total])))),
     )
     .await;
-    let yaml = web(server.addr, "{client: 5s}").replace("servers:", "timeouts: {server: 300ms}, servers:");
+    let yaml = web_with_server_timeout(server.addr, "{client: 5s}", "300ms");
     let fulcrum = start(&yaml).await;
     let mut stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
     stream.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
@@ -459,16 +446,9 @@ async fn h2c_stream_is_not_starved_by_another_streams_slow_upload() {
     // still get through (the connection window is not all stream 1's), and stream 2
     // must not get a 408 blamed on its client.
     let server = pausing_server(Duration::from_secs(3)).await;
-    let yaml = web(server, "{request_header: 5s, client: 1s}").replace("servers:", "timeouts: {server: 10s}, servers:");
+    let yaml = web_with_server_timeout(server, "{request_header: 5s, client: 1s}", "10s");
     let fulcrum = start(&yaml).await;
-    let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (sender, _conn) = h2c(fulcrum.local_addr("web")).await;
     let (more, body) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         for _ in 0..32 {

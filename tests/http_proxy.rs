@@ -273,14 +273,7 @@ async fn h2c_prior_knowledge_is_answered() {
         "",
     ))
     .await;
-    let stream = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2c(fulcrum.local_addr("web")).await;
     let req = Request::get("http://h2.example/x").body(Full::new(Bytes::new())).unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -449,14 +442,7 @@ async fn drain_closes_idle_h2_and_keep_alive_connections_politely() {
     .await;
     let web = fulcrum.local_addr("web");
     // An h2c connection that answered once and then sits idle.
-    let stream = TcpStream::connect(web).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    let h2_conn = tokio::spawn(conn);
+    let (mut sender, h2_conn) = h2c(web).await;
     let req = Request::get("http://h2.example/").body(Full::new(Bytes::new())).unwrap();
     assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
     // An HTTP/1.1 keep-alive connection, idle too.

@@ -156,6 +156,24 @@ pub async fn client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest
     sender
 }
 
+/// An h2c (prior knowledge) client connection; its connection task runs in the
+/// background and its handle tells how the connection ended.
+pub async fn h2c<B>(
+    addr: SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<B>, tokio::task::JoinHandle<Result<(), hyper::Error>>)
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(conn))
+}
+
 /// One GET on a fresh connection; returns status, headers and body.
 pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, hyper::HeaderMap, Bytes) {
     let mut sender = client(addr).await;
