@@ -113,6 +113,7 @@ async fn metrics_count_known_traffic_exactly() {
         (r#"fulcrum_backend_http_responses_total{backend="down",code="5xx"}"#, 1.0),
         (r#"fulcrum_frontend_http_responses_total{code="4xx",frontend="web"}"#, 2.0),
         (r#"fulcrum_frontend_http_responses_total{code="5xx",frontend="web"}"#, 1.0),
+        (r#"fulcrum_frontend_client_timeouts_total{frontend="web",limit="head"}"#, 0.0),
         (r#"fulcrum_frontend_connections_total{frontend="db"}"#, 3.0),
         (r#"fulcrum_frontend_connections_total{frontend="web"}"#, 8.0),
         (r#"fulcrum_frontend_active_connections{frontend="db"}"#, 0.0),

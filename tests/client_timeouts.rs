@@ -34,6 +34,21 @@ fn web_with_server_timeout(server: std::net::SocketAddr, timeouts: &str, server_
     web(server, timeouts).replace("servers:", &format!("timeouts: {{server: {server_timeout}}}, servers:"))
 }
 
+/// The frontend's count of what each client limit ended, by `limit` label.
+fn ended_by(fulcrum: &fulcrum::instance::Instance) -> Vec<(&'static str, u64)> {
+    let snapshot = fulcrum.snapshot();
+    let counters = &snapshot.frontends[0].stats.client_timeouts;
+    counters.labelled().iter().map(|(limit, count)| (*limit, count.load(Ordering::Relaxed))).collect()
+}
+
+/// `ended_by` with exactly these non-zero counts.
+fn only(counts: &[(&'static str, u64)]) -> Vec<(&'static str, u64)> {
+    ["first_request", "head", "body", "idle", "send"]
+        .iter()
+        .map(|limit| (*limit, counts.iter().find(|(l, _)| l == limit).map_or(0, |(_, n)| *n)))
+        .collect()
+}
+
 /// Reads until the peer closes (at most 5 s); what was received.
 async fn read_until_closed(stream: &mut TcpStream, what: &str) -> String {
     let mut reply = Vec::new();
@@ -62,6 +77,7 @@ async fn idle_h2c_connection_is_closed_after_client_timeout() {
     // Closed politely (GOAWAY), not cut: the client's connection ends without an error.
     assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
     assert!(idle_since.elapsed() >= Duration::from_millis(900), "closed after {:?}", idle_since.elapsed());
+    assert_eq!(ended_by(&fulcrum), only(&[("idle", 1)]));
 }
 
 #[tokio::test]
@@ -81,6 +97,7 @@ async fn connection_without_a_request_is_closed_after_request_header() {
     assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
     let snapshot = fulcrum.snapshot();
     assert_eq!(snapshot.frontends[0].stats.responses[3].load(Ordering::Relaxed), 1, "one 408 counted");
+    assert_eq!(ended_by(&fulcrum), only(&[("first_request", 1), ("head", 1)]));
     // Still serving, h1 and h2c alike.
     assert_eq!(get(addr, "/", &[]).await.0, 200);
 }
@@ -122,6 +139,7 @@ async fn request_body_that_stops_arriving_gets_a_408_after_client_timeout() {
     let reply = read_until_closed(&mut stream, "stalled upload").await;
     assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
     assert_eq!(fulcrum.snapshot().frontends[0].stats.responses[3].load(Ordering::Relaxed), 1);
+    assert_eq!(ended_by(&fulcrum), only(&[("body", 1)]));
 }
 
 #[tokio::test]
@@ -169,6 +187,7 @@ async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     assert!(rest.starts_with("HTTP/1.1 408 "), "{rest}");
     assert!(head_started.elapsed() < Duration::from_millis(1400), "408 after {:?}", head_started.elapsed());
     assert_eq!(server.requests.load(Ordering::SeqCst), 3);
+    assert_eq!(ended_by(&fulcrum), only(&[("idle", 1), ("head", 1)]));
 }
 
 #[tokio::test]
@@ -234,6 +253,7 @@ async fn client_that_stops_reading_is_dropped_after_client_timeout() {
         server_state.active() == 0 && snapshot.frontends[0].stats.active_connections.load(Ordering::Relaxed) == 0
     })
     .await;
+    assert_eq!(ended_by(&fulcrum), only(&[("send", 1)]));
     drop(stream);
 }
 
@@ -316,6 +336,7 @@ async fn h2c_request_body_that_stops_arriving_gets_a_408() {
     // Then nothing more, with the stream left open.
     let response = tokio::time::timeout(Duration::from_secs(5), answer).await.expect("stalled h2c upload answered");
     assert_eq!(response.unwrap().unwrap().status(), 408);
+    assert_eq!(ended_by(&fulcrum), only(&[("body", 1)]));
     drop(more);
 }
 

@@ -10,6 +10,7 @@ use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::cluster::Snapshot;
+use crate::config::Mode;
 use crate::instance::Shared;
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -64,6 +65,12 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
         "HTTP responses sent by class, including those made before routing (400, 408, 431).",
         &["frontend", "code"],
     );
+    let client_timeouts = families.counter(
+        "fulcrum_frontend_client_timeouts_total",
+        "HTTP connections and requests ended by a client-side limit: first_request (no byte within request_header), \
+         head and body (408), idle (keep-alive or h2c idle for client), send (client stopped reading).",
+        &["frontend", "limit"],
+    );
     for f in &snapshot.frontends {
         let name = [f.name.as_str()];
         let s = &f.stats;
@@ -75,6 +82,11 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
         sent.with_label_values(&name).inc_by(s.sent_bytes.load(Relaxed));
         for (class, count) in CLASSES.iter().zip(&s.responses) {
             responses.with_label_values(&[f.name.as_str(), class]).inc_by(count.load(Relaxed));
+        }
+        if f.mode == Mode::Http {
+            for (limit, count) in s.client_timeouts.labelled() {
+                client_timeouts.with_label_values(&[f.name.as_str(), limit]).inc_by(count.load(Relaxed));
+            }
         }
     }
 }

@@ -22,6 +22,36 @@ pub struct FrontendStats {
     /// HTTP responses sent by status class (index 0 = 1xx ... 4 = 5xx), including
     /// those made before a backend was chosen (400, 408, 431, no route).
     pub responses: [AtomicU64; 5],
+    /// HTTP connections and requests ended by a client-side time limit.
+    pub client_timeouts: ClientTimeouts,
+}
+
+/// What each client-side time limit of an http frontend has ended.
+#[derive(Debug, Default)]
+pub struct ClientTimeouts {
+    /// Connections that sent no byte within `request_header` (closed silently).
+    pub first_request: AtomicU64,
+    /// Request heads not complete within `request_header` (408).
+    pub head: AtomicU64,
+    /// Request bodies the client stopped sending for `client` (408).
+    pub body: AtomicU64,
+    /// Keep-alive or h2c connections idle for `client` (closed).
+    pub idle: AtomicU64,
+    /// Connections whose client stopped reading for `client` (dropped).
+    pub send: AtomicU64,
+}
+
+impl ClientTimeouts {
+    /// Each counter with its `limit` label.
+    pub fn labelled(&self) -> [(&'static str, &AtomicU64); 5] {
+        [
+            ("first_request", &self.first_request),
+            ("head", &self.head),
+            ("body", &self.body),
+            ("idle", &self.idle),
+            ("send", &self.send),
+        ]
+    }
 }
 
 /// Keeps a frontend's `active_connections` raised while alive.

@@ -151,6 +151,7 @@ impl ClientIo {
             // one that raced with the close. The handler sends it; keep reading,
             // and cut the connection if it is still open one more limit later.
             self.polite_close_asked = true;
+            self.frontend.stats.client_timeouts.idle.fetch_add(1, Relaxed);
             self.flags.idle_expired.store(true, Relaxed);
             self.flags.handler_waker.wake();
             self.timer.restart(self.frontend.timeouts.client);
@@ -185,9 +186,22 @@ impl ClientIo {
         Poll::Ready(Err(self.timed_out(Wait::Send)))
     }
 
-    /// The client ran out of time waiting for `wait`: the error that makes hyper
-    /// give up on the connection.
+    /// The client ran out of time waiting for `wait`: counted, and the error that
+    /// makes hyper give up on the connection.
     fn timed_out(&self, wait: Wait) -> io::Error {
+        let counters = &self.frontend.stats.client_timeouts;
+        let counter = match wait {
+            Wait::FirstRequest => Some(&counters.first_request),
+            Wait::Head => Some(&counters.head),
+            // Counted when the polite close was asked for.
+            Wait::Idle if self.polite_close_asked => None,
+            Wait::Idle => Some(&counters.idle),
+            Wait::Send => Some(&counters.send),
+            Wait::Body | Wait::Unlimited => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Relaxed);
+        }
         io::Error::new(io::ErrorKind::TimedOut, ClientTimedOut(wait))
     }
 }

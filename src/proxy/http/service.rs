@@ -80,6 +80,9 @@ impl ConnContext {
             Err(err) => {
                 tracing::warn!(frontend = %frontend.name, backend = %backend.name, client = %self.peer, error = %err, "request failed");
                 let status = err.status();
+                if matches!(err, ProxyError::ClientBody { timed_out: true, .. }) {
+                    frontend.stats.client_timeouts.body.fetch_add(1, Relaxed);
+                }
                 self.count(Some(backend), status.as_u16());
                 backend.stats.response_duration.observe(started.elapsed().as_secs_f64());
                 let record = AccessRecord::start(
