@@ -2,10 +2,9 @@
 //! hyper reads through ([`super::io::ClientIo`]), the connection handler and the
 //! service answering each request.
 
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-
-use std::future::poll_fn;
 use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
@@ -34,6 +33,7 @@ pub(super) struct Flags {
 }
 
 impl Flags {
+    /// A fresh connection's: nothing seen yet.
     pub fn new() -> Self {
         Flags {
             ambiguous_head: AtomicU64::new(u64::MAX),
