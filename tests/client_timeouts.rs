@@ -71,12 +71,13 @@ async fn idle_h2c_connection_is_closed_after_client_timeout() {
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "s");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Then no stream for `client`: the connection ends.
+    // Then no stream for `client`: the connection ends (bounds leave room for a
+    // loaded machine oversleeping; request_header alone would have ended it at once).
     let idle_since = std::time::Instant::now() - Duration::from_millis(500);
     let ended = tokio::time::timeout(Duration::from_secs(5), conn).await.expect("idle h2c connection closed");
     // Closed politely (GOAWAY), not cut: the client's connection ends without an error.
     assert!(matches!(ended, Ok(Ok(()))), "{ended:?}");
-    assert!(idle_since.elapsed() >= Duration::from_millis(900), "closed after {:?}", idle_since.elapsed());
+    assert!(idle_since.elapsed() >= Duration::from_millis(700), "closed after {:?}", idle_since.elapsed());
     assert_eq!(ended_by(&fulcrum), only(&[("idle", 1)]));
 }
 
@@ -175,7 +176,7 @@ async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     let idle_since = std::time::Instant::now();
     let rest = read_until_closed(&mut stream, "idle keep-alive").await;
     assert!(rest.is_empty(), "{rest}");
-    assert!(idle_since.elapsed() >= Duration::from_millis(1400), "closed after {:?}", idle_since.elapsed());
+    assert!(idle_since.elapsed() >= Duration::from_millis(1000), "closed after {:?}", idle_since.elapsed());
 
     // A later head that stalls gets its 408 from request_header, well before `client`.
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -185,7 +186,7 @@ async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     let head_started = std::time::Instant::now();
     let rest = read_until_closed(&mut stream, "stalled later head").await;
     assert!(rest.starts_with("HTTP/1.1 408 "), "{rest}");
-    assert!(head_started.elapsed() < Duration::from_millis(1400), "408 after {:?}", head_started.elapsed());
+    assert!(head_started.elapsed() < Duration::from_millis(1000), "408 after {:?}", head_started.elapsed());
     assert_eq!(server.requests.load(Ordering::SeqCst), 3);
     assert_eq!(ended_by(&fulcrum), only(&[("idle", 1), ("head", 1)]));
 }
@@ -497,5 +498,5 @@ async fn h2c_stream_is_not_starved_by_another_streams_slow_upload() {
         .expect("stream 2 answered")
         .unwrap();
     assert_eq!(response.status(), 200, "stream 2 after {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(1), "stream 2 waited {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(2), "stream 2 waited {:?}", started.elapsed());
 }
