@@ -71,8 +71,8 @@ async fn idle_h2c_connection_is_closed_after_client_timeout() {
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "s");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // Then no stream for `client`: the connection ends (bounds leave room for a
-    // loaded machine oversleeping; request_header alone would have ended it at once).
+    // Then no stream for `client`: the connection ends. The bound leaves room for a
+    // loaded machine oversleeping above, and still tells `client` from request_header.
     let idle_since = std::time::Instant::now() - Duration::from_millis(500);
     let ended = tokio::time::timeout(Duration::from_secs(5), conn).await.expect("idle h2c connection closed");
     // Closed politely (GOAWAY), not cut: the client's connection ends without an error.
