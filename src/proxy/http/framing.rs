@@ -479,6 +479,60 @@ mod tests {
         assert!(watch.is_off());
     }
 
+    /// A small deterministic generator (xorshift), so the test needs no crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self, below: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % below
+        }
+    }
+
+    #[test]
+    fn random_pipelines_of_valid_requests_are_followed_exactly() {
+        // Bodies are made of fake heads with both framing headers: any misstep in
+        // following the framing would report one as a conflict.
+        let fake = b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..200 {
+            let requests = 1 + rng.next(6);
+            let mut stream = Vec::new();
+            for _ in 0..requests {
+                let body: Vec<u8> = fake.iter().cycle().take(rng.next(300) as usize).copied().collect();
+                match rng.next(3) {
+                    0 => stream.extend_from_slice(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"),
+                    1 => {
+                        stream.extend_from_slice(
+                            format!("POST /b HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                        );
+                        stream.extend_from_slice(&body);
+                    }
+                    _ => {
+                        stream.extend_from_slice(b"POST /c HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+                        for piece in body.chunks(1 + rng.next(100) as usize) {
+                            stream.extend_from_slice(format!("{:X};n=v\r\n", piece.len()).as_bytes());
+                            stream.extend_from_slice(piece);
+                            stream.extend_from_slice(b"\r\n");
+                        }
+                        stream.extend_from_slice(b"0\r\nX-Trailer: y\r\n\r\n");
+                    }
+                }
+            }
+            let mut watch = FramingWatch::default();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let take = (1 + rng.next(200) as usize).min(rest.len());
+                assert_eq!(watch.feed(&rest[..take]), None);
+                rest = &rest[take..];
+            }
+            assert_eq!(watch.heads(), requests, "every head found, no more");
+            assert!(watch.between_requests(), "ends exactly at a request boundary");
+        }
+    }
+
     #[test]
     fn chunk_sizes_that_overflow_stop_the_watch() {
         let stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\n";
