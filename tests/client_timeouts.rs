@@ -157,6 +157,15 @@ async fn pipelined_request_to_a_slow_server_is_not_cut_as_idle() {
     }
 }
 
+/// A connection to `addr` on which `request` was answered 200, kept open.
+async fn answered(addr: std::net::SocketAddr, request: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let reply = read_response(&mut stream).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    stream
+}
+
 #[tokio::test]
 async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     let server = named_http("s").await;
@@ -165,9 +174,7 @@ async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
 
     // Idle three times request_header between requests: still open (client is 1.5 s).
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut stream = answered(addr, request).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     stream.write_all(request).await.unwrap();
     assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
@@ -179,9 +186,7 @@ async fn keep_alive_idle_is_limited_by_client_and_heads_by_request_header() {
     assert!(idle_since.elapsed() >= Duration::from_millis(1000), "closed after {:?}", idle_since.elapsed());
 
     // A later head that stalls gets its 408 from request_header, well before `client`.
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut stream = answered(addr, request).await;
     stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
     let head_started = std::time::Instant::now();
     let rest = read_until_closed(&mut stream, "stalled later head").await;
@@ -200,9 +205,7 @@ async fn refused_upgrade_keeps_the_connection_under_http_rules() {
     let upgrade = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: foo\r\n\r\n";
 
     // A request with both framing headers after a refused upgrade still gets its 400.
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(upgrade).await.unwrap();
-    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut stream = answered(addr, upgrade).await;
     stream
         .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
         .await
@@ -210,9 +213,7 @@ async fn refused_upgrade_keeps_the_connection_under_http_rules() {
     assert!(read_until_closed(&mut stream, "conflict after upgrade").await.starts_with("HTTP/1.1 400 "));
 
     // And an idle connection after a refused upgrade is still closed after `client`.
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(upgrade).await.unwrap();
-    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut stream = answered(addr, upgrade).await;
     assert!(read_until_closed(&mut stream, "idle after upgrade").await.is_empty());
 }
 
@@ -288,6 +289,30 @@ impl http_body::Body for ChannelBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.1.map(http_body::SizeHint::with_exact).unwrap_or_default()
     }
+}
+
+/// Starts a `total`-byte POST to `path` through `addr`, written as fast as the
+/// proxy takes it; the side its answer arrives on.
+async fn upload(addr: std::net::SocketAddr, path: &str, total: usize) -> tokio::net::tcp::OwnedReadHalf {
+    let (from_proxy, mut to_proxy) = TcpStream::connect(addr).await.unwrap().into_split();
+    let head = format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n");
+    tokio::spawn(async move {
+        to_proxy.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..(total >> 20) {
+            if to_proxy.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    from_proxy
+}
+
+/// The first bytes the proxy answers on `from_proxy`, within `limit`.
+async fn first_reply(mut from_proxy: tokio::net::tcp::OwnedReadHalf, limit: Duration, what: &str) -> String {
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(limit, from_proxy.read(&mut reply)).await.expect(what).unwrap();
+    String::from_utf8_lossy(&reply[..n]).into_owned()
 }
 
 /// A raw HTTP/1.1 server: reads a head; for a path containing `/slow` it reads
@@ -369,24 +394,8 @@ async fn server_that_stops_reading_the_request_body_gets_a_504() {
     });
     let yaml = web_with_server_timeout(server, "{request_header: 5s, client: 5s}", "500ms");
     let fulcrum = start(&yaml).await;
-    let (mut from_proxy, mut to_proxy) = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap().into_split();
-    let total: usize = 256 << 20;
-    tokio::spawn(async move {
-        let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n");
-        to_proxy.write_all(head.as_bytes()).await.unwrap();
-        let chunk = vec![b'x'; 1 << 20];
-        for _ in 0..(total >> 20) {
-            if to_proxy.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut reply = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(8), from_proxy.read(&mut reply))
-        .await
-        .expect("answered after the server stopped reading")
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    let from_proxy = upload(fulcrum.local_addr("web"), "/upload", 256 << 20).await;
+    let reply = first_reply(from_proxy, Duration::from_secs(8), "answered after the server stopped reading").await;
     assert!(reply.starts_with("HTTP/1.1 504 "), "{reply}");
 }
 
@@ -395,47 +404,10 @@ async fn server_slow_to_read_an_upload_is_not_blamed_on_the_client() {
     // The server reads the head, pauses longer than `timeouts.client`, then reads
     // the rest: meanwhile the proxy stops reading the client (backpressure), which
     // must not count as the client stalling.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = listener.local_addr().unwrap();
-    let total: usize = 32 << 20;
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    assert!(n > 0);
-                    seen.extend_from_slice(&buf[..n]);
-                }
-                let head_end = seen.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                let mut body = seen.len() - head_end;
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                while body < total {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "body cut after {body} bytes");
-                    body += n;
-                }
-                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
-            });
-        }
-    });
+    let server = pausing_server(Duration::from_millis(1500)).await;
     let fulcrum = start(&web(server, "{request_header: 5s, client: 300ms}")).await;
-    let (mut from_proxy, mut to_proxy) = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap().into_split();
-    tokio::spawn(async move {
-        let head = format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {total}\r\n\r\n");
-        to_proxy.write_all(head.as_bytes()).await.unwrap();
-        let chunk = vec![b'x'; 1 << 20];
-        for _ in 0..(total >> 20) {
-            if to_proxy.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut reply = vec![0u8; 4096];
-    let n =
-        tokio::time::timeout(Duration::from_secs(10), from_proxy.read(&mut reply)).await.expect("answered").unwrap();
-    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    let from_proxy = upload(fulcrum.local_addr("web"), "/slow", 32 << 20).await;
+    let reply = first_reply(from_proxy, Duration::from_secs(10), "answered").await;
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
 }
 

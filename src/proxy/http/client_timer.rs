@@ -57,9 +57,9 @@ impl ClientTimer {
         ClientTimer { sleep, armed: Wait::FirstRequest, armed_for: 0, request_header, client }
     }
 
-    /// Runs the current wait's limit again, `limit` from now (a grace period).
-    pub fn restart(&mut self, limit: Duration) {
-        self.sleep.as_mut().reset(Instant::now() + limit);
+    /// Runs the idle limit again from now (a grace period after a polite close).
+    pub fn restart_idle(&mut self) {
+        self.sleep.as_mut().reset(Instant::now() + self.client);
     }
 
     /// Called when a read would block while waiting for `wait`; ready with the
@@ -94,6 +94,22 @@ impl ClientTimer {
 #[derive(Debug, thiserror::Error)]
 #[error("client timed out waiting for {0:?}")]
 pub struct ClientTimedOut(pub Wait);
+
+impl ClientTimedOut {
+    /// True when a client limit is somewhere in `err`'s chain of causes (hyper
+    /// wraps the I/O or body error carrying it).
+    pub fn caused(err: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cause = Some(err);
+        while let Some(err) = cause {
+            let io = err.downcast_ref::<std::io::Error>().and_then(|e| e.get_ref());
+            if io.is_some_and(|e| e.is::<ClientTimedOut>()) {
+                return true;
+            }
+            cause = err.source();
+        }
+        false
+    }
+}
 
 #[cfg(test)]
 mod tests {

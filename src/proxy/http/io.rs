@@ -8,7 +8,6 @@
 //! so readiness is cleared at once instead of being discovered by one more `recv`
 //! failing with `EAGAIN` (which hyper's keep-alive read otherwise costs every request).
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,12 +18,12 @@ use std::task::{ready, Context, Poll};
 use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
 use super::client_state::{ClientHandle, Flags};
 use super::client_timer::{ClientTimedOut, ClientTimer, Wait};
 use super::framing::FramingWatch;
 use super::reply::RAW_408;
+use super::stall::StallTimer;
 use crate::cluster::Frontend;
 
 /// A client connection as hyper reads and writes it.
@@ -36,11 +35,8 @@ pub struct ClientIo {
     flags: Arc<Flags>,
     framing: FramingWatch,
     timer: ClientTimer,
-    /// Bytes written to the client so far.
-    sent: u64,
-    /// Made the first time a write has to wait: the limit on the client not
-    /// reading, and the `sent` count it was armed at.
-    write_stall: Option<(Pin<Box<Sleep>>, u64)>,
+    /// The limit on a client that stops reading what we write.
+    write_stall: StallTimer,
     /// The handler was asked to close the idle (h2c) connection politely; if it
     /// is still idle one more `timeouts.client` later, it is cut.
     polite_close_asked: bool,
@@ -61,6 +57,7 @@ impl ClientIo {
         let flags = Arc::new(Flags::new());
         let handle = ClientHandle { flags: Arc::clone(&flags) };
         let timer = ClientTimer::new(frontend.timeouts.request_header, frontend.timeouts.client);
+        let write_stall = StallTimer::new(frontend.timeouts.client);
         let io = ClientIo {
             stream,
             frontend,
@@ -68,8 +65,7 @@ impl ClientIo {
             flags,
             framing: FramingWatch::default(),
             timer,
-            sent: 0,
-            write_stall: None,
+            write_stall,
             polite_close_asked: false,
         };
         Ok((io, handle))
@@ -85,7 +81,7 @@ impl ClientIo {
 
     /// Accounts for `n` bytes written to the client.
     fn on_sent(&mut self, n: usize) {
-        self.sent += n as u64;
+        self.write_stall.moved();
         Self::count(&self.frontend.stats.sent_bytes, n);
     }
 
@@ -116,18 +112,13 @@ impl ClientIo {
             // do not extend it).
             return (if busy { Wait::Unlimited } else { Wait::Idle }, requests);
         }
-        let wait = if framing.awaits_upgrade() || (busy && framing.between_requests()) {
+        let in_body = !framing.in_head() && !framing.between_requests();
+        let wait = if framing.awaits_upgrade() || in_body || busy {
+            // A request body has its own limit while it is forwarded; a pipelined
+            // head behind a response still on its way waits for it.
             Wait::Unlimited
         } else if framing.in_head() {
-            // Behind a response still on its way, a pipelined head waits for it.
-            if busy {
-                Wait::Unlimited
-            } else {
-                Wait::Head
-            }
-        } else if !framing.between_requests() {
-            // In a request body: its own limit applies while it is forwarded.
-            Wait::Unlimited
+            Wait::Head
         } else if framing.heads() == 0 {
             Wait::FirstRequest
         } else {
@@ -154,7 +145,7 @@ impl ClientIo {
             self.frontend.stats.client_timeouts.idle.fetch_add(1, Relaxed);
             self.flags.idle_expired.store(true, Relaxed);
             self.flags.handler_waker.wake();
-            self.timer.restart(self.frontend.timeouts.client);
+            self.timer.restart_idle();
             expired = ready!(self.timer.poll_expired(cx, wait, epoch));
         }
         if expired == Wait::Head {
@@ -175,14 +166,9 @@ impl ClientIo {
         if self.flags.upgraded.load(Relaxed) {
             return Poll::Pending;
         }
-        let limit = self.frontend.timeouts.client;
-        let sent = self.sent;
-        let (timer, armed_at) = self.write_stall.get_or_insert_with(|| (Box::pin(tokio::time::sleep(limit)), sent));
-        if *armed_at != sent {
-            timer.as_mut().reset(Instant::now() + limit);
-            *armed_at = sent;
+        if !self.write_stall.stalled(cx) {
+            return Poll::Pending;
         }
-        ready!(timer.as_mut().poll(cx));
         Poll::Ready(Err(self.timed_out(Wait::Send)))
     }
 

@@ -29,7 +29,6 @@ pub use pool::{Pool, IDLE_TIMEOUT};
 pub use request_body::RequestBody;
 
 use crate::cluster::Frontend;
-use client_timer::{ClientTimedOut, Wait};
 use io::ClientIo;
 use service::ConnContext;
 
@@ -130,21 +129,4 @@ fn on_connection_error(frontend: &Frontend, peer: SocketAddr, err: &(dyn std::er
         }
         None => tracing::debug!(frontend = %frontend.name, client = %peer, error = %err, "client connection ended"),
     }
-}
-
-/// Which client time limit ended the connection or the request body, if one did:
-/// the error comes straight from the protocol detection or wrapped by hyper.
-pub(crate) fn client_timeout(err: &(dyn std::error::Error + 'static)) -> Option<Wait> {
-    let mut cause = Some(err);
-    while let Some(err) = cause {
-        if let Some(timed_out) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|e| e.get_ref())
-            .and_then(|e| e.downcast_ref::<ClientTimedOut>())
-        {
-            return Some(timed_out.0);
-        }
-        cause = err.source();
-    }
-    None
 }

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
+use super::client_timer::ClientTimedOut;
 use super::request_body::RequestBody;
 use crate::balance::{Member, Tried};
 use crate::cluster::{ActiveGuard, Backend};
@@ -136,7 +137,7 @@ async fn send(
                 let source = err.into_error();
                 // A failing request body is the client's doing, not the server's.
                 let failure = if source.is_user() {
-                    ProxyError::ClientBody { timed_out: super::client_timeout(&source).is_some(), source }
+                    ProxyError::ClientBody { timed_out: ClientTimedOut::caused(&source), source }
                 } else {
                     ProxyError::Upstream { server: member.name.clone(), source }
                 };
