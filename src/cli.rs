@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::config::Config;
 use crate::instance::Instance;
+use crate::workers::Workers;
 
 /// `fulcrum check`: validates and prints a one-line summary, or every error.
 pub fn check(path: &Path) -> ExitCode {
@@ -38,18 +39,35 @@ pub fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
+/// Raises the open-file limit to the hard limit, as HAProxy and nginx do: the
+/// usual soft limit (1024) would cap a balancer at a few hundred clients. The
+/// instance derives its connection cap from the limit in force when it starts.
+fn raise_descriptor_limit() {
+    match crate::fd_limit::raise_nofile() {
+        Ok(raised) => tracing::info!(
+            limit = raised.to,
+            raised_from = raised.from,
+            max_client_connections = crate::fd_limit::connection_cap(raised.to),
+            "open-file limit"
+        ),
+        Err(err) => tracing::warn!(%err, "cannot raise the open-file limit; keeping it as it is"),
+    }
+}
+
 /// `fulcrum run`: serves until SIGTERM/SIGINT; SIGHUP (and, with `watch`, a change of
 /// the file's content) reloads the file.
 /// `threads` sets the worker-thread count (default: one per core).
 pub fn run(path: &Path, watch: bool, threads: Option<usize>) -> ExitCode {
     init_logging();
-    block_on(threads, serve(path, watch))
+    raise_descriptor_limit();
+    block_on(threads, |workers| serve(path, watch, workers))
 }
 
 /// `fulcrum demo`: starts the demo app servers, then serves the demo config (watched).
 pub fn demo(requested: Option<&Path>) -> ExitCode {
     init_logging();
-    block_on(None, async {
+    raise_descriptor_limit();
+    block_on(None, |workers| async move {
         let path = match crate::demo::config_path(requested) {
             Ok(path) => path,
             Err(err) => return fail(&err),
@@ -64,29 +82,34 @@ pub fn demo(requested: Option<&Path>) -> ExitCode {
         };
         println!("{}", crate::demo::banner(&config, &servers));
         println!("Config: {}\n", path.display());
-        serve(&path, true).await
+        serve(&path, true, workers).await
     })
 }
 
-fn block_on(threads: Option<usize>, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+fn block_on<F: std::future::Future<Output = ExitCode>>(
+    threads: Option<usize>,
+    work: impl FnOnce(Workers) -> F,
+) -> ExitCode {
     // Single-threaded runtimes everywhere (measured in loadtest/RESULTS.md): with one
     // thread everything runs here; with more, per-core workers accept and serve the
     // connections and this runtime keeps health checks, admin, reloads and signals.
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-    if threads > 1 {
-        if let Err(err) = crate::workers::start(threads) {
-            return fail(&err);
-        }
-    }
+    let workers = match threads {
+        0 | 1 => Workers::none(),
+        n => match Workers::start(n) {
+            Ok(workers) => workers,
+            Err(err) => return fail(&err),
+        },
+    };
     let mut builder = tokio::runtime::Builder::new_current_thread();
     match builder.enable_all().build() {
-        Ok(runtime) => runtime.block_on(work),
+        Ok(runtime) => runtime.block_on(work(workers)),
         Err(err) => fail(&err),
     }
 }
 
-async fn serve(path: &Path, watch: bool) -> ExitCode {
-    let instance = match Instance::start_from_file(path).await {
+async fn serve(path: &Path, watch: bool, workers: Workers) -> ExitCode {
+    let instance = match Instance::start_from_file(path, workers).await {
         Ok(instance) => instance,
         Err(err) => return report(path, &err.to_string()),
     };

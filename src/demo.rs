@@ -13,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::config::{resolve_address, Config};
+use crate::config::Config;
 
 /// The demo config, built in: used when `configs/demo.yaml` is not at hand.
 pub const DEMO_CONFIG: &str = include_str!("../configs/demo.yaml");
@@ -71,8 +71,10 @@ pub async fn start_servers(config: &Config) -> Result<Vec<(String, SocketAddr)>,
     for server in &backend.servers {
         let listen_error =
             |source| DemoError::Listen { name: server.name.clone(), address: server.address.clone(), source };
-        let address = resolve_address(&server.address)
-            .map_err(|msg| listen_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)))?;
+        // `Config::load` resolved every server address while validating.
+        let address = server.resolved_address().ok_or_else(|| {
+            listen_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, "address not resolved"))
+        })?;
         let listener = TcpListener::bind(address).await.map_err(listen_error)?;
         let app =
             Arc::new(DemoApp { name: server.name.clone(), healthy: AtomicBool::new(true), served: AtomicU64::new(0) });

@@ -4,17 +4,20 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{self, Snapshot};
+use crate::cluster::{self, Live, LiveView, Snapshot};
 use crate::config::{Config, ConfigError};
+use crate::fd_limit::ConnectionCap;
 use crate::health::HealthChecks;
 use crate::listener::{self, ListenerSlot};
+use crate::upstream::IDLE_TIMEOUT;
+use crate::workers::Workers;
 
 /// Why the balancer could not start or a reload could not apply.
 #[derive(Debug, thiserror::Error)]
@@ -34,26 +37,17 @@ pub enum ApplyError {
     /// The balancer is shutting down.
     #[error("shutting down")]
     ShuttingDown,
-}
-
-/// Reload outcome counters (the `fulcrum_config_*` metrics).
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    /// Applied reloads.
-    pub succeeded: AtomicU64,
-    /// Rejected reloads.
-    pub failed: AtomicU64,
-    /// Whether the most recent reload applied (true before any reload).
-    pub last_ok: AtomicBool,
-    /// Errors of the last failed reload, for the status page.
-    pub last_errors: Mutex<Vec<String>>,
+    /// Loading or compiling the config panicked: a bug, reported as a failed
+    /// reload so the running config keeps serving.
+    #[error("internal error while loading the config: {0}")]
+    Internal(String),
 }
 
 /// State shared by the instance handle, the accept loops and the admin endpoints.
 #[derive(Debug)]
 pub struct Shared {
-    /// The cluster view every new connection loads.
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The running snapshot, reload outcomes and drain state.
+    pub live: Arc<Live>,
     /// Where `reload` re-reads the config from.
     pub config_path: Option<PathBuf>,
     /// Bound addresses, keyed by the configured address.
@@ -64,16 +58,23 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Cancelled when graceful shutdown starts: accept loops stop, HTTP connections finish politely.
     pub shutdown: CancellationToken,
-    /// True once shutdown started (`/healthz` answers 503).
-    pub draining: AtomicBool,
-    /// Reload outcomes.
-    pub reloads: ReloadStats,
     /// One health task per checked server.
     pub health: HealthChecks,
-    /// Cancelled when the drain has finished: the admin listener stops last.
-    pub finished: CancellationToken,
+    /// The threads serving connections.
+    workers: Workers,
     /// Where the admin listener is bound, if configured.
     admin_addr: std::sync::OnceLock<SocketAddr>,
+    /// Open client connections allowed across every frontend and worker.
+    pub connection_cap: ConnectionCap,
+}
+
+/// How to start an instance, beyond the config: settings of the process rather
+/// than of the file, fixed for the instance's life.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Most client connections open at once across all frontends; `None`: derived
+    /// from the open-file limit when the instance starts (see `fd_limit`).
+    pub connection_cap: Option<usize>,
 }
 
 /// Handle to a running balancer.
@@ -83,39 +84,60 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// Loads the config file, binds every listener and starts serving.
-    pub async fn start_from_file(path: &Path) -> Result<Instance, ApplyError> {
-        let config = Config::load(path)?;
-        Instance::start(config, Some(path.to_path_buf())).await
+    /// Loads the config file, binds every listener and starts serving on `workers`.
+    pub async fn start_from_file(path: &Path, workers: Workers) -> Result<Instance, ApplyError> {
+        let owned = path.to_path_buf();
+        let snapshot = off_runtime(move || Ok(cluster::compile(Arc::new(Config::load(&owned)?), None)?)).await?;
+        Instance::serve(snapshot, Some(path.to_path_buf()), workers, StartOptions::default())
     }
 
-    /// Starts serving `config`; `path` is where a later [`Instance::reload`] reads from.
+    /// Starts serving `config` on the current runtime; `path` is where a later
+    /// [`Instance::reload`] reads from.
     pub async fn start(config: Config, path: Option<PathBuf>) -> Result<Instance, ApplyError> {
-        let snapshot = cluster::compile(Arc::new(config), None)?;
+        Instance::start_with(config, path, StartOptions::default()).await
+    }
+
+    /// [`Instance::start`] with process settings other than the defaults.
+    pub async fn start_with(
+        config: Config,
+        path: Option<PathBuf>,
+        options: StartOptions,
+    ) -> Result<Instance, ApplyError> {
+        let snapshot = off_runtime(move || Ok(cluster::compile(Arc::new(config), None)?)).await?;
+        Instance::serve(snapshot, path, Workers::none(), options)
+    }
+
+    fn serve(
+        first: Snapshot,
+        path: Option<PathBuf>,
+        workers: Workers,
+        options: StartOptions,
+    ) -> Result<Instance, ApplyError> {
+        let connection_cap = options.connection_cap.map_or_else(ConnectionCap::for_current_limit, ConnectionCap::new);
         let shared = Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            live: Arc::new(Live::new(first)),
             config_path: path,
             listeners: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
-            draining: AtomicBool::new(false),
-            reloads: ReloadStats { last_ok: AtomicBool::new(true), ..Default::default() },
             health: HealthChecks::default(),
-            finished: CancellationToken::new(),
+            workers,
             admin_addr: std::sync::OnceLock::new(),
+            connection_cap,
         });
         let instance = Instance { shared };
-        let first = instance.shared.snapshot.load_full();
-        instance.sync_listeners(&first)?;
+        let first = instance.snapshot();
+        instance.sync_listeners(&first, None)?;
         if let Some(address) = first.admin {
             instance.start_admin(address)?;
         }
-        tokio::spawn(reap_idle_connections(Arc::clone(&instance.shared)));
+        tokio::spawn(reap_idle_connections(Arc::clone(&instance.shared.live)));
         tracing::info!(
             generation = first.generation,
             frontends = first.frontends.len(),
             backends = first.backends.len(),
+            workers = instance.shared.workers.count(),
             "serving"
         );
         Ok(instance)
@@ -128,7 +150,7 @@ impl Instance {
         let local = socket.local_addr().map_err(bind_error)?;
         let _ = self.shared.admin_addr.set(local);
         tracing::info!(address = %local, "admin listening");
-        tokio::spawn(crate::admin::serve(socket, Arc::clone(&self.shared)));
+        tokio::spawn(crate::admin::serve(socket, LiveView::new(Arc::clone(&self.shared.live))));
         Ok(())
     }
 
@@ -137,19 +159,24 @@ impl Instance {
         self.shared.admin_addr.get().copied()
     }
 
-    /// The shared state (for the admin endpoints).
+    /// The shared state (health tasks, connection tasks, shutdown token).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
+    /// The running snapshot, reload outcomes and drain state.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.shared.live
+    }
+
     /// The current cluster view.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.shared.snapshot.load_full()
+        self.shared.live.snapshot.load_full()
     }
 
     /// Addresses actually bound for `frontend` (resolves port 0).
     pub fn local_addrs(&self, frontend: &str) -> Vec<SocketAddr> {
-        let listeners = self.shared.listeners.lock().expect("listener map poisoned");
+        let listeners = self.listeners();
         let mut addrs: Vec<SocketAddr> =
             listeners.values().filter(|slot| slot.frontend.load().name == frontend).map(|slot| slot.local).collect();
         addrs.sort();
@@ -163,15 +190,12 @@ impl Instance {
 
     /// Re-reads the config file and applies it; on any error the old config stays.
     pub async fn reload(&self) -> Result<u64, ApplyError> {
-        let Some(path) = self.shared.config_path.clone() else {
-            return Err(ApplyError::Config(ConfigError::Invalid(vec![crate::config::Issue::new(
+        let result = match self.shared.config_path.clone() {
+            Some(path) => self.apply_with(move |previous| compile_next(Config::load(&path)?, previous)).await,
+            None => Err(ApplyError::Config(ConfigError::Invalid(vec![crate::config::Issue::new(
                 "",
                 "no config file to reload from",
-            )])));
-        };
-        let result = match Config::load(&path) {
-            Ok(config) => self.apply(config).await,
-            Err(err) => Err(err.into()),
+            )]))),
         };
         self.record_reload(&result);
         result
@@ -179,12 +203,22 @@ impl Instance {
 
     /// Applies a new config: validate and compile fully, bind new addresses, then swap.
     pub async fn apply(&self, config: Config) -> Result<u64, ApplyError> {
+        self.apply_with(move |previous| compile_next(config, previous)).await
+    }
+
+    /// Builds the next snapshot with `build` (off the async runtime: reading files,
+    /// resolving server names and compiling may block), then binds and publishes it.
+    async fn apply_with(
+        &self,
+        build: impl FnOnce(&Snapshot) -> Result<Snapshot, ApplyError> + Send + 'static,
+    ) -> Result<u64, ApplyError> {
         let _serial = self.shared.reload_lock.lock().await;
         if self.shared.shutdown.is_cancelled() {
             return Err(ApplyError::ShuttingDown);
         }
-        let previous = self.shared.snapshot.load_full();
-        let next = Arc::new(cluster::compile(Arc::new(config), Some(&previous))?);
+        let previous = self.snapshot();
+        let base = Arc::clone(&previous);
+        let next = Arc::new(off_runtime(move || build(&base)).await?);
         if next.admin != previous.admin {
             tracing::warn!(
                 running = ?self.admin_addr(),
@@ -192,39 +226,41 @@ impl Instance {
                 "admin.bind changed; the admin listener moves only at restart"
             );
         }
-        self.sync_listeners(&next)?;
+        self.sync_listeners(&next, Some(&previous))?;
         let generation = next.generation;
         tracing::info!(generation, "config applied");
         Ok(generation)
     }
 
     fn record_reload(&self, result: &Result<u64, ApplyError>) {
-        let stats = &self.shared.reloads;
-        let mut last_errors = stats.last_errors.lock().expect("reload errors poisoned");
+        let stats = &self.shared.live.reloads;
         match result {
-            Ok(_) => {
-                stats.succeeded.fetch_add(1, Relaxed);
-                stats.last_ok.store(true, Relaxed);
-                last_errors.clear();
-            }
+            Ok(_) => stats.record_success(),
             Err(err) => {
-                stats.failed.fetch_add(1, Relaxed);
-                stats.last_ok.store(false, Relaxed);
-                *last_errors = match err {
+                let lines = match err {
                     ApplyError::Config(config) => config.lines(),
                     other => vec![other.to_string()],
                 };
-                for line in last_errors.iter() {
+                for line in &lines {
                     tracing::error!(error = %line, "reload rejected; keeping the running config");
                 }
+                stats.record_failure(lines);
             }
         }
     }
 
+    fn listeners(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<ListenerSlot>>> {
+        // The map is only ever changed whole-entry at a time: still valid after a panic.
+        self.shared.listeners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Makes the bound sockets match `next`, then publishes `next`. Binds first, so a
     /// bind failure leaves everything as it was; unchanged addresses keep their socket.
-    fn sync_listeners(&self, next: &Arc<Snapshot>) -> Result<(), ApplyError> {
-        let mut listeners = self.shared.listeners.lock().expect("listener map poisoned");
+    /// Servers of `previous` that `next` no longer has get their idle pooled
+    /// connections closed.
+    fn sync_listeners(&self, next: &Arc<Snapshot>, previous: Option<&Snapshot>) -> Result<(), ApplyError> {
+        let workers = &self.shared.workers;
+        let mut listeners = self.listeners();
         let mut opened = Vec::new();
         for frontend in &next.frontends {
             for &address in &frontend.binds {
@@ -232,14 +268,17 @@ impl Instance {
                     continue;
                 }
                 let bind_error = |source| ApplyError::Bind { address, source };
-                let group = listener::open_group(address, crate::workers::count()).map_err(bind_error)?;
+                let group = listener::open_group(address, workers.count()).map_err(bind_error)?;
                 let local = group[0].local_addr().map_err(bind_error)?;
                 opened.push((address, local, group, Arc::clone(frontend)));
             }
         }
         // Nothing below can fail: publish.
-        self.shared.snapshot.store(Arc::clone(next));
+        self.shared.live.snapshot.store(Arc::clone(next));
         self.shared.health.sync(next, &self.shared.shutdown);
+        if let Some(previous) = previous {
+            retire_removed_servers(previous, next);
+        }
         listeners.retain(|address, slot| match next.frontend_for_bind(*address) {
             Some(frontend) => {
                 slot.frontend.store(Arc::clone(frontend));
@@ -254,22 +293,21 @@ impl Instance {
             let slot = Arc::new(ListenerSlot {
                 configured,
                 local,
-                frontend: ArcSwap::new(frontend),
+                frontend: Arc::new(ArcSwap::new(frontend)),
                 stop: self.shared.shutdown.child_token(),
             });
             tracing::info!(frontend = %slot.frontend.load().name, address = %local, "listening");
             // One accept loop per worker, each on its own SO_REUSEPORT socket: a
             // connection is accepted by the thread that will serve it.
             for (worker, socket) in group.into_iter().enumerate() {
-                crate::workers::spawn_on(
-                    worker,
-                    listener::accept_loop(
-                        socket,
-                        Arc::clone(&slot),
-                        self.shared.tasks.clone(),
-                        self.shared.shutdown.clone(),
-                    ),
+                let accepting = listener::accept_loop(
+                    socket,
+                    Arc::clone(&slot),
+                    workers.worker(worker),
+                    self.shared.tasks.clone(),
+                    self.shared.connection_cap.clone(),
                 );
+                workers.spawn_on(worker, accepting);
             }
             listeners.insert(configured, slot);
         }
@@ -279,9 +317,9 @@ impl Instance {
     /// Graceful shutdown: stop accepting, let in-flight work finish for up to the
     /// drain timeout. Returns true when everything finished in time.
     pub async fn shutdown(&self) -> bool {
-        self.shared.draining.store(true, Relaxed);
+        self.shared.live.draining.store(true, Relaxed);
         self.shared.shutdown.cancel();
-        self.shared.listeners.lock().expect("listener map poisoned").clear();
+        self.listeners().clear();
         self.shared.tasks.close();
         let drain = self.snapshot().drain;
         let finished = tokio::time::timeout(drain, self.shared.tasks.wait()).await.is_ok();
@@ -290,7 +328,7 @@ impl Instance {
         } else {
             tracing::warn!(open = self.shared.tasks.len(), ?drain, "drain timeout; closing remaining connections");
         }
-        self.shared.finished.cancel();
+        self.shared.live.finished.cancel();
         finished
     }
 
@@ -300,20 +338,75 @@ impl Instance {
     }
 }
 
+/// Compiles `config` as the successor of `previous`.
+fn compile_next(config: Config, previous: &Snapshot) -> Result<Snapshot, ApplyError> {
+    Ok(cluster::compile(Arc::new(config), Some(previous))?)
+}
+
+/// Runs `work` on the blocking pool: loading a config reads files and resolves
+/// server names, which must not stall the connections served on this runtime. A
+/// panic in it (a bug) becomes an error, so a reload fails and the old config stays.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApplyError> + Send + 'static,
+) -> Result<T, ApplyError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(err) => {
+            let reason = match err.try_into_panic() {
+                Ok(panic) => panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".to_string()),
+                Err(err) => err.to_string(),
+            };
+            tracing::error!(%reason, "loading the config panicked");
+            Err(ApplyError::Internal(reason))
+        }
+    }
+}
+
+/// Closes the idle pooled connections of servers `previous` had and `next` has not
+/// (in-flight requests finish, and their connections are not pooled again).
+fn retire_removed_servers(previous: &Snapshot, next: &Snapshot) {
+    let kept: std::collections::HashSet<*const crate::upstream::ServerState> =
+        next.backends.iter().flat_map(|b| b.members.iter()).map(|m| Arc::as_ptr(&m.state)).collect();
+    for backend in &previous.backends {
+        for member in backend.members.iter().filter(|m| !kept.contains(&Arc::as_ptr(&m.state))) {
+            let closed = member.state.pool.retire();
+            tracing::debug!(backend = %backend.name, server = %member.name, closed, "server left the config; idle connections closed");
+        }
+    }
+}
+
 /// Closes pooled server connections that sat idle too long, every half idle timeout,
 /// until the instance has finished.
-async fn reap_idle_connections(shared: Arc<Shared>) {
-    let mut ticker = tokio::time::interval(crate::proxy::http::IDLE_TIMEOUT / 2);
+async fn reap_idle_connections(live: Arc<Live>) {
+    let mut ticker = tokio::time::interval(IDLE_TIMEOUT / 2);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
-            _ = shared.finished.cancelled() => return,
+            _ = live.finished.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let snapshot = shared.snapshot.load_full();
+        let snapshot = live.snapshot.load_full();
         let closed: usize = snapshot.backends.iter().flat_map(|b| b.members.iter()).map(|m| m.state.pool.reap()).sum();
         if closed > 0 {
             tracing::debug!(closed, "closed idle pooled server connections");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_while_loading_becomes_an_error() {
+        let result: Result<(), ApplyError> = off_runtime(|| panic!("compile bug")).await;
+        match result {
+            Err(ApplyError::Internal(reason)) => assert!(reason.contains("compile bug"), "{reason}"),
+            other => panic!("expected an internal error, got {other:?}"),
         }
     }
 }

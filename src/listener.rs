@@ -1,7 +1,7 @@
 //! Listening sockets and the accept loop: connection limits, accept-error backoff,
 //! and hand-off of each connection to its frontend's protocol handler.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use std::os::fd::{AsRawFd, FromRawFd};
 
-use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::unix::AsyncFd;
 use tokio::net::TcpStream;
@@ -17,12 +16,25 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Frontend;
+use crate::cluster::{Frontend, LiveFrontend};
 use crate::config::Mode;
+use crate::fd_limit::ConnectionCap;
+use crate::log_limit::LogLimit;
 use crate::proxy;
+use crate::upstream::Worker;
 
 /// Pending-connection queue length asked of the kernel (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
+
+/// What an http frontend's client gets when it is refused: written in one
+/// non-blocking send on the fresh socket (its send buffer is empty, so it fits).
+const REFUSED_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 65\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n503 Service Unavailable: too many connections; try again shortly\n";
+
+/// Accept errors that are not about one connection (out of descriptors or memory):
+/// one log line per second across every listener and worker.
+static ACCEPT_FAILED: LogLimit = LogLimit::per_second();
+/// Connections refused at the process-wide cap.
+static AT_CAP: LogLimit = LogLimit::per_second();
 
 /// A listening socket registered with the runtime. Accepted connections come out
 /// as plain non-blocking sockets, registered only with the runtime that serves them.
@@ -102,21 +114,26 @@ pub struct ListenerSlot {
     pub configured: SocketAddr,
     /// Address actually bound (differs when the configured port is 0).
     pub local: SocketAddr,
-    /// Current frontend for this address.
-    pub frontend: ArcSwap<Frontend>,
-    /// Cancelled to stop accepting (reload removed the bind, or shutdown).
+    /// Current frontend for this address, shared with the connections it accepted.
+    pub frontend: LiveFrontend,
+    /// Cancelled when the bind is removed by a reload, or at shutdown: the accept
+    /// loops stop, and the HTTP connections accepted here finish their requests and close.
     pub stop: CancellationToken,
 }
 
 /// Accepts until `slot.stop` is cancelled; every connection runs as a task on `tasks`.
+/// A connection beyond the frontend's `max_connections` or the process-wide `cap`
+/// is accepted and refused at once, so its client learns it straight away instead
+/// of waiting unseen in the kernel's accept queue.
 ///
 /// Runs on the worker that will serve the accepted connections: `listener` is
 /// registered with that worker's runtime here.
 pub async fn accept_loop(
     listener: std::net::TcpListener,
     slot: Arc<ListenerSlot>,
+    worker: Worker,
     tasks: TaskTracker,
-    shutdown: CancellationToken,
+    cap: ConnectionCap,
 ) {
     let listener = match register(listener) {
         Ok(listener) => listener,
@@ -142,46 +159,98 @@ pub async fn accept_loop(
                 continue;
             }
             Err(err) => {
-                // Out of fds or memory: the loop must survive; wait for resources to free up.
-                tracing::error!(listener = %slot.local, %err, ?backoff, "accept failed; backing off");
+                // Out of fds or memory: the loop must survive; wait for resources to
+                // free up. The connection stays queued for the next try.
+                if let Some(repeats) = ACCEPT_FAILED.check() {
+                    tracing::error!(listener = %slot.local, %err, ?backoff, "accept failed; backing off{repeats}");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
         let frontend = slot.frontend.load_full();
-        let permit = match admit(&frontend) {
-            Ok(permit) => permit,
-            Err(()) => {
-                frontend.stats.rejected_connections.fetch_add(1, Relaxed);
-                tracing::debug!(frontend = %frontend.name, %peer, "max_connections reached; refusing");
-                drop(stream);
+        let admitted = match admit(&frontend, &cap) {
+            Ok(admitted) => admitted,
+            Err(full) => {
+                refuse(&frontend, stream, peer, full, &cap);
                 continue;
             }
         };
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
         }
-        tasks.spawn(handle(frontend, stream, peer, permit, shutdown.clone(), tasks.clone()));
+        tasks.spawn(handle(Arc::clone(&slot), frontend, stream, peer, admitted, worker, tasks.clone()));
     }
     tracing::info!(listener = %slot.local, "stopped accepting");
 }
 
-/// A permit under the frontend's `max_connections`; `Err` when it is full.
-fn admit(frontend: &Frontend) -> Result<Option<OwnedSemaphorePermit>, ()> {
-    match &frontend.limiter {
-        None => Ok(None),
-        Some(limiter) => Arc::clone(limiter).try_acquire_owned().map(Some).map_err(|_| ()),
-    }
+/// The places a connection holds while it is open, given back when dropped.
+struct Admitted {
+    /// Under the frontend's `max_connections`, if it has one.
+    _frontend: Option<OwnedSemaphorePermit>,
+    /// Under the process-wide cap.
+    _process: OwnedSemaphorePermit,
 }
 
-/// Runs one connection; the permit and the active-connection count are released on return.
+/// Which limit refused a connection.
+#[derive(Debug, Clone, Copy)]
+enum Full {
+    /// The frontend's `max_connections`.
+    Frontend,
+    /// The process-wide cap derived from the open-file limit.
+    Process,
+}
+
+/// A place under the frontend's `max_connections` and under the process-wide cap.
+fn admit(frontend: &Frontend, cap: &ConnectionCap) -> Result<Admitted, Full> {
+    let own = match &frontend.limiter {
+        None => None,
+        Some(limiter) => Some(Arc::clone(limiter).try_acquire_owned().map_err(|_| Full::Frontend)?),
+    };
+    let process = cap.try_admit().ok_or(Full::Process)?;
+    Ok(Admitted { _frontend: own, _process: process })
+}
+
+/// Refuses a connection that found its frontend or the process full: counted,
+/// answered with a 503 on http frontends, and closed, all before the next accept.
+fn refuse(frontend: &Frontend, stream: std::net::TcpStream, peer: SocketAddr, full: Full, cap: &ConnectionCap) {
+    frontend.stats.rejected_connections.fetch_add(1, Relaxed);
+    match full {
+        Full::Frontend => tracing::debug!(frontend = %frontend.name, %peer, "max_connections reached; refusing"),
+        Full::Process => {
+            if let Some(repeats) = AT_CAP.check() {
+                tracing::warn!(
+                    frontend = %frontend.name,
+                    %peer,
+                    max = cap.max(),
+                    "connection cap reached (derived from the open-file limit); refusing{repeats}"
+                );
+            }
+        }
+    }
+    // Plain HTTP only: the client has most likely sent its request already, so
+    // a short answer beats a bare close. Best effort: closing with that request
+    // unread may reset the connection before the client reads the answer. The
+    // socket is non-blocking, but its send buffer is empty: the write cannot stall.
+    if frontend.mode == Mode::Http {
+        match (&stream).write_all(REFUSED_503) {
+            Ok(()) => frontend.stats.count_response(503),
+            Err(err) => tracing::debug!(%peer, %err, "cannot send the 503 to a refused connection"),
+        }
+    }
+    drop(stream);
+}
+
+/// Runs one connection; its places under the limits and the active-connection count
+/// are released on return.
 async fn handle(
+    slot: Arc<ListenerSlot>,
     frontend: Arc<Frontend>,
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    _permit: Option<OwnedSemaphorePermit>,
-    shutdown: CancellationToken,
+    _admitted: Admitted,
+    worker: Worker,
     tasks: TaskTracker,
 ) {
     let _open = frontend.stats.open_connection();
@@ -191,11 +260,28 @@ async fn handle(
             Ok(stream) => proxy::tcp::serve(Arc::clone(&frontend), stream, peer).await,
             Err(err) => tracing::warn!(frontend = %frontend.name, %peer, %err, "cannot register the connection"),
         },
-        Mode::Http => proxy::http::serve(Arc::clone(&frontend), stream, peer, shutdown, tasks).await,
+        Mode::Http => {
+            let live = Arc::clone(&slot.frontend);
+            proxy::http::serve(live, stream, peer, worker, slot.stop.clone(), tasks).await
+        }
     }
 }
 
 /// Accept errors that concern one connection only (the loop goes straight on).
 fn is_per_connection(err: &io::Error) -> bool {
     matches!(err.kind(), io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_503_declares_its_body_length() {
+        let text = std::str::from_utf8(REFUSED_503).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(head.contains(&format!("\r\ncontent-length: {}\r\n", body.len())), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+    }
 }

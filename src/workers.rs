@@ -6,69 +6,71 @@
 //! with no work-stealing scheduler and no cross-thread wakeups. Health checks, the
 //! admin listener and signals stay on the main runtime.
 //!
-//! Without workers (tests, `--threads 1`) everything runs on the current runtime.
+//! Without worker threads (tests, `--threads 1`) everything runs on the current
+//! runtime. The topology is a value handed to the instance, never a global.
 
-use std::cell::Cell;
 use std::future::Future;
-use std::sync::OnceLock;
 
 use tokio::runtime::Handle;
 
-static WORKERS: OnceLock<Workers> = OnceLock::new();
+use crate::upstream::Worker;
 
-thread_local! {
-    static WORKER_INDEX: Cell<usize> = const { Cell::new(0) };
-}
-
-struct Workers {
+/// The worker threads serving connections.
+#[derive(Debug, Default)]
+pub struct Workers {
+    /// One runtime handle per worker thread; empty: serve on the current runtime.
     handles: Vec<Handle>,
 }
 
-/// Starts `count` worker threads. Call once, before the first connection.
-pub fn start(count: usize) -> std::io::Result<()> {
-    let mut handles = Vec::with_capacity(count);
-    for index in 0..count {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new().name(format!("fulcrum-worker-{index}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    let _ = tx.send(Err(err));
-                    return;
+impl Workers {
+    /// No worker threads: connections are served on the runtime that starts them.
+    pub fn none() -> Self {
+        Workers::default()
+    }
+
+    /// Starts `count` worker threads, each with its own single-threaded runtime.
+    pub fn start(count: usize) -> std::io::Result<Self> {
+        let mut handles = Vec::with_capacity(count);
+        for index in 0..count {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::Builder::new().name(format!("fulcrum-worker-{index}")).spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        // The receiver is waiting below; it reports the failure.
+                        tx.send(Err(err)).ok();
+                        return;
+                    }
+                };
+                if tx.send(Ok(runtime.handle().clone())).is_ok() {
+                    runtime.block_on(std::future::pending::<()>());
                 }
-            };
-            WORKER_INDEX.with(|cell| cell.set(index));
-            let _ = tx.send(Ok(runtime.handle().clone()));
-            runtime.block_on(std::future::pending::<()>());
-        })?;
-        let handle = rx.recv().map_err(|_| std::io::Error::other("worker thread died while starting"))??;
-        handles.push(handle);
-    }
-    WORKERS.set(Workers { handles }).map_err(|_| std::io::Error::other("workers already started"))
-}
-
-/// Runs `future` on worker `index`, or on the current runtime when there are none.
-pub fn spawn_on<F>(index: usize, future: F)
-where
-    F: Future<Output = ()> + Send + 'static,
-{
-    match WORKERS.get() {
-        Some(workers) => {
-            workers.handles[index % workers.handles.len()].spawn(future);
+            })?;
+            let handle = rx.recv().map_err(|_| std::io::Error::other("worker thread died while starting"))??;
+            handles.push(handle);
         }
-        None => {
+        Ok(Workers { handles })
+    }
+
+    /// How many workers serve connections (1 without worker threads).
+    pub fn count(&self) -> usize {
+        self.handles.len().max(1)
+    }
+
+    /// Worker `index` as the data path sees it.
+    pub fn worker(&self, index: usize) -> Worker {
+        Worker { index: index % self.count(), count: self.count() }
+    }
+
+    /// Runs `future` on worker `index`, or on the current runtime without workers.
+    pub fn spawn_on<F>(&self, index: usize, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if self.handles.is_empty() {
             tokio::spawn(future);
+        } else {
+            self.handles[index % self.handles.len()].spawn(future);
         }
     }
-}
-
-/// How many workers serve connections (1 without workers).
-pub fn count() -> usize {
-    WORKERS.get().map_or(1, |workers| workers.handles.len())
-}
-
-/// Index of the worker running the calling thread (0 outside workers).
-#[inline]
-pub fn current() -> usize {
-    WORKER_INDEX.with(Cell::get)
 }

@@ -69,16 +69,19 @@ fn yaml_syntax_error_has_line_and_column() {
 
 #[test]
 fn unknown_keys_are_rejected() {
+    // The path names the unknown key itself, once.
     rejects(
         &with_frontend("  - { name: web, bind: 127.0.0.1:8080, mode: http, default_backnd: app }"),
-        "frontends[0]",
-        "default_backnd",
+        "frontends[0].default_backnd",
+        "unknown field",
     );
     rejects(
         "frontends:\n  - { name: web, bind: 127.0.0.1:8080, default_backend: app }\nbackends:\n  - name: app\n    servers: [{ name: a, address: 127.0.0.1:1, wieght: 2 }]\n",
-        "backends[0].servers[0]",
-        "wieght",
+        "backends[0].servers[0].wieght",
+        "unknown field",
     );
+    let (_, _, stderr) = check(&with_frontend("  - { name: web, bind: 127.0.0.1:8080, default_backnd: app }"));
+    assert_eq!(stderr.matches("frontends[0]").count(), 1, "{stderr}");
 }
 
 #[test]
@@ -214,4 +217,95 @@ fn every_error_is_reported_at_once() {
         assert!(stderr.contains(&format!("{path}: ")), "{path} missing from:\n{stderr}");
     }
     assert!(stderr.contains("5 error(s)"), "{stderr}");
+}
+
+#[test]
+fn numbers_and_durations_have_upper_bounds() {
+    // Both passed `check` once and then panicked `run` (tokio's semaphore limit;
+    // `Instant + Duration` overflow).
+    rejects(
+        &with_frontend(
+            "  - { name: web, bind: 127.0.0.1:8080, default_backend: app, max_connections: 18446744073709551615 }",
+        ),
+        "frontends[0].max_connections",
+        "must be at most 10000000",
+    );
+    rejects(
+        &format!(
+            "timeouts: {{ client: 400000000000y }}\n{}",
+            with_frontend("  - { name: web, bind: 127.0.0.1:8080, default_backend: app }")
+        ),
+        "timeouts.client",
+        "must be at most 30d",
+    );
+    let backend = |server: &str, extra: &str| {
+        format!(
+            "frontends:\n  - {{ name: web, bind: 127.0.0.1:8080, default_backend: app }}\nbackends:\n  - name: app\n    servers: [{{ name: a, address: 127.0.0.1:1{server} }}]\n{extra}"
+        )
+    };
+    rejects(
+        &backend(", max_connections: 99999999999", ""),
+        "backends[0].servers[0].max_connections",
+        "must be at most 10000000",
+    );
+    rejects(&backend("", "    timeouts: { connect: 1d }\n"), "backends[0].timeouts.connect", "must be at most 1h");
+    rejects(
+        &backend("", "    health_check: { interval: 1000000h }\n"),
+        "backends[0].health_check.interval",
+        "must be at most 1d",
+    );
+    rejects(&backend("", "    health_check: { fall: 1000 }\n"), "backends[0].health_check.fall", "must be at most 100");
+    rejects(
+        &format!(
+            "timeouts: {{ drain: 2d }}\n{}",
+            with_frontend("  - { name: web, bind: 127.0.0.1:8080, default_backend: app }")
+        ),
+        "timeouts.drain",
+        "must be at most 1d",
+    );
+}
+
+#[test]
+fn bad_values_are_reported_where_they_are() {
+    rejects(
+        &with_frontend("  - { name: web, bind: [127.0.0.1:8080, \"127.0.0.1:x\"], default_backend: app }"),
+        "frontends[0].bind[1]",
+        "not a listen address",
+    );
+    rejects(
+        &with_frontend(
+            "  - name: web\n    bind: 127.0.0.1:8080\n    routes:\n      - { match: { method: \"GE T\" }, backend: app }",
+        ),
+        "frontends[0].routes[0].match.method",
+        "not an HTTP method",
+    );
+    rejects(
+        "frontends:\n  - { name: web, bind: 127.0.0.1:8080, default_backend: app }\nbackends:\n  - name: app\n    servers: [{ name: a, address: 127.0.0.1:1 }]\n    health_check: { kind: http, expect_status: [200, 999] }\n",
+        "backends[0].health_check.expect_status[1]",
+        "100-599",
+    );
+}
+
+#[test]
+fn an_alias_bomb_is_rejected_without_expanding_it() {
+    // One list of 20 000 binds aliased by 20 000 frontends: 400 million binds (tens
+    // of GB) from 1.3 MB of YAML. serde_yaml's own limit only stops alias chains.
+    const N: usize = 20_000;
+    let binds: Vec<String> = (0..N).map(|i| format!("127.0.0.1:{}", 1000 + i)).collect();
+    let mut yaml = format!("frontends:\n  - {{ name: f, bind: &b [{}], default_backend: app }}\n", binds.join(", "));
+    for i in 0..N {
+        yaml += &format!("  - {{ name: f{i}, bind: *b, default_backend: app }}\n");
+    }
+    yaml += BACKEND;
+    let (code, _, stderr) = check(&yaml);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("values once its aliases are resolved"), "{stderr}");
+
+    // The classic nested form ("billion laughs"), in a key that takes lists.
+    let mut lol = String::from("frontends:\n  - &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for level in 1..10 {
+        lol += &format!("  - &a{level} [{}]\n", vec![format!("*a{}", level - 1); 10].join(", "));
+    }
+    let (code, _, stderr) = check(&lol);
+    assert_eq!(code, 1, "{stderr}");
 }

@@ -69,8 +69,7 @@ fn dashboard_uses_a_datasource_variable() {
 
 #[test]
 fn prometheus_scrape_example_is_valid() {
-    let Some(promtool) = which("promtool") else {
-        println!("promtool not installed; skipped (CI installs it)");
+    let Some(promtool) = require_tool("promtool", "promtool check config configs/prometheus.yml") else {
         return;
     };
     let out = std::process::Command::new(promtool)

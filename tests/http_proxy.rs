@@ -402,7 +402,7 @@ async fn idle_pooled_server_connections_are_closed_after_the_idle_timeout() {
         .expect("the pooled connection was never closed")
         .unwrap();
     assert_eq!(n, 0, "the proxy sent another request instead of closing");
-    let limit = fulcrum::proxy::http::IDLE_TIMEOUT;
+    let limit = fulcrum::upstream::IDLE_TIMEOUT;
     assert!(idle_for >= limit && idle_for < limit * 3, "closed after {idle_for:?} (idle timeout {limit:?})");
     assert_eq!(pool.idle_count(), 0);
 }

@@ -45,7 +45,7 @@ async fn valid_reload_changes_the_pool() {
         assert_eq!(who(web).await, "200 b");
     }
     assert_eq!(lb.local_addr("web"), web, "unchanged bind keeps its socket");
-    assert_eq!(lb.shared().reloads.succeeded.load(Ordering::SeqCst), 1);
+    assert_eq!(lb.live().reloads.succeeded.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
@@ -62,10 +62,10 @@ async fn invalid_reload_keeps_the_old_config_and_is_counted() {
         assert!(!err.to_string().is_empty());
         assert_eq!(who(web).await, "200 a");
     }
-    let reloads = &lb.shared().reloads;
+    let reloads = &lb.live().reloads;
     assert_eq!(reloads.failed.load(Ordering::SeqCst), 2);
     assert!(!reloads.last_ok.load(Ordering::SeqCst));
-    assert!(reloads.last_errors.lock().unwrap().iter().any(|e| e.contains("frontends[0].default_backend")));
+    assert!(reloads.last_errors().iter().any(|e| e.contains("frontends[0].default_backend")));
     assert_eq!(lb.snapshot().generation, 1);
 }
 
@@ -228,7 +228,7 @@ async fn watch_reloads_when_the_file_changes() {
     assert_eq!(who(web).await, "200 b");
     // An invalid edit is rejected and counted; the running config stays.
     std::fs::write(file.path(), "frontends: [").unwrap();
-    wait_for("the failed reload", Duration::from_secs(5), || lb.shared().reloads.failed.load(Ordering::SeqCst) == 1)
+    wait_for("the failed reload", Duration::from_secs(5), || lb.live().reloads.failed.load(Ordering::SeqCst) == 1)
         .await;
     assert_eq!(who(web).await, "200 b");
 }

@@ -9,15 +9,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+use crate::cluster::LiveView;
 use crate::cluster::Snapshot;
 use crate::config::Mode;
-use crate::instance::Shared;
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Renders every metric as Prometheus text.
-pub fn render(shared: &Shared) -> String {
-    let snapshot = shared.snapshot.load_full();
+pub fn render(live: &LiveView) -> String {
+    let snapshot = live.snapshot();
     let registry = Registry::new();
     let mut families = Families { registry: &registry };
 
@@ -28,16 +28,16 @@ pub fn render(shared: &Shared) -> String {
         .with_label_values(&[])
         .set(snapshot.generation as i64);
     let reloads = families.counter("fulcrum_config_reloads_total", "Config reloads by result.", &["result"]);
-    reloads.with_label_values(&["success"]).inc_by(shared.reloads.succeeded.load(Relaxed));
-    reloads.with_label_values(&["failure"]).inc_by(shared.reloads.failed.load(Relaxed));
+    reloads.with_label_values(&["success"]).inc_by(live.reloads().succeeded.load(Relaxed));
+    reloads.with_label_values(&["failure"]).inc_by(live.reloads().failed.load(Relaxed));
     families
         .gauge("fulcrum_config_last_reload_success", "1 if the last reload applied, else 0.", &[])
         .with_label_values(&[])
-        .set(i64::from(shared.reloads.last_ok.load(Relaxed)));
+        .set(i64::from(live.reloads().last_ok.load(Relaxed)));
     families
         .gauge("fulcrum_draining", "1 once graceful shutdown started.", &[])
         .with_label_values(&[])
-        .set(i64::from(shared.draining.load(Relaxed)));
+        .set(i64::from(live.draining()));
 
     frontends(&mut families, &snapshot);
     backends(&mut families, &snapshot);
@@ -54,7 +54,7 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
     let active = families.gauge("fulcrum_frontend_active_connections", "Open client connections.", labels);
     let rejected = families.counter(
         "fulcrum_frontend_rejected_connections_total",
-        "Connections refused at max_connections.",
+        "Connections refused at the frontend's max_connections or the process-wide connection cap.",
         labels,
     );
     let requests = families.counter("fulcrum_frontend_http_requests_total", "HTTP requests received.", labels);

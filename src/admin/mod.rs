@@ -22,19 +22,19 @@ use tokio::net::TcpListener;
 pub use report::{build as status_report, StatusReport};
 pub use status_page::esc as html_escape;
 
+use crate::cluster::LiveView;
 use crate::config::Mode;
-use crate::instance::Shared;
 
 /// How often frontend rates are sampled for the status page.
 const RATE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Serves the admin endpoints on `listener` until `shared.finished` is cancelled.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Serves the admin endpoints on `listener` until the instance has finished.
+pub async fn serve(listener: TcpListener, live: LiveView) {
     let rates = Arc::new(Rates::default());
-    tokio::spawn(sample_rates(Arc::clone(&shared), Arc::clone(&rates)));
+    tokio::spawn(sample_rates(live.clone(), Arc::clone(&rates)));
     loop {
         let accepted = tokio::select! {
-            _ = shared.finished.cancelled() => return,
+            _ = live.finished() => return,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -45,10 +45,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let (shared, rates) = (Arc::clone(&shared), Arc::clone(&rates));
+        let (live, rates) = (live.clone(), Arc::clone(&rates));
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let response = answer(&req, &shared, &rates);
+                let response = answer(&req, &live, &rates);
                 async move { Ok::<_, Infallible>(response) }
             });
             if let Err(err) =
@@ -60,21 +60,21 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn answer<B>(req: &Request<B>, shared: &Shared, rates: &Rates) -> Response<Full<Bytes>> {
+fn answer<B>(req: &Request<B>, live: &LiveView, rates: &Rates) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
     match req.uri().path() {
-        "/metrics" => with_type(metrics::render(shared), "text/plain; version=0.0.4; charset=utf-8"),
-        "/healthz" if shared.draining.load(Relaxed) => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/metrics" => with_type(metrics::render(live), "text/plain; version=0.0.4; charset=utf-8"),
+        "/healthz" if live.draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/api/status" => {
-            let report = report::build(shared, |name| rates.get(name));
+            let report = report::build(live, |name| rates.get(name));
             let json = serde_json::to_string_pretty(&report).expect("the report serializes");
             with_type(json, "application/json")
         }
         "/status" | "/" => {
-            let report = report::build(shared, |name| rates.get(name));
+            let report = report::build(live, |name| rates.get(name));
             with_type(status_page::render(&report), "text/html; charset=utf-8")
         }
         _ => text(StatusCode::NOT_FOUND, "not found: try /status, /metrics, /healthz or /api/status\n"),
@@ -106,17 +106,17 @@ impl Rates {
     }
 }
 
-async fn sample_rates(shared: Arc<Shared>, rates: Arc<Rates>) {
+async fn sample_rates(live: LiveView, rates: Arc<Rates>) {
     let mut ticker = tokio::time::interval(RATE_INTERVAL);
     let mut last = Instant::now();
     loop {
         tokio::select! {
-            _ = shared.finished.cancelled() => return,
+            _ = live.finished() => return,
             _ = ticker.tick() => {}
         }
         let elapsed = last.elapsed().as_secs_f64().max(0.001);
         last = Instant::now();
-        let snapshot = shared.snapshot.load_full();
+        let snapshot = live.snapshot();
         let mut by_frontend = rates.by_frontend.lock().expect("rates poisoned");
         let mut next = HashMap::with_capacity(snapshot.frontends.len());
         for f in &snapshot.frontends {

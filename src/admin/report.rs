@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde::Serialize;
 
 use crate::balance::Member;
-use crate::cluster::{unix_ms, Backend, Frontend};
+use crate::cluster::LiveView;
+use crate::cluster::{Backend, Frontend};
 use crate::config::Mode;
-use crate::instance::Shared;
+use crate::upstream::unix_ms;
 
 /// Everything the status page shows.
 #[derive(Debug, Serialize)]
@@ -134,21 +135,21 @@ pub struct CheckReport {
     pub duration_ms: f64,
 }
 
-/// Builds the report from `shared`'s current snapshot; `rate` gives a frontend's
+/// Builds the report from the current snapshot; `rate` gives a frontend's
 /// recent request rate.
-pub fn build(shared: &Shared, rate: impl Fn(&str) -> f64) -> StatusReport {
-    let snapshot = shared.snapshot.load_full();
-    let reloads = &shared.reloads;
+pub fn build(live: &LiveView, rate: impl Fn(&str) -> f64) -> StatusReport {
+    let snapshot = live.snapshot();
+    let reloads = live.reloads();
     let now = unix_ms();
     StatusReport {
         version: env!("CARGO_PKG_VERSION"),
         generation: snapshot.generation,
-        draining: shared.draining.load(Relaxed),
+        draining: live.draining(),
         reloads: ReloadReport {
             succeeded: reloads.succeeded.load(Relaxed),
             failed: reloads.failed.load(Relaxed),
             last_ok: reloads.last_ok.load(Relaxed),
-            last_errors: reloads.last_errors.lock().expect("reload errors poisoned").clone(),
+            last_errors: reloads.last_errors(),
         },
         frontends: snapshot.frontends.iter().map(|f| frontend(f, &snapshot.config, rate(&f.name))).collect(),
         backends: snapshot

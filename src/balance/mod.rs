@@ -11,8 +11,8 @@ pub use consistent_hash::ConsistentHash;
 pub use least_conn::LeastConn;
 pub use round_robin::RoundRobin;
 
-use crate::cluster::ServerState;
 use crate::config::Balance;
+use crate::upstream::ServerState;
 
 /// What a balancer knows of one server: its static config and its live state.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ pub fn hash_key(bytes: &[u8]) -> u64 {
 /// Members with fresh, up state, for the algorithm tests.
 #[cfg(test)]
 pub(crate) fn test_members(spec: &[(&str, u32, bool)]) -> Vec<Member> {
-    use crate::cluster::ServerKey;
+    use crate::upstream::ServerKey;
     spec.iter()
         .enumerate()
         .map(|(i, &(name, weight, backup))| Member {

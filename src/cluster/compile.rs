@@ -6,18 +6,22 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::{Backend, BackendStats, CheckSpec, Frontend, ServerKey, ServerState, Snapshot};
+use super::route::{Route, RouteTable};
+use super::{Backend, BackendStats, CheckSpec, Frontend, Snapshot};
 use crate::balance::{self, Member};
-use crate::config::{
-    self, parse_bind, parse_expect_status, parse_hash_key, resolve_address, Config, ConfigError, Issue,
-};
-use crate::proxy::route::{Route, RouteTable};
+use crate::config::{self, Config, ConfigError, HashKey, Issue};
+use crate::upstream::{ServerKey, ServerState};
 
 /// Largest request head accepted when a frontend does not say.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Compiles a validated config. State of servers, frontends and backends that also
 /// exist in `previous` is carried over, so counters and health survive a reload.
+///
+/// Every value was parsed and checked when the config was loaded (server names
+/// resolved too), so this neither parses, resolves nor fails for a config that
+/// [`Config::parse`] or [`Config::load`] returned. Errors are left only for configs
+/// built or deserialized some other way, which this refuses rather than panic on.
 pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigError> {
     let global = config.global_timeouts();
     let carry = Carry::from(previous);
@@ -27,12 +31,12 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
     for (i, b) in config.backends.iter().enumerate() {
         let mut members = Vec::with_capacity(b.servers.len());
         for (j, s) in b.servers.iter().enumerate() {
-            let address = match resolve_address(&s.address) {
-                Ok(address) => address,
-                Err(msg) => {
-                    issues.push(Issue::new(format!("backends[{i}].servers[{j}].address"), msg));
-                    continue;
-                }
+            let Some(address) = s.resolved_address() else {
+                issues.push(Issue::new(
+                    format!("backends[{i}].servers[{j}].address"),
+                    "not resolved: the config was not validated",
+                ));
+                continue;
             };
             let key = ServerKey { backend: b.name.clone(), server: s.name.clone(), address };
             // Without health checks a server is always up. With them, a server new to
@@ -52,7 +56,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
                 kind: hc.kind,
                 path: hc.path.clone().unwrap_or_else(|| "/".into()),
                 host: hc.host.clone(),
-                expect: hc.expect_status.as_ref().and_then(|v| parse_expect_status(v).ok()).unwrap_or_default(),
+                expect: hc.expect_status.clone().unwrap_or_default(),
                 interval: hc.interval.map_or(std::time::Duration::from_secs(2), |d| d.0),
                 timeout: hc.timeout.map_or(std::time::Duration::from_secs(1), |d| d.0),
                 rise: hc.rise.unwrap_or(2),
@@ -60,12 +64,8 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             })
         });
         let hash_key = match b.balance {
-            config::Balance::ConsistentHash => Some(
-                b.hash_key
-                    .as_deref()
-                    .map_or(Ok(config::HashKey::SourceIp), parse_hash_key)
-                    .unwrap_or(config::HashKey::SourceIp),
-            ),
+            // source_ip is the documented default.
+            config::Balance::ConsistentHash => Some(b.hash_key.clone().unwrap_or(HashKey::SourceIp)),
             _ => None,
         };
         backends.push(Arc::new(Backend {
@@ -83,13 +83,6 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
 
     let mut frontends = Vec::with_capacity(config.frontends.len());
     for (i, f) in config.frontends.iter().enumerate() {
-        let mut binds = Vec::new();
-        for (j, bind) in f.bind.as_slice().iter().enumerate() {
-            match parse_bind(bind) {
-                Ok(addr) => binds.push(addr),
-                Err(msg) => issues.push(Issue::new(format!("frontends[{i}].bind[{j}]"), msg)),
-            }
-        }
         let lookup = |name: &str, path: String, issues: &mut Vec<Issue>| match by_name.get(name) {
             Some(backend) => Some(Arc::clone(backend)),
             None => {
@@ -108,16 +101,24 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             }
         }
         let previous = carry.frontends.get(f.name.as_str());
-        let limiter = f.max_connections.map(|limit| match previous {
-            Some(prev) if prev.max_connections == Some(limit) => {
-                prev.limiter.clone().expect("same limit, same limiter")
+        let limiter = match f.max_connections {
+            // Validation caps it far lower; tokio would panic here.
+            Some(limit) if limit > Semaphore::MAX_PERMITS => {
+                issues.push(Issue::new(format!("frontends[{i}].max_connections"), "too large"));
+                None
             }
-            _ => Arc::new(Semaphore::new(limit)),
-        });
+            Some(limit) => Some(
+                previous
+                    .filter(|prev| prev.max_connections == Some(limit))
+                    .and_then(|prev| prev.limiter.clone())
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(limit))),
+            ),
+            None => None,
+        };
         let max_header_bytes = f.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
         frontends.push(Arc::new(Frontend {
             name: f.name.clone(),
-            binds,
+            binds: f.bind.addrs().to_vec(),
             mode: f.mode,
             limiter,
             max_connections: f.max_connections,
@@ -125,20 +126,13 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             default_backend,
             timeouts: f.timeouts.resolve(global),
             max_header_bytes,
-            http: (f.mode == crate::config::Mode::Http).then(|| crate::proxy::http::server_settings(max_header_bytes)),
+            http: (f.mode == crate::config::Mode::Http).then(|| super::server_settings(max_header_bytes)),
             access_log: f.access_log,
             stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
         }));
     }
 
-    let admin = match config.admin.as_ref().map(|a| parse_bind(&a.bind)) {
-        Some(Ok(addr)) => Some(addr),
-        Some(Err(msg)) => {
-            issues.push(Issue::new("admin.bind", msg));
-            None
-        }
-        None => None,
-    };
+    let admin = config.admin.as_ref().map(|a| a.bind.addr());
     if !issues.is_empty() {
         return Err(ConfigError::Invalid(issues));
     }

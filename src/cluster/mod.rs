@@ -2,7 +2,9 @@
 //! and the per-server/frontend/backend state that outlives snapshots.
 
 mod compile;
-mod server_state;
+mod http_settings;
+mod live;
+pub mod route;
 mod stats;
 
 use std::net::SocketAddr;
@@ -12,12 +14,13 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 pub use compile::compile;
-pub use server_state::{unix_ms, ActiveGuard, CheckResult, ServerKey, ServerState};
-pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendStats, DURATION_BUCKETS};
+pub use http_settings::{server_settings, ServerSettings};
+pub use live::{Live, LiveView, ReloadStats};
+pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendStats};
 
 use crate::balance::{Balancer, Member};
 use crate::config::{CheckKind, Config, HashKey, Mode, ResolvedTimeouts, StatusSet};
-use crate::proxy::route::RouteTable;
+use route::RouteTable;
 
 /// Everything the data path reads to decide where traffic goes. Immutable; a
 /// reload builds a new one and swaps it in whole.
@@ -44,6 +47,10 @@ impl Snapshot {
     }
 }
 
+/// The frontend a listener serves now, swapped on reload: each HTTP request loads
+/// it when its head arrives.
+pub type LiveFrontend = Arc<arc_swap::ArcSwap<Frontend>>;
+
 /// A compiled frontend.
 #[derive(Debug)]
 pub struct Frontend {
@@ -66,7 +73,7 @@ pub struct Frontend {
     /// Largest accepted request head, in bytes.
     pub max_header_bytes: usize,
     /// hyper's server settings (http frontends).
-    pub http: Option<crate::proxy::http::ServerSettings>,
+    pub http: Option<ServerSettings>,
     /// Emit one access-log line per request / TCP session.
     pub access_log: bool,
     /// Counters, kept across reloads.

@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use prometheus::{Histogram, HistogramOpts};
 
+use crate::upstream::DURATION_BUCKETS;
+
 /// Counters of one frontend; the data path updates them, `/metrics` reads them.
 #[derive(Debug, Default)]
 pub struct FrontendStats {
@@ -84,10 +86,6 @@ impl Drop for FrontendConnGuard<'_> {
         self.0.active_connections.fetch_sub(1, Relaxed);
     }
 }
-
-/// Upper bounds of the response-duration histogram, in seconds.
-pub const DURATION_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Counters of one backend.
 #[derive(Debug)]

@@ -53,6 +53,12 @@ pub enum ConfigError {
         /// The parser's message.
         message: String,
     },
+    /// Aliases expand the YAML past what any config needs (an alias bomb).
+    #[error("the YAML expands to more than {limit} values once its aliases are resolved; use fewer aliases")]
+    TooManyValues {
+        /// The most values the document may expand to.
+        limit: usize,
+    },
     /// Parsed, but failed validation; every problem is listed.
     #[error("{}", list(.0))]
     Invalid(Vec<Issue>),

@@ -2,8 +2,10 @@
 
 mod duration;
 mod error;
+mod expansion;
 mod schema;
 mod validate;
+mod value;
 
 use std::path::Path;
 
@@ -11,8 +13,9 @@ pub use duration::HumanDuration;
 pub use error::{ConfigError, Issue};
 pub use schema::*;
 pub use validate::{
-    parse_bind, parse_expect_status, parse_hash_key, resolve_address, HashKey, StatusSet, MAX_RETRIES, MAX_WEIGHT,
+    resolve_address, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT, MIN_HEADER_BYTES,
 };
+pub use value::{BindAddr, Binds, HashKey, StatusSet};
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
@@ -22,10 +25,11 @@ impl Config {
         Config::parse(&text)
     }
 
-    /// Parses and validates YAML text.
+    /// Parses and validates YAML text. Validation resolves server host names
+    /// (blocking DNS), once, and keeps the addresses in the returned config.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config = Config::parse_unvalidated(text)?;
-        let issues = validate::validate(&config);
+        let mut config = Config::parse_unvalidated(text)?;
+        let issues = validate::validate(&mut config);
         if issues.is_empty() {
             Ok(config)
         } else {
@@ -33,16 +37,16 @@ impl Config {
         }
     }
 
-    /// Parses YAML text into the schema without the semantic checks.
+    /// Parses YAML text into the schema without the semantic checks (nor DNS).
     pub fn parse_unvalidated(text: &str) -> Result<Config, ConfigError> {
+        expansion::check(text).map_err(|limit| ConfigError::TooManyValues { limit })?;
         let de = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|err| {
             let path = err.path().to_string();
             let inner = err.into_inner();
             let location = inner.location();
             let message = strip_location(&inner.to_string());
-            // serde_yaml may already name the path; say it once.
-            let message = message.strip_prefix(&format!("{path}: ")).map_or(message.clone(), str::to_string);
+            let message = strip_path(&message, &path).to_string();
             ConfigError::Syntax {
                 path,
                 line: location.as_ref().map(|l| l.line()),
@@ -55,6 +59,15 @@ impl Config {
     /// The global timeouts with defaults applied.
     pub fn global_timeouts(&self) -> ResolvedTimeouts {
         self.timeouts.resolve(ResolvedTimeouts::default())
+    }
+}
+
+/// serde_yaml may start its message with the path, or for an unknown key with the
+/// path of the map holding it (a prefix of `path`); say the path once.
+fn strip_path<'a>(message: &'a str, path: &str) -> &'a str {
+    match message.split_once(": ") {
+        Some((head, rest)) if !head.is_empty() && path.starts_with(head) => rest,
+        _ => message,
     }
 }
 

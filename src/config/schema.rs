@@ -1,10 +1,12 @@
 //! The YAML file as data: every key of CONFIG.md, nothing more (unknown keys are errors).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::duration::{opt_duration, HumanDuration};
+use super::value::{checked, BindAddr, Binds, HashKey, StatusSet};
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -29,7 +31,7 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     /// `host:port` to listen on.
-    pub bind: String,
+    pub bind: BindAddr,
 }
 
 /// `timeouts:` — every field optional; unset fields fall back to the enclosing level.
@@ -112,26 +114,6 @@ pub enum Mode {
     Tcp,
 }
 
-/// `bind:` — one address or a list.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
-pub enum Binds {
-    /// `bind: 127.0.0.1:8080`
-    One(String),
-    /// `bind: [127.0.0.1:8080, "[::1]:8080"]`
-    Many(Vec<String>),
-}
-
-impl Binds {
-    /// The addresses as a slice-like list.
-    pub fn as_slice(&self) -> &[String] {
-        match self {
-            Binds::One(one) => std::slice::from_ref(one),
-            Binds::Many(many) => many,
-        }
-    }
-}
-
 /// One entry of `frontends:`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -187,9 +169,9 @@ pub struct RouteMatch {
     /// Path equals this.
     #[serde(default)]
     pub path: Option<String>,
-    /// Request method equals this.
-    #[serde(default)]
-    pub method: Option<String>,
+    /// Request method equals this (any token).
+    #[serde(default, deserialize_with = "checked::method")]
+    pub method: Option<http::Method>,
     /// A header equals a value.
     #[serde(default)]
     pub header: Option<HeaderMatch>,
@@ -200,9 +182,11 @@ pub struct RouteMatch {
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
-    pub name: String,
+    #[serde(deserialize_with = "checked::header_name")]
+    pub name: http::HeaderName,
     /// Exact value.
-    pub value: String,
+    #[serde(deserialize_with = "checked::header_value")]
+    pub value: http::HeaderValue,
 }
 
 /// `balance:` of a backend.
@@ -227,9 +211,9 @@ pub struct Backend {
     /// Balancing algorithm.
     #[serde(default)]
     pub balance: Balance,
-    /// `consistent_hash` only: what to hash.
+    /// `consistent_hash` only: what to hash (default `source_ip`).
     #[serde(default)]
-    pub hash_key: Option<String>,
+    pub hash_key: Option<HashKey>,
     /// Connect failures retried on another server.
     #[serde(default)]
     pub retries: Option<u32>,
@@ -250,8 +234,12 @@ pub struct Backend {
 pub struct Server {
     /// Unique within the backend.
     pub name: String,
-    /// `host:port`; a host name is resolved when the config is loaded.
+    /// `host:port`; a host name is resolved when the config is validated.
     pub address: String,
+    /// `address` resolved, set by validation (which resolves each name once), so
+    /// that compiling a validated config never resolves or fails.
+    #[serde(skip)]
+    pub(super) resolved: Option<SocketAddr>,
     /// 0..=256, default 1; 0 takes no new traffic.
     #[serde(default = "default_weight")]
     pub weight: u32,
@@ -261,6 +249,13 @@ pub struct Server {
     /// Used only when no non-backup server is up.
     #[serde(default)]
     pub backup: bool,
+}
+
+impl Server {
+    /// The address `address` resolved to, once the config has been validated.
+    pub fn resolved_address(&self) -> Option<SocketAddr> {
+        self.resolved
+    }
 }
 
 fn default_weight() -> u32 {
@@ -293,7 +288,7 @@ pub struct HealthCheck {
     pub host: Option<String>,
     /// HTTP only: `200`, `200-399` or `[200, 204]`.
     #[serde(default)]
-    pub expect_status: Option<serde_yaml::Value>,
+    pub expect_status: Option<StatusSet>,
     /// Time between probes (default 2s).
     #[serde(default, with = "opt_duration")]
     pub interval: Option<HumanDuration>,

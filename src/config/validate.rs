@@ -3,8 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::ops::RangeInclusive;
+use std::time::Duration;
 
+use super::duration::HumanDuration;
 use super::error::Issue;
 use super::schema::*;
 
@@ -12,101 +13,33 @@ use super::schema::*;
 pub const MAX_WEIGHT: u32 = 256;
 /// Most connect retries accepted.
 pub const MAX_RETRIES: u32 = 16;
+/// Most weight units in one consistent-hash backend: each unit is 400 points on the
+/// ring (16 bytes each), so this caps a ring at about 100 MiB (64 servers of weight 256).
+pub const MAX_RING_WEIGHT: u64 = 16_384;
+/// Highest `max_connections` of a frontend or a server. Far above what one process
+/// serves, far below tokio's semaphore limit (which panics beyond `usize::MAX >> 3`).
+pub const MAX_CONNECTIONS: usize = 10_000_000;
+/// Smallest `max_header_bytes`: hyper's HTTP/1 parser cannot enforce a head limit below 8 KiB.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// Largest `max_header_bytes`.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+/// Highest health check `rise` and `fall`.
+pub const MAX_RISE_FALL: u32 = 100;
 
-/// What `consistent_hash` hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    /// The client's IP address (TCP and HTTP).
-    SourceIp,
-    /// Path and query of the request (HTTP).
-    Uri,
-    /// Path only (HTTP).
-    Path,
-    /// The value of a request header, name lower-cased (HTTP).
-    Header(String),
-    /// The value of a cookie (HTTP).
-    Cookie(String),
+/// The longest a duration key may be, with its spelling for messages. Every timeout
+/// is added to `Instant::now()` somewhere; a bound keeps that from overflowing (a
+/// panic) and catches unit typos (`30d` for `30s`).
+#[derive(Clone, Copy)]
+struct MaxDuration {
+    max: Duration,
+    text: &'static str,
 }
 
-impl HashKey {
-    /// True for keys only an HTTP request has.
-    pub fn needs_http(&self) -> bool {
-        !matches!(self, HashKey::SourceIp)
-    }
-}
+const HOUR: MaxDuration = MaxDuration { max: Duration::from_secs(3600), text: "1h" };
+const DAY: MaxDuration = MaxDuration { max: Duration::from_secs(24 * 3600), text: "1d" };
+const THIRTY_DAYS: MaxDuration = MaxDuration { max: Duration::from_secs(30 * 24 * 3600), text: "30d" };
 
-/// Parses `source_ip | uri | path | header:NAME | cookie:NAME`.
-pub fn parse_hash_key(text: &str) -> Result<HashKey, String> {
-    let bad = || format!("unknown hash_key {text:?}; expected source_ip, uri, path, header:NAME or cookie:NAME");
-    match text {
-        "source_ip" => Ok(HashKey::SourceIp),
-        "uri" => Ok(HashKey::Uri),
-        "path" => Ok(HashKey::Path),
-        _ => match text.split_once(':') {
-            Some(("header", name)) if is_token(name) => Ok(HashKey::Header(name.to_ascii_lowercase())),
-            Some(("header", _)) => Err(format!("{text:?}: header name must be a valid HTTP header name")),
-            Some(("cookie", name)) if is_token(name) => Ok(HashKey::Cookie(name.to_string())),
-            Some(("cookie", _)) => Err(format!("{text:?}: cookie name must be a non-empty token")),
-            _ => Err(bad()),
-        },
-    }
-}
-
-/// A set of HTTP status codes: `200`, `200-399`, or a list of those.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusSet(pub Vec<RangeInclusive<u16>>);
-
-impl StatusSet {
-    /// True when `code` is in the set.
-    pub fn contains(&self, code: u16) -> bool {
-        self.0.iter().any(|range| range.contains(&code))
-    }
-}
-
-impl Default for StatusSet {
-    /// HAProxy's default for `httpchk`: 2xx and 3xx pass.
-    fn default() -> Self {
-        StatusSet(vec![200..=399])
-    }
-}
-
-/// Parses `expect_status` from its YAML value.
-pub fn parse_expect_status(value: &serde_yaml::Value) -> Result<StatusSet, String> {
-    use serde_yaml::Value;
-    fn one(value: &Value) -> Result<RangeInclusive<u16>, String> {
-        let range = match value {
-            Value::Number(n) => {
-                let code = n.as_u64().ok_or_else(|| format!("{n} is not a status code"))?;
-                code..=code
-            }
-            Value::String(text) => {
-                let parse = |s: &str| {
-                    s.trim().parse::<u64>().map_err(|_| format!("{text:?} is not a status code or range like 200-399"))
-                };
-                match text.split_once('-') {
-                    Some((lo, hi)) => parse(lo)?..=parse(hi)?,
-                    None => {
-                        let code = parse(text)?;
-                        code..=code
-                    }
-                }
-            }
-            other => return Err(format!("expected a status code or range, found {other:?}")),
-        };
-        let (lo, hi) = (*range.start(), *range.end());
-        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
-            return Err(format!("status range {lo}-{hi} must lie within 100-599, low end first"));
-        }
-        Ok(lo as u16..=hi as u16)
-    }
-    match value {
-        Value::Sequence(items) if items.is_empty() => Err("expect_status list is empty".into()),
-        Value::Sequence(items) => items.iter().map(one).collect::<Result<_, _>>().map(StatusSet),
-        single => one(single).map(|range| StatusSet(vec![range])),
-    }
-}
-
-/// Resolves `host:port` (IP literal or host name) to its first address.
+/// Resolves `host:port` (IP literal or host name) to its first address. Blocks on DNS.
 pub fn resolve_address(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
@@ -123,30 +56,17 @@ pub fn resolve_address(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// Parses a listen address: `IP:PORT`, or `*:PORT` / `:PORT` for every IPv4 address.
-pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
-    if let Some(port) = text.strip_prefix("*:").or_else(|| text.strip_prefix(':')) {
-        return port
-            .parse::<u16>()
-            .map(|port| SocketAddr::from(([0, 0, 0, 0], port)))
-            .map_err(|_| format!("{text:?}: invalid port"));
-    }
-    text.parse::<SocketAddr>()
-        .map_err(|_| format!("{text:?} is not a listen address like 127.0.0.1:8080, [::1]:8080 or *:8080"))
-}
-
-fn is_token(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
 fn is_name(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
-/// Checks a parsed config; returns every problem found (empty when valid).
-pub fn validate(config: &Config) -> Vec<Issue> {
+/// Checks a parsed config; returns every problem found (empty when valid). Resolves
+/// each server address (blocking DNS, each distinct name once) and stores the result
+/// in the config, for compiling it without resolving again.
+pub fn validate(config: &mut Config) -> Vec<Issue> {
     let mut v = Validator::default();
     v.config(config);
+    v.resolve_servers(&mut config.backends);
     v.issues
 }
 
@@ -164,12 +84,7 @@ impl Validator {
         self.timeouts("timeouts", &config.timeouts);
         let mut binds: HashMap<SocketAddr, String> = HashMap::new();
         if let Some(admin) = &config.admin {
-            match parse_bind(&admin.bind) {
-                Ok(addr) => {
-                    binds.insert(addr, "admin.bind".into());
-                }
-                Err(msg) => self.err("admin.bind", msg),
-            }
+            binds.insert(admin.bind.addr(), "admin.bind".into());
         }
         if config.frontends.is_empty() {
             self.err("frontends", "at least one frontend is required");
@@ -199,19 +114,43 @@ impl Validator {
         }
     }
 
+    /// A duration that must be above zero and at most `limit`.
+    fn duration(&mut self, path: String, value: Option<HumanDuration>, limit: MaxDuration) {
+        match value {
+            Some(d) if d.0.is_zero() => self.err(path, "must be greater than 0"),
+            value => self.duration_at_most(path, value, limit),
+        }
+    }
+
+    /// A duration that may be zero but no more than `limit`.
+    fn duration_at_most(&mut self, path: String, value: Option<HumanDuration>, limit: MaxDuration) {
+        if value.is_some_and(|d| d.0 > limit.max) {
+            self.err(path, format!("must be at most {}", limit.text));
+        }
+    }
+
+    /// A number that must lie within `min..=max`.
+    fn number<N: PartialOrd + std::fmt::Display>(&mut self, path: String, value: Option<N>, min: N, max: N) {
+        match value {
+            Some(n) if n < min => self.err(path, format!("must be at least {min}")),
+            Some(n) if n > max => self.err(path, format!("must be at most {max}")),
+            _ => {}
+        }
+    }
+
     fn timeouts(&mut self, path: &str, timeouts: &Timeouts) {
         let fields = [
-            ("connect", timeouts.connect),
-            ("client", timeouts.client),
-            ("server", timeouts.server),
-            ("request_header", timeouts.request_header),
-            ("tunnel", timeouts.tunnel),
+            ("connect", timeouts.connect, HOUR),
+            ("client", timeouts.client, THIRTY_DAYS),
+            ("server", timeouts.server, THIRTY_DAYS),
+            ("request_header", timeouts.request_header, HOUR),
+            ("tunnel", timeouts.tunnel, THIRTY_DAYS),
         ];
-        for (key, value) in fields {
-            if value.is_some_and(|d| d.0.is_zero()) {
-                self.err(format!("{path}.{key}"), "must be greater than 0");
-            }
+        for (key, value, limit) in fields {
+            self.duration(format!("{path}.{key}"), value, limit);
         }
+        // 0 is meaningful here: exit without waiting.
+        self.duration_at_most(format!("{path}.drain"), timeouts.drain, DAY);
     }
 
     fn frontend(
@@ -221,33 +160,27 @@ impl Validator {
         backends: &HashMap<&str, &Backend>,
         binds: &mut HashMap<SocketAddr, String>,
     ) {
-        let list = frontend.bind.as_slice();
-        if list.is_empty() {
+        if frontend.bind.addrs().is_empty() {
             self.err(format!("{path}.bind"), "at least one address is required");
         }
-        for (j, bind) in list.iter().enumerate() {
-            let bind_path = match frontend.bind {
-                Binds::One(_) => format!("{path}.bind"),
-                Binds::Many(_) => format!("{path}.bind[{j}]"),
-            };
-            match parse_bind(bind) {
-                Ok(addr) => {
-                    if let Some(other) = binds.get(&addr) {
-                        self.err(&bind_path, format!("{addr} is already bound by {other}"));
-                    } else {
-                        binds.insert(addr, bind_path);
-                    }
-                }
-                Err(msg) => self.err(bind_path, msg),
+        for (j, &addr) in frontend.bind.addrs().iter().enumerate() {
+            let bind_path = frontend.bind.path(path, j);
+            if let Some(other) = binds.get(&addr) {
+                self.err(&bind_path, format!("{addr} is already bound by {other}"));
+            } else {
+                binds.insert(addr, bind_path);
             }
         }
-        if frontend.max_connections == Some(0) {
-            self.err(format!("{path}.max_connections"), "must be at least 1 (omit it for no limit)");
+        match frontend.max_connections {
+            Some(0) => self.err(format!("{path}.max_connections"), "must be at least 1 (omit it for no limit)"),
+            limit => self.number(format!("{path}.max_connections"), limit, 1, MAX_CONNECTIONS),
         }
         if let Some(limit) = frontend.max_header_bytes {
-            // hyper's HTTP/1 parser cannot enforce a head limit below 8 KiB.
-            if !(8192..=1 << 20).contains(&limit) {
-                self.err(format!("{path}.max_header_bytes"), "must be between 8192 and 1048576");
+            if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&limit) {
+                self.err(
+                    format!("{path}.max_header_bytes"),
+                    format!("must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
+                );
             }
         }
         self.timeouts(&format!("{path}.timeouts"), &frontend.timeouts);
@@ -286,6 +219,7 @@ impl Validator {
         }
     }
 
+    /// Method and header are checked as they are parsed; the rest here.
     fn route_match(&mut self, path: &str, m: &RouteMatch) {
         if let Some(host) = &m.host {
             let bare = host.strip_prefix("*.").unwrap_or(host);
@@ -300,49 +234,32 @@ impl Validator {
                 self.err(format!("{path}.{key}"), "must start with '/'");
             }
         }
-        if let Some(method) = &m.method {
-            if !is_token(method) {
-                self.err(format!("{path}.method"), format!("{method:?} is not an HTTP method"));
-            }
-        }
-        if let Some(header) = &m.header {
-            if !is_token(&header.name) {
-                self.err(format!("{path}.header.name"), format!("{:?} is not a valid header name", header.name));
-            }
-            if http::HeaderValue::from_str(&header.value).is_err() {
-                self.err(format!("{path}.header.value"), "contains characters a header value cannot hold");
-            }
-        }
     }
 
     fn backend(&mut self, path: &str, backend: &Backend) {
         self.timeouts(&format!("{path}.timeouts"), &backend.timeouts);
-        match (&backend.hash_key, backend.balance) {
-            (Some(_), balance) if balance != Balance::ConsistentHash => {
-                self.err(format!("{path}.hash_key"), "only applies to balance: consistent_hash");
-            }
-            (Some(key), _) => {
-                if let Err(msg) = parse_hash_key(key) {
-                    self.err(format!("{path}.hash_key"), msg);
-                }
-            }
-            (None, _) => {}
+        if backend.hash_key.is_some() && backend.balance != Balance::ConsistentHash {
+            self.err(format!("{path}.hash_key"), "only applies to balance: consistent_hash");
         }
-        if backend.retries.is_some_and(|r| r > MAX_RETRIES) {
-            self.err(format!("{path}.retries"), format!("at most {MAX_RETRIES}"));
-        }
+        self.number(format!("{path}.retries"), backend.retries, 0, MAX_RETRIES);
         self.unique_names(&format!("{path}.servers"), backend.servers.iter().map(|s| s.name.as_str()));
         for (j, server) in backend.servers.iter().enumerate() {
             let server_path = format!("{path}.servers[{j}]");
-            if let Err(msg) = resolve_address(&server.address) {
-                self.err(format!("{server_path}.address"), msg);
-            }
             if server.weight > MAX_WEIGHT {
                 self.err(
                     format!("{server_path}.weight"),
                     format!("{} is out of range 0..={MAX_WEIGHT}", server.weight),
                 );
             }
+            // 0 means unlimited.
+            self.number(format!("{server_path}.max_connections"), Some(server.max_connections), 0, MAX_CONNECTIONS);
+        }
+        let ring_weight: u64 = backend.servers.iter().map(|s| u64::from(s.weight)).sum();
+        if backend.balance == Balance::ConsistentHash && ring_weight > MAX_RING_WEIGHT {
+            self.err(
+                format!("{path}.servers"),
+                format!("consistent_hash: the weights add up to {ring_weight}; at most {MAX_RING_WEIGHT} (each unit is 400 ring points)"),
+            );
         }
         if let Some(check) = &backend.health_check {
             self.health_check(&format!("{path}.health_check"), check);
@@ -364,20 +281,10 @@ impl Validator {
         if check.path.as_ref().is_some_and(|p| !p.starts_with('/')) {
             self.err(format!("{path}.path"), "must start with '/'");
         }
-        if let Some(value) = &check.expect_status {
-            if let Err(msg) = parse_expect_status(value) {
-                self.err(format!("{path}.expect_status"), msg);
-            }
-        }
-        for (key, value) in [("interval", check.interval), ("timeout", check.timeout)] {
-            if value.is_some_and(|d| d.0.is_zero()) {
-                self.err(format!("{path}.{key}"), "must be greater than 0");
-            }
-        }
+        self.duration(format!("{path}.interval"), check.interval, DAY);
+        self.duration(format!("{path}.timeout"), check.timeout, HOUR);
         for (key, value) in [("rise", check.rise), ("fall", check.fall)] {
-            if value == Some(0) {
-                self.err(format!("{path}.{key}"), "must be at least 1");
-            }
+            self.number(format!("{path}.{key}"), value, 1, MAX_RISE_FALL);
         }
     }
 
@@ -389,17 +296,102 @@ impl Validator {
             }
             let Some(name) = &frontend.default_backend else { continue };
             let Some(backend) = backends.get(name.as_str()) else { continue };
-            if let Some(Ok(key)) = backend.hash_key.as_deref().map(parse_hash_key) {
-                if key.needs_http() {
-                    self.err(
-                        format!("frontends[{i}].default_backend"),
-                        format!(
-                            "backend {name:?} hashes on {:?}, which a tcp frontend does not have; use source_ip",
-                            backend.hash_key.as_deref().unwrap_or_default()
-                        ),
-                    );
+            if let Some(key) = backend.hash_key.as_ref().filter(|key| key.needs_http()) {
+                self.err(
+                    format!("frontends[{i}].default_backend"),
+                    format!("backend {name:?} hashes on \"{key}\", which a tcp frontend does not have; use source_ip"),
+                );
+            }
+        }
+    }
+
+    /// Resolves every server address, each distinct one once, into `Server::resolved`.
+    fn resolve_servers(&mut self, backends: &mut [Backend]) {
+        let mut seen: HashMap<String, Result<SocketAddr, String>> = HashMap::new();
+        for (i, backend) in backends.iter_mut().enumerate() {
+            for (j, server) in backend.servers.iter_mut().enumerate() {
+                let resolved =
+                    seen.entry(server.address.clone()).or_insert_with(|| resolve_address(&server.address)).clone();
+                match resolved {
+                    Ok(addr) if addr.port() == 0 => {
+                        self.err(format!("backends[{i}].servers[{j}].address"), "port 0 cannot be connected to");
+                    }
+                    Ok(addr) => server.resolved = Some(addr),
+                    Err(msg) => self.err(format!("backends[{i}].servers[{j}].address"), msg),
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "frontends:\n  - { name: web, bind: 127.0.0.1:8080, default_backend: app }\nbackends:\n  - name: app\n    servers: [{ name: a, address: 127.0.0.1:8001 }]\n";
+
+    fn issues(yaml: &str) -> Vec<String> {
+        let mut config = Config::parse_unvalidated(yaml).expect("parses");
+        validate(&mut config).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn validation_resolves_each_server_once_into_the_config() {
+        let mut config = Config::parse_unvalidated(BASE).unwrap();
+        assert_eq!(config.backends[0].servers[0].resolved_address(), None);
+        assert!(validate(&mut config).is_empty());
+        assert_eq!(config.backends[0].servers[0].resolved_address(), Some(SocketAddr::from(([127, 0, 0, 1], 8001))));
+    }
+
+    #[test]
+    fn numbers_have_upper_bounds() {
+        let cases = [
+            ("max_connections: 18446744073709551615", "frontends[0].max_connections: must be at most 10000000"),
+            ("max_connections: 0", "frontends[0].max_connections: must be at least 1"),
+        ];
+        for (key, expected) in cases {
+            let yaml = BASE.replace("default_backend: app }", &format!("default_backend: app, {key} }}"));
+            assert!(issues(&yaml).iter().any(|i| i.starts_with(expected)), "{key}: {:?}", issues(&yaml));
+        }
+        let server = BASE.replace("8001 }", "8001, max_connections: 10000001 }");
+        assert_eq!(issues(&server), ["backends[0].servers[0].max_connections: must be at most 10000000"]);
+        let heavy: String = (0..65)
+            .map(|i| format!("      - {{ name: s{i}, address: 127.0.0.1:{}, weight: 256 }}\n", 9000 + i))
+            .collect();
+        let ring = format!(
+            "{}    balance: consistent_hash\n    servers:\n{heavy}",
+            BASE.split("    servers:").next().unwrap()
+        );
+        assert_eq!(
+            issues(&ring),
+            ["backends[0].servers: consistent_hash: the weights add up to 16640; at most 16384 (each unit is 400 ring points)"]
+        );
+        let check = format!("{BASE}    health_check: {{ rise: 101, fall: 0 }}\n");
+        assert_eq!(
+            issues(&check),
+            ["backends[0].health_check.rise: must be at most 100", "backends[0].health_check.fall: must be at least 1"]
+        );
+    }
+
+    #[test]
+    fn durations_have_upper_bounds() {
+        let yaml = format!("timeouts: {{ client: 400000000000y, connect: 2h, drain: 0s, tunnel: 30d }}\n{BASE}");
+        assert_eq!(issues(&yaml), ["timeouts.connect: must be at most 1h", "timeouts.client: must be at most 30d"]);
+        let check = format!("{BASE}    health_check: {{ interval: 2d, timeout: 0s }}\n");
+        assert_eq!(
+            issues(&check),
+            [
+                "backends[0].health_check.interval: must be at most 1d",
+                "backends[0].health_check.timeout: must be greater than 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn server_port_zero_is_rejected() {
+        assert_eq!(
+            issues(&BASE.replace(":8001", ":0")),
+            ["backends[0].servers[0].address: port 0 cannot be connected to"]
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The rise/fall state machine of one server. Only its health task owns one; the
-//! data path sees the verdict through [`ServerState::set_up`](crate::cluster::ServerState::set_up).
+//! data path sees the verdict through [`ServerState::set_up`](crate::upstream::ServerState::set_up).
 
 /// Consecutive probe results turned into an up/down verdict, HAProxy-style: an up
 /// server goes down after `fall` failures in a row, a down one comes up after `rise`

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub use machine::RiseFall;
 pub use probe::{Probe, ProbeError};
 
-use crate::cluster::{CheckSpec, ServerKey, ServerState, Snapshot};
+use crate::cluster::{CheckSpec, Snapshot};
+use crate::upstream::{ServerKey, ServerState};
 
 /// The running health tasks, by server.
 #[derive(Debug, Default)]

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::machine::RiseFall;
 use super::probe::Probe;
-use crate::cluster::{unix_ms, CheckResult, CheckSpec, ServerKey, ServerState};
+use crate::cluster::CheckSpec;
+use crate::upstream::{unix_ms, CheckResult, ServerKey, ServerState};
 
 /// Probes `state`'s server per `spec` until `stop` is cancelled.
 ///

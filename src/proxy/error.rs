@@ -22,6 +22,9 @@ pub enum ProxyError {
         #[source]
         source: hyper::Error,
     },
+    /// The request's Host is missing (HTTP/1.1), repeated or invalid (RFC 9112 section 3.2).
+    #[error(transparent)]
+    BadHost(#[from] crate::proxy::http::HostError),
     /// No route matched and the frontend has no default backend.
     #[error("no route matches and there is no default backend")]
     NoRoute,
@@ -81,7 +84,9 @@ impl ProxyError {
     /// The status a client gets for this failure: the single mapping of errors to codes.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::AmbiguousFraming | ProxyError::ClientBody { timed_out: false, .. } => StatusCode::BAD_REQUEST,
+            ProxyError::AmbiguousFraming | ProxyError::BadHost(_) | ProxyError::ClientBody { timed_out: false, .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::ClientBody { timed_out: true, .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoRoute | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::ServerClosed { .. } => {
@@ -100,6 +105,6 @@ impl ProxyError {
     /// True when the client connection must close after the error response: what
     /// follows on it cannot be trusted to start a new request.
     pub fn closes_connection(&self) -> bool {
-        matches!(self, ProxyError::AmbiguousFraming | ProxyError::ClientBody { .. })
+        matches!(self, ProxyError::AmbiguousFraming | ProxyError::BadHost(_) | ProxyError::ClientBody { .. })
     }
 }

@@ -4,7 +4,7 @@ pub mod connect;
 pub mod copy;
 pub mod error;
 pub mod http;
-pub mod route;
+pub mod retry;
 pub mod tcp;
 
 pub use error::ProxyError;

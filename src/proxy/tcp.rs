@@ -7,28 +7,42 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use super::connect::connect_with_retries;
+use super::connect::connect_server;
 use super::copy::{pipe_tcp, Counted, Idle};
-use crate::balance::{hash_key, Tried};
+use super::retry::{on_servers, Attempt};
+use crate::balance::hash_key;
 use crate::cluster::Frontend;
 use crate::config::HashKey;
+use crate::log_limit::LogLimit;
+
+/// Sessions closed for want of a server, across every tcp frontend.
+static NO_SERVER: LogLimit = LogLimit::per_second();
 
 /// Proxies one accepted client connection of a tcp frontend.
 pub async fn serve(frontend: Arc<Frontend>, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
     let Some(backend) = frontend.default_backend.as_ref() else {
-        tracing::warn!(frontend = %frontend.name, %peer, "no backend; closing");
+        if let Some(repeats) = NO_SERVER.check() {
+            tracing::warn!(frontend = %frontend.name, %peer, "no backend; closing{repeats}");
+        }
         return;
     };
     let key = match backend.hash_key {
         Some(HashKey::SourceIp) => Some(hash_ip(peer)),
         _ => None,
     };
-    let mut tried = Tried::default();
-    let (index, upstream) = match connect_with_retries(backend, key, &mut tried).await {
+    let connect = |member, ()| async move {
+        match connect_server(member, backend.timeouts.connect).await {
+            Ok(stream) => Attempt::Done(stream),
+            Err(err) => Attempt::Retry(err, ()),
+        }
+    };
+    let (index, upstream) = match on_servers(backend, key, (), connect).await {
         Ok(found) => found,
         Err(err) => {
-            tracing::warn!(frontend = %frontend.name, backend = %backend.name, %peer, error = %err, "closing client: no server reachable");
+            if let Some(repeats) = NO_SERVER.check() {
+                tracing::warn!(frontend = %frontend.name, backend = %backend.name, %peer, error = %err, "closing client: no server reachable{repeats}");
+            }
             return;
         }
     };

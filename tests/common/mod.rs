@@ -221,7 +221,8 @@ pub async fn slow_http(delay: std::time::Duration) -> SocketAddr {
 pub async fn start_file(yaml: &str) -> (Instance, tempfile::NamedTempFile) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), yaml).unwrap();
-    let instance = Instance::start_from_file(file.path()).await.expect("fulcrum starts");
+    let instance =
+        Instance::start_from_file(file.path(), fulcrum::workers::Workers::none()).await.expect("fulcrum starts");
     (instance, file)
 }
 
@@ -373,4 +374,21 @@ pub async fn exit_status(mut child: std::process::Child) -> std::process::ExitSt
 /// The path of `tool` on PATH, if installed.
 pub fn which(tool: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(tool)).find(|p| p.is_file()))
+}
+
+/// True when the tests run under CI (`CI` set, as `.ci/run` does, and not "0" or "false").
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// The path of `tool`, needed by the check `what`. Missing on a developer's machine:
+/// `None` with a note, and the caller skips the check. Missing under CI (which
+/// installs it, see `.ci/run`): a panic, so a check never passes without running.
+pub fn require_tool(tool: &str, what: &str) -> Option<std::path::PathBuf> {
+    if let Some(path) = which(tool) {
+        return Some(path);
+    }
+    assert!(!under_ci(), "{tool} is not installed, and CI is set: {what} must run there (.ci/run installs {tool})");
+    println!("{tool} not installed; {what} skipped (CI installs it)");
+    None
 }

@@ -15,7 +15,7 @@ use super::access_log::AccessRecord;
 use super::client_state::OpenRequest;
 use super::request_body::RequestBody;
 use super::stall::StallTimer;
-use crate::cluster::{ActiveGuard, ServerState};
+use crate::upstream::{ActiveGuard, ServerState, Worker};
 
 /// A response body on its way to the client.
 #[derive(Debug)]
@@ -86,7 +86,7 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
-    release: Option<(SendRequest<RequestBody>, Arc<ServerState>)>,
+    release: Option<(SendRequest<RequestBody>, Arc<ServerState>, Worker)>,
     _active: Option<ActiveGuard>,
     /// The access-log line, written when this body is dropped.
     access: Option<Box<AccessRecord>>,
@@ -106,13 +106,14 @@ impl UpstreamBody {
         inner: Incoming,
         sender: SendRequest<RequestBody>,
         server: Arc<ServerState>,
+        worker: Worker,
         active: ActiveGuard,
         access: Option<Box<AccessRecord>>,
         idle_limit: Duration,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
-            release: Some((sender, server)),
+            release: Some((sender, server, worker)),
             _active: Some(active),
             access,
             stall: StallTimer::new(idle_limit),
@@ -129,8 +130,8 @@ impl UpstreamBody {
         if let Some(access) = &mut self.access {
             access.complete = true;
         }
-        if let Some((sender, server)) = self.release.take() {
-            server.pool.put(sender);
+        if let Some((sender, server, worker)) = self.release.take() {
+            server.pool.put(worker, sender);
         }
     }
 }

@@ -7,8 +7,8 @@ mod client_state;
 mod client_timer;
 mod framing;
 mod headers;
+mod host;
 mod io;
-mod pool;
 mod reply;
 mod request_body;
 mod service;
@@ -20,66 +20,34 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use pool::{Pool, IDLE_TIMEOUT};
+pub use host::{request_authority, HostError, InvalidAuthority, RequestAuthority};
 pub use request_body::RequestBody;
 
-use crate::cluster::Frontend;
+use crate::cluster::{Frontend, LiveFrontend};
+use crate::upstream::Worker;
 use io::ClientIo;
 use service::ConnContext;
 
-/// hyper refuses read buffers smaller than this.
-const MIN_HEAD_BUFFER: usize = 8192;
-
-/// Concurrent streams an h2c client may open (HAProxy's default too).
-const H2_MAX_STREAMS: u32 = 100;
-
-/// Receive window per h2c stream (the protocol's default size): what a stream may
-/// have buffered here unread, so the connection's worst case is 6.4 MiB.
-const H2_STREAM_WINDOW: u32 = 64 * 1024;
-
-/// hyper's server settings for an http frontend, built once per snapshot (a
-/// connection borrows them instead of carrying its own copy).
-pub type ServerSettings = auto::Builder<TokioExecutor>;
-
-/// The server settings of an http frontend accepting heads up to `max_header_bytes`.
-pub fn server_settings(max_header_bytes: usize) -> ServerSettings {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // A client may send its request and shut down its write side (`nc`, some
-        // health checkers): still answer, as HAProxy does without `abortonclose`.
-        .half_close(true)
-        .timer(TokioTimer::new())
-        // ClientIo enforces `request_header` itself, and `client` between requests,
-        // which hyper's single head timer cannot tell apart.
-        .header_read_timeout(None)
-        .max_buf_size(max_header_bytes.max(MIN_HEAD_BUFFER));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_header_bytes.try_into().unwrap_or(u32::MAX))
-        // The connection window covers every stream's: a stream whose server is slow
-        // to take its upload cannot use up the window the others need to send theirs.
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_STREAM_WINDOW * H2_MAX_STREAMS);
-    builder
-}
-
 /// Serves one client connection of an http frontend until it closes, or until
-/// `shutdown` asks it to finish politely (HTTP/1.1 `Connection: close`, h2 GOAWAY).
+/// `stop` asks it to finish politely (HTTP/1.1 `Connection: close`, h2 GOAWAY):
+/// at shutdown, or when a reload removed the listener.
+///
+/// The connection's own limits (head and idle timeouts, head size) are those of
+/// the frontend it was accepted on; each request is routed and forwarded by the
+/// frontend `live` holds when its head arrives.
 pub async fn serve(
-    frontend: Arc<Frontend>,
+    live: LiveFrontend,
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    shutdown: CancellationToken,
+    worker: Worker,
+    stop: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let frontend = live.load_full();
     let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend), peer) {
         Ok(pair) => pair,
         Err(err) => {
@@ -91,13 +59,13 @@ pub async fn serve(
         tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
         return;
     };
-    let ctx = Arc::new(ConnContext::new(Arc::clone(&frontend), peer, handle.clone(), tasks));
+    let ctx = Arc::new(ConnContext::new(live, Arc::clone(&frontend), peer, worker, handle.clone(), tasks));
     let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        _ = shutdown.cancelled() => {
+        _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -17,24 +17,36 @@ use super::access_log::AccessRecord;
 use super::body::{ResponseBody, UpstreamBody};
 use super::client_state::ClientHandle;
 use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade};
+use super::host::request_authority;
 use super::reply::error_response;
 use super::request_body::RequestBody;
 use super::tunnel;
 use super::upstream::{forward, Exchange};
 use crate::balance::hash_key;
-use crate::cluster::{Backend, Frontend};
-use crate::config::HashKey;
-use crate::proxy::route::RequestFacts;
+use crate::cluster::route::RequestFacts;
+use crate::cluster::{Backend, Frontend, LiveFrontend};
+use crate::config::{HashKey, Mode};
+use crate::log_limit::LogLimit;
 use crate::proxy::tcp::hash_ip;
 use crate::proxy::ProxyError;
+use crate::upstream::Worker;
+
+/// Requests answered with a balancer-made error, across every connection.
+static REQUEST_FAILED: LogLimit = LogLimit::per_second();
 
 /// Per-connection context shared by the requests of one client connection.
 #[derive(Debug)]
 pub struct ConnContext {
-    /// The frontend this connection was accepted on (fixed for its lifetime).
-    pub frontend: Arc<Frontend>,
+    /// The frontend as the listener serves it now: each request loads the current
+    /// one, so a reload reaches kept-alive and h2c connections at their next request.
+    live: LiveFrontend,
+    /// The frontend the connection was accepted on, used should a reload turn the
+    /// listener into a tcp frontend under it.
+    accepted: Arc<Frontend>,
     /// The client address.
     pub peer: SocketAddr,
+    /// The worker thread serving this connection (for the server connection pools).
+    worker: Worker,
     /// The client IP as a header value, formatted at the connection's first request.
     client_ip: OnceLock<HeaderValue>,
     /// Where upgraded tunnels run, so a drain waits for them too.
@@ -45,10 +57,26 @@ pub struct ConnContext {
     requests: AtomicU64,
 }
 
+/// One request as the service sees it: the snapshot's frontend current when its
+/// head arrived, kept until the request ends.
+struct Current {
+    frontend: Arc<Frontend>,
+    /// The listener no longer serves HTTP: answer this request and close.
+    closing: bool,
+    started: Instant,
+}
+
 impl ConnContext {
-    /// Context for a new connection from `peer`.
-    pub fn new(frontend: Arc<Frontend>, peer: SocketAddr, client: ClientHandle, tasks: TaskTracker) -> Self {
-        Self { frontend, peer, client_ip: OnceLock::new(), tasks, client, requests: AtomicU64::new(0) }
+    /// Context for a new connection from `peer`, accepted on `accepted`.
+    pub fn new(
+        live: LiveFrontend,
+        accepted: Arc<Frontend>,
+        peer: SocketAddr,
+        worker: Worker,
+        client: ClientHandle,
+        tasks: TaskTracker,
+    ) -> Self {
+        Self { live, accepted, peer, worker, client_ip: OnceLock::new(), tasks, client, requests: AtomicU64::new(0) }
     }
 
     /// Handles one request; never fails (errors become responses).
@@ -59,62 +87,46 @@ impl ConnContext {
         Ok(response)
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    /// The frontend this request is served by: the listener's current one.
+    fn current(&self) -> Current {
+        let frontend = self.live.load_full();
         let started = Instant::now();
-        let frontend = &self.frontend;
-        frontend.stats.http_requests.fetch_add(1, Relaxed);
-        // hyper delivers an HTTP/1.1 connection's requests in order, one at a time.
-        let index = self.requests.fetch_add(1, Relaxed);
-        if self.client.is_ambiguous(index) {
-            return self.fail(None, ProxyError::AmbiguousFraming, &req, started);
-        }
-        let Some(backend) = self.route(&req) else {
-            return self.fail(None, ProxyError::NoRoute, &req, started);
-        };
-        let key = backend.hash_key.as_ref().and_then(|k| self.hash(k, &req));
-        let method = req.method().clone();
-        let path = req.uri().path_and_query().cloned();
-        let (request, client_upgrade) = self.prepare(req);
-        match forward(backend, key, request).await {
-            Ok(exchange) => self.relay(backend, exchange, client_upgrade, Forwarded { started, method, path }),
-            Err(err) => {
-                tracing::warn!(frontend = %frontend.name, backend = %backend.name, client = %self.peer, error = %err, "request failed");
-                let status = err.status();
-                if matches!(err, ProxyError::ClientBody { timed_out: true, .. }) {
-                    frontend.stats.client_timeouts.body.fetch_add(1, Relaxed);
-                }
-                self.count(Some(backend), status.as_u16());
-                backend.stats.response_duration.observe(started.elapsed().as_secs_f64());
-                let record = AccessRecord::start(
-                    &self.frontend,
-                    self.peer,
-                    Some(backend),
-                    None,
-                    &method,
-                    path.as_ref(),
-                    status.as_u16(),
-                    started,
-                );
-                drop(record);
-                error_response(status, err.closes_connection())
-            }
+        if frontend.mode == Mode::Http {
+            Current { frontend, closing: false, started }
+        } else {
+            Current { frontend: Arc::clone(&self.accepted), closing: true, started }
         }
     }
 
-    fn route(&self, req: &Request<Incoming>) -> Option<&Arc<Backend>> {
-        let frontend = &self.frontend;
-        if !frontend.routes.is_empty() {
-            let facts = RequestFacts {
-                method: req.method(),
-                host: request_host(req),
-                path: req.uri().path(),
-                headers: req.headers(),
-            };
-            if let Some(backend) = frontend.routes.find(&facts) {
-                return Some(backend);
-            }
+    async fn answer(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let now = self.current();
+        now.frontend.stats.http_requests.fetch_add(1, Relaxed);
+        // hyper delivers an HTTP/1.1 connection's requests in order, one at a time.
+        let index = self.requests.fetch_add(1, Relaxed);
+        if self.client.is_ambiguous(index) {
+            return self.fail(&now, None, ProxyError::AmbiguousFraming, req.method(), req.uri().path_and_query());
         }
-        frontend.default_backend.as_ref()
+        let authority = match request_authority(&req) {
+            Ok(authority) => authority,
+            Err(err) => return self.fail(&now, None, err.into(), req.method(), req.uri().path_and_query()),
+        };
+        let Some(backend) = route(&now.frontend, &req, authority.map(|a| a.host)) else {
+            return self.fail(&now, None, ProxyError::NoRoute, req.method(), req.uri().path_and_query());
+        };
+        let backend = Arc::clone(backend);
+        let host = authority.and_then(|a| a.host_to_send());
+        let key = backend.hash_key.as_ref().and_then(|k| self.hash(k, &req));
+        let method = req.method().clone();
+        let path = req.uri().path_and_query().cloned();
+        let (request, client_upgrade) = self.prepare(&now.frontend, req, host);
+        let mut response = match forward(&backend, key, request, self.worker).await {
+            Ok(exchange) => self.relay(&now, &backend, exchange, client_upgrade, method, path),
+            Err(err) => self.fail(&now, Some(&backend), err, &method, path.as_ref()),
+        };
+        if now.closing {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 
     /// The hash of the request's key; `None` when the request lacks it (the
@@ -124,22 +136,25 @@ impl ConnContext {
             HashKey::SourceIp => Some(hash_ip(self.peer)),
             HashKey::Uri => Some(hash_key(req.uri().path_and_query().map_or(b"/", |pq| pq.as_str().as_bytes()))),
             HashKey::Path => Some(hash_key(req.uri().path().as_bytes())),
-            HashKey::Header(name) => req.headers().get(name.as_str()).map(|v| hash_key(v.as_bytes())),
+            HashKey::Header(name) => req.headers().get(name).map(|v| hash_key(v.as_bytes())),
             HashKey::Cookie(name) => cookie(req.headers(), name).map(hash_key),
         }
     }
 
     /// Rewrites the client's request for the server: origin-form URI, HTTP/1.1,
-    /// Host present, hop-by-hop headers out, forwarding headers in.
-    fn prepare(&self, mut req: Request<Incoming>) -> (Request<RequestBody>, Option<hyper::upgrade::OnUpgrade>) {
+    /// Host set to `host` when the request target's authority overrides the client's
+    /// (h2 `:authority`, absolute-form), hop-by-hop headers out, forwarding headers in.
+    fn prepare(
+        &self,
+        frontend: &Frontend,
+        mut req: Request<Incoming>,
+        host: Option<HeaderValue>,
+    ) -> (Request<RequestBody>, Option<hyper::upgrade::OnUpgrade>) {
         let upgrading = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        // h2 requests carry the host in the URI authority; HTTP/1.1 servers want a Host header.
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(value) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-                parts.headers.insert(header::HOST, value);
-            }
+        if let Some(host) = host {
+            parts.headers.insert(header::HOST, host);
         }
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
             let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -152,40 +167,41 @@ impl ConnContext {
             HeaderValue::from_str(&self.peer.ip().to_string()).expect("an IP address is a valid header value")
         });
         add_forwarding(&mut parts.headers, client_ip, host.as_ref());
-        (Request::from_parts(parts, RequestBody::client(body, self.frontend.timeouts.client)), client_upgrade)
+        (Request::from_parts(parts, RequestBody::client(body, frontend.timeouts.client)), client_upgrade)
     }
 
     /// Turns the server's response into the client's.
     fn relay(
         &self,
+        now: &Current,
         backend: &Arc<Backend>,
         exchange: Exchange,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        forwarded: Forwarded,
+        method: http::Method,
+        path: Option<PathAndQuery>,
     ) -> Response<ResponseBody> {
         let Exchange { mut response, sender, server, active } = exchange;
-        let Forwarded { started, method, path } = forwarded;
         let member = &backend.members[server];
         let status = response.status();
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = now.started.elapsed().as_secs_f64();
         backend.stats.response_duration.observe(elapsed);
         member.state.response_duration.observe(elapsed);
-        self.count(Some(backend), status.as_u16());
+        count(&now.frontend, Some(backend), status.as_u16());
         let record = AccessRecord::start(
-            &self.frontend,
+            &now.frontend,
             self.peer,
             Some(backend),
             Some(server),
             &method,
             path.as_ref(),
             status.as_u16(),
-            started,
+            now.started,
         );
         if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let server_upgrade = hyper::upgrade::on(&mut response);
                 self.client.upgraded();
-                tunnel::spawn(&self.tasks, Arc::clone(&self.frontend), client_upgrade, server_upgrade, sender, active);
+                tunnel::spawn(&self.tasks, Arc::clone(&now.frontend), client_upgrade, server_upgrade, sender, active);
                 strip_hop_by_hop(response.headers_mut(), true);
                 drop(record);
                 return response.map(|_| ResponseBody::empty());
@@ -194,51 +210,61 @@ impl ConnContext {
         strip_hop_by_hop(response.headers_mut(), false);
         let state = Arc::clone(&member.state);
         let idle_limit = backend.timeouts.server;
-        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, sender, state, active, record, idle_limit)))
+        let worker = self.worker;
+        response.map(|body| {
+            ResponseBody::Upstream(UpstreamBody::new(body, sender, state, worker, active, record, idle_limit))
+        })
     }
 
+    /// The one place a request that gets no server response is counted, logged and
+    /// answered with a balancer-made status.
     fn fail(
         &self,
+        now: &Current,
         backend: Option<&Arc<Backend>>,
         err: ProxyError,
-        req: &Request<Incoming>,
-        started: Instant,
+        method: &http::Method,
+        path: Option<&PathAndQuery>,
     ) -> Response<ResponseBody> {
+        let frontend = &now.frontend;
         let status = err.status();
-        tracing::warn!(frontend = %self.frontend.name, client = %self.peer, error = %err, "request refused");
-        self.count(backend, status.as_u16());
-        let record = AccessRecord::start(
-            &self.frontend,
-            self.peer,
-            backend,
-            None,
-            req.method(),
-            req.uri().path_and_query(),
-            status.as_u16(),
-            started,
-        );
+        if matches!(err, ProxyError::ClientBody { timed_out: true, .. }) {
+            frontend.stats.client_timeouts.body.fetch_add(1, Relaxed);
+        }
+        if let Some(backend) = backend {
+            backend.stats.response_duration.observe(now.started.elapsed().as_secs_f64());
+        }
+        // Counted always; logged at most once a second (a dead server or a flood of
+        // bad requests would otherwise write a line per request).
+        if let Some(repeats) = REQUEST_FAILED.check() {
+            let backend = backend.map_or("-", |b| b.name.as_str());
+            tracing::warn!(frontend = %frontend.name, backend, client = %self.peer, status = status.as_u16(), error = %err, "request failed{repeats}");
+        }
+        count(frontend, backend, status.as_u16());
+        let record =
+            AccessRecord::start(frontend, self.peer, backend, None, method, path, status.as_u16(), now.started);
         drop(record);
         error_response(status, err.closes_connection())
     }
+}
 
-    fn count(&self, backend: Option<&Arc<Backend>>, code: u16) {
-        self.frontend.stats.count_response(code);
-        if let Some(backend) = backend {
-            backend.stats.count_response(code);
+/// The backend a request for `host` goes to: the first matching route's, else the default.
+fn route<'f>(frontend: &'f Frontend, req: &Request<Incoming>, host: Option<&str>) -> Option<&'f Arc<Backend>> {
+    if !frontend.routes.is_empty() {
+        let facts = RequestFacts { method: req.method(), host, path: req.uri().path(), headers: req.headers() };
+        if let Some(backend) = frontend.routes.find(&facts) {
+            return Some(backend);
         }
     }
+    frontend.default_backend.as_ref()
 }
 
-/// What the service keeps of a request while a server answers it.
-struct Forwarded {
-    started: Instant,
-    method: http::Method,
-    path: Option<PathAndQuery>,
-}
-
-/// The host a request is for: the Host header, else the URI authority (h2).
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().authority().map(|a| a.as_str()))
+/// Counts a response sent to the client, on the frontend and its backend.
+fn count(frontend: &Frontend, backend: Option<&Arc<Backend>>, code: u16) {
+    frontend.stats.count_response(code);
+    if let Some(backend) = backend {
+        backend.stats.count_response(code);
+    }
 }
 
 /// The value of cookie `name` from the request's Cookie header(s).

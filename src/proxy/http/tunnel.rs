@@ -9,8 +9,9 @@ use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use super::request_body::RequestBody;
-use crate::cluster::{ActiveGuard, Frontend};
+use crate::cluster::Frontend;
 use crate::proxy::copy::{pipe_io, Counted, Idle};
+use crate::upstream::ActiveGuard;
 
 /// Runs the tunnel in its own task, so the 101 reaches the client first.
 pub fn spawn(

@@ -12,10 +12,12 @@ use hyper_util::rt::TokioIo;
 
 use super::client_timer::ClientTimedOut;
 use super::request_body::RequestBody;
-use crate::balance::{Member, Tried};
-use crate::cluster::{ActiveGuard, Backend};
+use crate::balance::Member;
+use crate::cluster::Backend;
 use crate::proxy::connect::connect_server;
+use crate::proxy::retry::{on_servers, Attempt};
 use crate::proxy::ProxyError;
+use crate::upstream::{ActiveGuard, Pooled, Worker};
 
 /// A response head from a server, with what the body needs to finish the exchange.
 pub struct Exchange {
@@ -40,28 +42,19 @@ enum Failure {
 pub async fn forward(
     backend: &Backend,
     key: Option<u64>,
-    mut req: Request<RequestBody>,
+    req: Request<RequestBody>,
+    worker: Worker,
 ) -> Result<Exchange, ProxyError> {
     let replayable = is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
-    let mut tried = Tried::default();
-    let mut last_error = None;
-    for attempt in 0..=backend.retries {
-        let Some((index, member)) = backend.pick(key, &tried) else { break };
-        if attempt > 0 {
-            backend.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (server, (response, sender, active)) = on_servers(backend, key, req, |member, req| async move {
+        match exchange(backend, member, req, replayable, worker).await {
+            Ok(sent) => Attempt::Done(sent),
+            Err(Failure::Connect(err, unsent)) => Attempt::Retry(err, *unsent),
+            Err(Failure::Sent(err)) => Attempt::Fail(err),
         }
-        tried.insert(index);
-        match exchange(backend, member, req, replayable).await {
-            Ok((response, sender, active)) => return Ok(Exchange { response, sender, server: index, active }),
-            Err(Failure::Connect(err, unsent)) => {
-                tracing::warn!(backend = %backend.name, server = %member.name, error = %err, "connect failed; trying another server");
-                req = *unsent;
-                last_error = Some(err);
-            }
-            Err(Failure::Sent(err)) => return Err(err),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| ProxyError::NoServer { backend: backend.name.clone() }))
+    })
+    .await?;
+    Ok(Exchange { response, sender, server, active })
 }
 
 type Sent = (Response<Incoming>, SendRequest<RequestBody>, ActiveGuard);
@@ -71,9 +64,10 @@ async fn exchange(
     member: &Member,
     mut req: Request<RequestBody>,
     replayable: bool,
+    worker: Worker,
 ) -> Result<Sent, Failure> {
     let active = member.state.track_request();
-    if let Some(sender) = member.state.pool.take() {
+    if let Some(sender) = member.state.pool.take::<SendRequest<RequestBody>>(worker) {
         // A replay copy only for requests that may be sent twice (no body, idempotent).
         let spare = replayable.then(|| replay_copy(&req));
         match send(backend, member, sender, req).await {
@@ -176,4 +170,13 @@ fn replay_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     copy
+}
+
+impl Pooled for SendRequest<RequestBody> {
+    fn is_ready(&self) -> bool {
+        SendRequest::is_ready(self)
+    }
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
+    }
 }

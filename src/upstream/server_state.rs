@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{Histogram, HistogramOpts};
 
-use crate::proxy::http::Pool;
+use super::PoolSlot;
 
 /// Identity of a server across reloads: a reload that keeps all three keeps the state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,7 +44,7 @@ pub struct ServerState {
     /// Unix time (ms) of the last up<->down transition, or of creation.
     pub last_change_ms: AtomicU64,
     /// Idle keep-alive HTTP connections to the server.
-    pub pool: Pool,
+    pub pool: PoolSlot,
     /// Request start to response head, for requests this server answered.
     pub response_duration: Histogram,
     /// Health probes run.
@@ -68,6 +68,10 @@ pub struct CheckResult {
     pub duration: Duration,
 }
 
+/// Upper bounds of the response-duration histogram, in seconds.
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 /// Buckets of the health-check duration histogram, in seconds.
 const CHECK_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
@@ -86,7 +90,7 @@ impl ServerState {
         )
         .const_label("backend", key.backend.as_str())
         .const_label("server", key.server.as_str())
-        .buckets(super::DURATION_BUCKETS.to_vec());
+        .buckets(DURATION_BUCKETS.to_vec());
         let response_duration = Histogram::with_opts(opts).expect("static histogram options are valid");
         Arc::new(Self {
             key,
@@ -98,7 +102,7 @@ impl ServerState {
             check_failures: AtomicU64::new(0),
             state_changes: AtomicU64::new(0),
             last_change_ms: AtomicU64::new(unix_ms()),
-            pool: Pool::default(),
+            pool: PoolSlot::default(),
             response_duration,
             checks_total: AtomicU64::new(0),
             check_duration,
@@ -129,7 +133,7 @@ impl ServerState {
         if !result.ok {
             self.check_failures.fetch_add(1, Relaxed);
         }
-        *self.last_check.lock().expect("last check poisoned") = Some(result);
+        *self.last_check.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
     }
 
     /// Open connections right now.

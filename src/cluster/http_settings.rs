@@ -1,0 +1,44 @@
+//! hyper's server settings for an http frontend: part of the compiled frontend,
+//! built once per snapshot so a connection borrows them instead of building its own.
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+/// hyper refuses read buffers smaller than this.
+const MIN_HEAD_BUFFER: usize = 8192;
+
+/// Concurrent streams an h2c client may open (HAProxy's default too).
+const H2_MAX_STREAMS: u32 = 100;
+
+/// Receive window per h2c stream (the protocol's default size): what a stream may
+/// have buffered here unread, so the connection's worst case is 6.4 MiB.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+
+/// hyper's server settings for an http frontend, built once per snapshot (a
+/// connection borrows them instead of carrying its own copy).
+pub type ServerSettings = auto::Builder<TokioExecutor>;
+
+/// The server settings of an http frontend accepting heads up to `max_header_bytes`.
+pub fn server_settings(max_header_bytes: usize) -> ServerSettings {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        // A client may send its request and shut down its write side (`nc`, some
+        // health checkers): still answer, as HAProxy does without `abortonclose`.
+        .half_close(true)
+        .timer(TokioTimer::new())
+        // ClientIo enforces `request_header` itself, and `client` between requests,
+        // which hyper's single head timer cannot tell apart.
+        .header_read_timeout(None)
+        .max_buf_size(max_header_bytes.max(MIN_HEAD_BUFFER));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header_bytes.try_into().unwrap_or(u32::MAX))
+        // The connection window covers every stream's: a stream whose server is slow
+        // to take its upload cannot use up the window the others need to send theirs.
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_STREAM_WINDOW * H2_MAX_STREAMS);
+    builder
+}

@@ -1,0 +1,117 @@
+//! What is running now, as the instance publishes it: the current snapshot, the
+//! outcome of reloads and whether a drain started. The instance writes it; the
+//! admin listener reads it through [`LiveView`], which can change nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use super::Snapshot;
+
+/// Reload outcome counters (the `fulcrum_config_*` metrics).
+#[derive(Debug)]
+pub struct ReloadStats {
+    /// Applied reloads.
+    pub succeeded: AtomicU64,
+    /// Rejected reloads.
+    pub failed: AtomicU64,
+    /// Whether the most recent reload applied (true before any reload).
+    pub last_ok: AtomicBool,
+    /// Errors of the last failed reload, for the status page.
+    last_errors: Mutex<Vec<String>>,
+}
+
+impl Default for ReloadStats {
+    fn default() -> Self {
+        ReloadStats {
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_ok: AtomicBool::new(true),
+            last_errors: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl ReloadStats {
+    /// Records an applied reload.
+    pub fn record_success(&self) {
+        self.succeeded.fetch_add(1, Relaxed);
+        self.last_ok.store(true, Relaxed);
+        self.errors().clear();
+    }
+
+    /// Records a rejected reload and why.
+    pub fn record_failure(&self, errors: Vec<String>) {
+        self.failed.fetch_add(1, Relaxed);
+        self.last_ok.store(false, Relaxed);
+        *self.errors() = errors;
+    }
+
+    /// Errors of the last failed reload (empty after a success).
+    pub fn last_errors(&self) -> Vec<String> {
+        self.errors().clone()
+    }
+
+    fn errors(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        // Only whole vectors are ever stored: a poisoned lock still holds a valid one.
+        self.last_errors.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The running state published by the instance.
+#[derive(Debug)]
+pub struct Live {
+    /// The cluster view every new connection and request loads.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Reload outcomes.
+    pub reloads: ReloadStats,
+    /// True once shutdown started (`/healthz` answers 503).
+    pub draining: AtomicBool,
+    /// Cancelled when the drain has finished: the admin listener stops last.
+    pub finished: CancellationToken,
+}
+
+impl Live {
+    /// Publishes `first` as the running snapshot.
+    pub fn new(first: Snapshot) -> Self {
+        Live {
+            snapshot: ArcSwap::from_pointee(first),
+            reloads: ReloadStats::default(),
+            draining: AtomicBool::new(false),
+            finished: CancellationToken::new(),
+        }
+    }
+}
+
+/// A read-only view of [`Live`], for the admin listener.
+#[derive(Debug, Clone)]
+pub struct LiveView(Arc<Live>);
+
+impl LiveView {
+    /// A view of `live`.
+    pub fn new(live: Arc<Live>) -> Self {
+        LiveView(live)
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.0.snapshot.load_full()
+    }
+
+    /// Reload outcomes so far.
+    pub fn reloads(&self) -> &ReloadStats {
+        &self.0.reloads
+    }
+
+    /// True once a graceful shutdown started.
+    pub fn draining(&self) -> bool {
+        self.0.draining.load(Relaxed)
+    }
+
+    /// Resolves when the drain has finished.
+    pub fn finished(&self) -> WaitForCancellationFuture<'_> {
+        self.0.finished.cancelled()
+    }
+}

@@ -1,0 +1,9 @@
+//! Upstream state: what Fulcrum keeps per server across snapshots — health,
+//! counters and idle keep-alive connections. It sits below balancing and the
+//! cluster view, which read it, and knows nothing of either.
+
+mod pool;
+mod server_state;
+
+pub use pool::{Pool, PoolSlot, Pooled, Worker, IDLE_TIMEOUT, MAX_IDLE};
+pub use server_state::{unix_ms, ActiveGuard, CheckResult, ServerKey, ServerState, DURATION_BUCKETS};
