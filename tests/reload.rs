@@ -55,6 +55,11 @@ async fn invalid_reload_keeps_the_old_config_and_is_counted() {
     let web = lb.local_addr("web");
     for broken in [
         "frontends: [".to_string(),
+        // Both passed `fulcrum check` once, then panicked the process at reload
+        // (tokio's Semaphore::new) or a connection task (Instant overflow).
+        web_config(&[("a", a.addr)], "")
+            .replace("default_backend: app", "default_backend: app, max_connections: 18446744073709551615"),
+        web_config(&[("a", a.addr)], "timeouts: { client: 400000000000y }"),
         web_config(&[("a", a.addr)], "").replace("default_backend: app", "default_backend: nowhere"),
     ] {
         std::fs::write(file.path(), broken).unwrap();
@@ -63,7 +68,7 @@ async fn invalid_reload_keeps_the_old_config_and_is_counted() {
         assert_eq!(who(web).await, "200 a");
     }
     let reloads = &lb.live().reloads;
-    assert_eq!(reloads.failed.load(Ordering::SeqCst), 2);
+    assert_eq!(reloads.failed.load(Ordering::SeqCst), 4);
     assert!(!reloads.last_ok.load(Ordering::SeqCst));
     assert!(reloads.last_errors().iter().any(|e| e.contains("frontends[0].default_backend")));
     assert_eq!(lb.snapshot().generation, 1);
