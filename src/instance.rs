@@ -61,7 +61,7 @@ pub struct Shared {
     /// One health task per checked server.
     pub health: HealthChecks,
     /// The threads serving connections.
-    workers: Workers,
+    workers: Arc<Workers>,
     /// Where the admin listener is bound, if configured.
     admin_addr: std::sync::OnceLock<SocketAddr>,
     /// Open client connections allowed across every frontend and worker.
@@ -122,7 +122,7 @@ impl Instance {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             health: HealthChecks::default(),
-            workers,
+            workers: Arc::new(workers),
             admin_addr: std::sync::OnceLock::new(),
             connection_cap,
         });
@@ -303,7 +303,8 @@ impl Instance {
                 let accepting = listener::accept_loop(
                     socket,
                     Arc::clone(&slot),
-                    workers.worker(worker),
+                    worker,
+                    Arc::clone(workers),
                     self.shared.tasks.clone(),
                     self.shared.connection_cap.clone(),
                 );
@@ -330,6 +331,11 @@ impl Instance {
         }
         self.shared.live.finished.cancel();
         finished
+    }
+
+    /// Open client connections per worker thread.
+    pub fn worker_loads(&self) -> Vec<usize> {
+        self.shared.workers.loads()
     }
 
     /// Open client connections right now.

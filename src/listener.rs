@@ -21,7 +21,7 @@ use crate::config::Mode;
 use crate::fd_limit::ConnectionCap;
 use crate::log_limit::LogLimit;
 use crate::proxy;
-use crate::upstream::Worker;
+use crate::workers::{Placed, Workers};
 
 /// Pending-connection queue length asked of the kernel (capped by net.core.somaxconn).
 const BACKLOG: i32 = 4096;
@@ -126,12 +126,14 @@ pub struct ListenerSlot {
 /// is accepted and refused at once, so its client learns it straight away instead
 /// of waiting unseen in the kernel's accept queue.
 ///
-/// Runs on the worker that will serve the accepted connections: `listener` is
-/// registered with that worker's runtime here.
+/// Runs on worker `worker`: `listener` is registered with that worker's runtime
+/// here, and a connection is served there unless another worker has fewer open
+/// connections (see [`Workers::place`]).
 pub async fn accept_loop(
     listener: std::net::TcpListener,
     slot: Arc<ListenerSlot>,
-    worker: Worker,
+    worker: usize,
+    workers: Arc<Workers>,
     tasks: TaskTracker,
     cap: ConnectionCap,
 ) {
@@ -180,12 +182,27 @@ pub async fn accept_loop(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %err, "cannot set TCP_NODELAY");
         }
-        tasks.spawn(handle(Arc::clone(&slot), frontend, stream, peer, admitted, worker, tasks.clone()));
+        let placed = workers.place(worker);
+        let target = placed.index();
+        let seat = Seat { _admitted: admitted, _placed: placed };
+        let serving = handle(Arc::clone(&slot), frontend, (stream, peer), seat, workers.worker(target), tasks.clone());
+        if target == worker {
+            tasks.spawn(serving);
+        } else {
+            workers.spawn_on(target, tasks.track_future(serving));
+        }
     }
     tracing::info!(listener = %slot.local, "stopped accepting");
 }
 
-/// The places a connection holds while it is open, given back when dropped.
+/// What an open connection holds, given back when it ends: its places under the
+/// limits and its count on the worker serving it.
+struct Seat {
+    _admitted: Admitted,
+    _placed: Placed,
+}
+
+/// The places a connection holds under the limits while it is open.
 struct Admitted {
     /// Under the frontend's `max_connections`, if it has one.
     _frontend: Option<OwnedSemaphorePermit>,
@@ -247,10 +264,9 @@ fn refuse(frontend: &Frontend, stream: std::net::TcpStream, peer: SocketAddr, fu
 async fn handle(
     slot: Arc<ListenerSlot>,
     frontend: Arc<Frontend>,
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    _admitted: Admitted,
-    worker: Worker,
+    (stream, peer): (std::net::TcpStream, SocketAddr),
+    _seat: Seat,
+    worker: crate::upstream::Worker,
     tasks: TaskTracker,
 ) {
     let _open = frontend.stats.open_connection();

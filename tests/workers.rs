@@ -62,3 +62,35 @@ async fn three_workers_serve_keep_alive_clients_and_drain() {
     let status = common::exit_status(child).await;
     assert!(status.success(), "{status}");
 }
+
+/// Long-lived connections split evenly between two workers whatever the kernel's
+/// SO_REUSEPORT hash does: an accept loop hands a connection to the other worker
+/// when that one has fewer open.
+#[tokio::test]
+async fn long_lived_connections_are_balanced_over_the_workers() {
+    let app = common::named_http("app").await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        format!(
+            "frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\nbackends:\n  - {{ name: app, servers: [{{ name: a, address: \"{}\" }}] }}\n",
+            app.addr
+        ),
+    )
+    .unwrap();
+    let workers = fulcrum::workers::Workers::start(2).unwrap();
+    let lb = fulcrum::instance::Instance::start_from_file(file.path(), workers).await.unwrap();
+    let front = lb.local_addr("web");
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        let mut sender = common::client(front).await;
+        let req = hyper::Request::get("/").header("host", "x").body(Full::new(Bytes::new())).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "app");
+        open.push(sender);
+    }
+    assert_eq!(lb.worker_loads(), [32, 32]);
+    drop(open);
+    common::wait_for("the connections to close", std::time::Duration::from_secs(5), || lb.worker_loads() == [0, 0])
+        .await;
+}
