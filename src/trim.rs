@@ -1,0 +1,86 @@
+//! Giving memory back after a burst. glibc's allocator keeps what a burst of
+//! connections freed (per-thread arenas, pages in the middle of the heap), so the
+//! process would stay at its peak size for good; `malloc_trim` returns those free
+//! pages to the kernel. It walks the heap, so it runs only once open connections
+//! have dropped well below the peak seen since the last trim, on the blocking pool.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often the open-connection count is looked at.
+const INTERVAL: Duration = Duration::from_secs(2);
+
+/// Connections that must have closed since the peak before a trim is worth its walk.
+const MIN_DROP: usize = 256;
+
+/// Decides when to trim: after open connections fell to three quarters of the peak
+/// since the last trim (and by at least [`MIN_DROP`]).
+#[derive(Debug, Default)]
+pub struct TrimPolicy {
+    peak: usize,
+}
+
+impl TrimPolicy {
+    /// Records `open` connections; true when memory should be trimmed now.
+    pub fn observe(&mut self, open: usize) -> bool {
+        self.peak = self.peak.max(open);
+        let dropped = self.peak - open;
+        if dropped >= MIN_DROP && open * 4 <= self.peak * 3 {
+            self.peak = open;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Trims after bursts of `tasks` (the connection tasks) until `finished`.
+pub async fn after_bursts(tasks: TaskTracker, finished: CancellationToken) {
+    let mut ticker = tokio::time::interval(INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut policy = TrimPolicy::default();
+    loop {
+        tokio::select! {
+            _ = finished.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if policy.observe(tasks.len()) {
+            match tokio::task::spawn_blocking(trim).await {
+                Ok(released) => tracing::debug!(released, "returned free memory to the kernel"),
+                Err(err) => tracing::warn!(%err, "memory trim failed"),
+            }
+        }
+    }
+}
+
+/// Returns free heap memory to the kernel; true when some was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() -> bool {
+    // SAFETY: malloc_trim only hands free pages back; it touches no live allocation.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Other allocators return memory by themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrimPolicy;
+
+    #[test]
+    fn trims_once_after_a_burst_and_not_on_small_swings() {
+        let mut policy = TrimPolicy::default();
+        assert!(!policy.observe(8000), "rising: nothing to give back");
+        assert!(!policy.observe(7000), "a small dip");
+        assert!(policy.observe(100), "the burst is over");
+        assert!(!policy.observe(100), "already trimmed");
+        assert!(!policy.observe(300), "a few new connections");
+        assert!(!policy.observe(100), "too few closed to be worth a walk of the heap");
+        assert!(policy.observe(0), "all of them closed");
+    }
+}
