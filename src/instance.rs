@@ -133,7 +133,7 @@ impl Instance {
             instance.start_admin(address)?;
         }
         tokio::spawn(reap_idle_connections(Arc::clone(&instance.shared.live)));
-        tokio::spawn(crate::trim::after_bursts(instance.shared.tasks.clone(), instance.shared.live.finished.clone()));
+        tokio::spawn(crate::trim::after_bursts(instance.shared.tasks.clone(), Arc::clone(&instance.shared.live)));
         tracing::info!(
             generation = first.generation,
             frontends = first.frontends.len(),

@@ -273,12 +273,14 @@ async fn handle(
     // Registered here, with the runtime of the worker that serves it.
     match frontend.mode {
         Mode::Tcp => match TcpStream::from_std(stream) {
-            Ok(stream) => proxy::tcp::serve(Arc::clone(&frontend), stream, peer).await,
+            // Boxed, like the HTTP side: this task is only as large as the protocol
+            // it serves needs (an idle HTTP connection does not carry a TCP session's state).
+            Ok(stream) => Box::pin(proxy::tcp::serve(Arc::clone(&frontend), stream, peer)).await,
             Err(err) => tracing::warn!(frontend = %frontend.name, %peer, %err, "cannot register the connection"),
         },
         Mode::Http => {
             let live = Arc::clone(&slot.frontend);
-            proxy::http::serve(live, stream, peer, worker, slot.stop.clone(), tasks).await
+            Box::pin(proxy::http::serve(live, stream, peer, worker, slot.stop.clone(), tasks)).await
         }
     }
 }

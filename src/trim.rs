@@ -1,29 +1,37 @@
 //! Giving memory back after a burst. glibc's allocator keeps what a burst of
 //! connections freed (per-thread arenas, pages in the middle of the heap), so the
 //! process would stay at its peak size for good; `malloc_trim` returns those free
-//! pages to the kernel. It walks the heap, so it runs only once open connections
-//! have dropped well below the peak seen since the last trim, on the blocking pool.
+//! pages to the kernel. It walks the heap, so it runs only once the load (open
+//! connections plus requests received in the last interval) has dropped well below
+//! the peak seen since the last trim, on the blocking pool. Requests count too:
+//! after a burst of requests on kept-alive connections the connections stay, but
+//! what their requests used was freed.
 
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
 use tokio_util::task::TaskTracker;
+
+use crate::cluster::Live;
 
 /// How often the open-connection count is looked at.
 const INTERVAL: Duration = Duration::from_secs(2);
 
-/// Connections that must have closed since the peak before a trim is worth its walk.
+/// Load (connections and requests) that must have ended since the peak before a
+/// trim is worth its walk.
 const MIN_DROP: usize = 256;
 
-/// Decides when to trim: after open connections fell to three quarters of the peak
-/// since the last trim (and by at least [`MIN_DROP`]).
+/// Decides when to trim: after the load fell to three quarters of the peak since
+/// the last trim (and by at least [`MIN_DROP`]).
 #[derive(Debug, Default)]
 pub struct TrimPolicy {
     peak: usize,
 }
 
 impl TrimPolicy {
-    /// Records `open` connections; true when memory should be trimmed now.
+    /// Records the load now (`open`); true when memory should be trimmed now.
     pub fn observe(&mut self, open: usize) -> bool {
         self.peak = self.peak.max(open);
         let dropped = self.peak - open;
@@ -36,17 +44,26 @@ impl TrimPolicy {
     }
 }
 
-/// Trims after bursts of `tasks` (the connection tasks) until `finished`.
-pub async fn after_bursts(tasks: TaskTracker, finished: CancellationToken) {
+/// Trims after bursts of `tasks` (the connection tasks) or of requests to the
+/// servers of `live`'s snapshot, until the instance has finished.
+pub async fn after_bursts(tasks: TaskTracker, live: Arc<Live>) {
+    let finished = live.finished.clone();
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut policy = TrimPolicy::default();
+    let mut last_requests = 0;
     loop {
         tokio::select! {
             _ = finished.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if policy.observe(tasks.len()) {
+        // Requests since the last look: a burst on kept-alive connections leaves
+        // the connections open but frees what its requests used.
+        let snapshot = live.snapshot.load_full();
+        let requests: u64 = snapshot.frontends.iter().map(|f| f.stats.http_requests.load(Relaxed)).sum();
+        let recent = usize::try_from(requests.saturating_sub(last_requests)).unwrap_or(usize::MAX);
+        last_requests = requests;
+        if policy.observe(tasks.len().saturating_add(recent)) {
             match tokio::task::spawn_blocking(trim).await {
                 Ok(released) => tracing::debug!(released, "returned free memory to the kernel"),
                 Err(err) => tracing::warn!(%err, "memory trim failed"),

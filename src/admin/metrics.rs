@@ -52,6 +52,11 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
     let labels = &["frontend"];
     let connections = families.counter("fulcrum_frontend_connections_total", "Accepted client connections.", labels);
     let active = families.gauge("fulcrum_frontend_active_connections", "Open client connections.", labels);
+    let idle = families.gauge(
+        "fulcrum_frontend_idle_connections",
+        "Open HTTP/1.1 client connections between requests (they hold no buffer).",
+        labels,
+    );
     let rejected = families.counter(
         "fulcrum_frontend_rejected_connections_total",
         "Connections refused at the frontend's max_connections or the process-wide connection cap.",
@@ -76,6 +81,7 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
         let s = &f.stats;
         connections.with_label_values(&name).inc_by(s.connections_total.load(Relaxed));
         active.with_label_values(&name).set(s.active_connections.load(Relaxed) as i64);
+        idle.with_label_values(&name).set(s.idle_connections.load(Relaxed) as i64);
         rejected.with_label_values(&name).inc_by(s.rejected_connections.load(Relaxed));
         requests.with_label_values(&name).inc_by(s.http_requests.load(Relaxed));
         received.with_label_values(&name).inc_by(s.received_bytes.load(Relaxed));

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 pub use compile::compile;
 pub use http_settings::{server_settings, ServerSettings};
 pub use live::{Live, LiveView, ReloadStats};
-pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendStats};
+pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendIdleGuard, FrontendStats};
 
 use crate::balance::{Balancer, Member};
 use crate::config::{CheckKind, Config, HashKey, Mode, ResolvedTimeouts, StatusSet};

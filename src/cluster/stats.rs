@@ -13,6 +13,9 @@ pub struct FrontendStats {
     pub connections_total: AtomicU64,
     /// Open client connections.
     pub active_connections: AtomicU64,
+    /// Open HTTP/1.1 connections waiting for their next request, holding no
+    /// request state or buffer.
+    pub idle_connections: AtomicU64,
     /// Connections refused at `max_connections`.
     pub rejected_connections: AtomicU64,
     /// HTTP requests received.
@@ -78,6 +81,24 @@ impl FrontendStats {
         self.connections_total.fetch_add(1, Relaxed);
         self.active_connections.fetch_add(1, Relaxed);
         FrontendConnGuard(self)
+    }
+}
+
+/// Keeps a frontend's `idle_connections` raised while alive.
+#[derive(Debug)]
+pub struct FrontendIdleGuard<'a>(&'a FrontendStats);
+
+impl FrontendStats {
+    /// Counts a connection as idle until the guard drops.
+    pub fn idle_connection(&self) -> FrontendIdleGuard<'_> {
+        self.idle_connections.fetch_add(1, Relaxed);
+        FrontendIdleGuard(self)
+    }
+}
+
+impl Drop for FrontendIdleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.idle_connections.fetch_sub(1, Relaxed);
     }
 }
 

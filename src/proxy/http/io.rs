@@ -40,6 +40,14 @@ pub struct ClientIo {
     /// The handler was asked to close the idle (h2c) connection politely; if it
     /// is still idle one more `timeouts.client` later, it is cut.
     polite_close_asked: bool,
+    /// HTTP/1.1: end hyper's connection when it waits for the next request (see
+    /// [`ClientIo::park_when_idle`]).
+    park_when_idle: bool,
+    /// A read returned end-of-stream because the connection went idle, not
+    /// because the client closed: the socket stays open.
+    parked: bool,
+    /// The client sent part of the h2 preface, still unread: a request has started.
+    preface_started: bool,
 }
 
 impl ClientIo {
@@ -67,8 +75,73 @@ impl ClientIo {
             timer,
             write_stall,
             polite_close_asked: false,
+            park_when_idle: false,
+            parked: false,
+            preface_started: false,
         };
         Ok((io, handle))
+    }
+
+    /// HTTP/1.1 only: once no request is open and hyper waits for the next head
+    /// with nothing read of it, a read ends the stream (without shutting the socket
+    /// down), so hyper's connection ends and its buffers are freed: an idle
+    /// keep-alive connection holds no buffer, as in HAProxy and nginx.
+    pub fn park_when_idle(&mut self) {
+        self.park_when_idle = true;
+    }
+
+    /// True (once) when hyper's connection ended because the client went idle.
+    pub fn take_parked(&mut self) -> bool {
+        std::mem::take(&mut self.parked)
+    }
+
+    /// Waits, holding no buffer, until the client sends something (the next
+    /// request) or closes; fails when the idle limit runs out first.
+    pub async fn readable(&mut self) -> io::Result<()> {
+        std::future::poll_fn(|cx| match self.stream.poll_read_ready(cx) {
+            Poll::Ready(ready) => Poll::Ready(ready.map(drop)),
+            Poll::Pending => {
+                let (wait, epoch) = self.blocked(cx);
+                self.poll_timer(cx, wait, epoch)
+            }
+        })
+        .await
+    }
+
+    /// Waits for the client's first bytes and tells whether they open HTTP/2 with
+    /// prior knowledge (the h2 preface) or not (HTTP/1.x); `None` when the client
+    /// closed without sending any. Reads nothing: the bytes stay in the socket.
+    pub async fn sniff_h2(&mut self) -> io::Result<Option<bool>> {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        std::future::poll_fn(|cx| loop {
+            let mut ready = match self.stream.poll_read_ready(cx) {
+                Poll::Ready(ready) => ready?,
+                Poll::Pending => {
+                    let (wait, epoch) = self.blocked(cx);
+                    return self.poll_timer(cx, wait, epoch).map_ok(|()| None);
+                }
+            };
+            let mut seen = [std::mem::MaybeUninit::<u8>::uninit(); PREFACE.len()];
+            match ready.try_io(|fd| SockRef::from(fd.get_ref()).peek(&mut seen)) {
+                Ok(Ok(0)) => return Poll::Ready(Ok(None)),
+                Ok(Ok(n)) => {
+                    // SAFETY: `peek` initialized the first `n` bytes.
+                    let seen: &[u8] = unsafe { std::slice::from_raw_parts(seen.as_ptr().cast(), n) };
+                    if seen != &PREFACE[..n] {
+                        return Poll::Ready(Ok(Some(false)));
+                    }
+                    if n == PREFACE.len() {
+                        return Poll::Ready(Ok(Some(true)));
+                    }
+                    // A prefix of the preface: wait for the rest, on the head's clock.
+                    self.preface_started = true;
+                    ready.clear_ready();
+                }
+                Ok(Err(err)) => return Poll::Ready(Err(err)),
+                Err(_would_block) => continue,
+            }
+        })
+        .await
     }
 
     /// Accounts for `data`, just read from the client.
@@ -91,6 +164,18 @@ impl ClientIo {
         }
     }
 
+    /// A read would block: what it waits for, and since when (see [`ClientIo::wait`]).
+    fn blocked(&mut self, cx: &mut Context<'_>) -> (Wait, u64) {
+        if self.framing.is_off() || self.park_when_idle {
+            // A request ends when its response body does, maybe after this read
+            // found it open (an h2 stream ends in its own task): be woken then, to
+            // start the idle limit or park. Registered before the open requests are
+            // counted, so an end in between is not missed.
+            self.flags.idle_waker.register(cx.waker());
+        }
+        self.wait()
+    }
+
     /// What a read that would block is waiting for, and since when (see
     /// [`ClientTimer::poll_expired`]).
     fn wait(&mut self) -> (Wait, u64) {
@@ -105,6 +190,9 @@ impl ClientIo {
         let busy = flags.open_requests.load(Relaxed) > 0 || framing.heads() > requests;
         if framing.awaits_upgrade() && !busy {
             framing.upgrade_refused();
+            // hyper keeps the refused upgrade pending until its connection ends,
+            // then hands the socket to it: this one must never end while idle.
+            self.park_when_idle = false;
         }
         if framing.is_off() {
             // h2c, or HTTP/1.1 the watch cannot follow: idle once no request is
@@ -117,7 +205,7 @@ impl ClientIo {
             // A request body has its own limit while it is forwarded; a pipelined
             // head behind a response still on its way waits for it.
             Wait::Unlimited
-        } else if framing.in_head() {
+        } else if framing.in_head() || (framing.heads() == 0 && self.preface_started) {
             Wait::Head
         } else if framing.heads() == 0 {
             Wait::FirstRequest
@@ -127,15 +215,9 @@ impl ClientIo {
         (wait, framing.heads())
     }
 
-    /// A read would block: whether the client has run out of time.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.framing.is_off() {
-            // An h2 stream ends in its own task: be woken then, to start the idle
-            // limit. Registered before the open requests are counted, so an end in
-            // between is not missed.
-            self.flags.idle_waker.register(cx.waker());
-        }
-        let (wait, epoch) = self.wait();
+    /// A read would block: whether the client has run out of time waiting for
+    /// `wait` (from [`ClientIo::wait`]).
+    fn poll_timer(&mut self, cx: &mut Context<'_>, wait: Wait, epoch: u64) -> Poll<io::Result<()>> {
         let mut expired = ready!(self.timer.poll_expired(cx, wait, epoch));
         if expired == Wait::Idle && self.framing.is_off() && !self.polite_close_asked {
             // h2c: a GOAWAY tells the client no stream was lost, so it may retry
@@ -151,10 +233,19 @@ impl ClientIo {
         if expired == Wait::Head {
             // Answered here, before hyper closes the socket: a head is waited for
             // only when no response is on its way, so this cannot cut into one.
-            let sent = SockRef::from(self.stream.get_ref()).send(RAW_408);
+            let socket = SockRef::from(self.stream.get_ref());
+            let sent = socket.send(RAW_408);
             if matches!(sent, Ok(n) if n == RAW_408.len()) {
                 self.frontend.stats.count_response(408);
                 tracing::info!(frontend = %self.frontend.name, client = %self.peer, status = 408, "request head not received in time");
+            }
+            // Unread bytes (a started h2 preface is only peeked) would make the close
+            // a reset, which can destroy the 408 before the client reads it.
+            let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+            for _ in 0..64 {
+                if !matches!(socket.recv(&mut sink), Ok(n) if n > 0) {
+                    break;
+                }
             }
         }
         Poll::Ready(Err(self.timed_out(expired)))
@@ -198,7 +289,16 @@ impl AsyncRead for ClientIo {
         loop {
             let mut ready = match this.stream.poll_read_ready(cx) {
                 Poll::Ready(ready) => ready?,
-                Poll::Pending => return this.poll_timer(cx),
+                Poll::Pending => {
+                    let (wait, epoch) = this.blocked(cx);
+                    if this.park_when_idle && wait == Wait::Idle && !this.framing.is_off() {
+                        // Between requests, nothing of the next read: end hyper's
+                        // connection here (see `park_when_idle`).
+                        this.parked = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    return this.poll_timer(cx, wait, epoch);
+                }
             };
             // Read straight into the uninitialized part of hyper's buffer (zeroing
             // it first cost ~3% of CPU per request).
@@ -277,6 +377,10 @@ impl AsyncWrite for ClientIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.parked {
+            // hyper ends its connection at a parked read; the client's stays open.
+            return Poll::Ready(Ok(()));
+        }
         Poll::Ready(SockRef::from(self.stream.get_ref()).shutdown(std::net::Shutdown::Write))
     }
 }

@@ -1,5 +1,5 @@
-//! Layer 7: a hyper server (HTTP/1.1 and h2c on the same port) in front of pooled
-//! HTTP/1.1 connections to the servers.
+//! Layer 7: a hyper server (HTTP/1.1 and h2c on the same port, told apart by the
+//! h2 preface) in front of pooled HTTP/1.1 connections to the servers.
 
 mod access_log;
 mod body;
@@ -17,6 +17,7 @@ mod tunnel;
 mod upstream;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
@@ -29,6 +30,7 @@ pub use request_body::RequestBody;
 
 use crate::cluster::{Frontend, LiveFrontend};
 use crate::upstream::Worker;
+use client_state::ClientHandle;
 use io::ClientIo;
 use service::ConnContext;
 
@@ -55,28 +57,116 @@ pub async fn serve(
             return;
         }
     };
-    let Some(builder) = frontend.http.as_ref() else {
+    if frontend.http.is_none() {
         tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
         return;
-    };
+    }
     let ctx = Arc::new(ConnContext::new(live, Arc::clone(&frontend), peer, worker, handle.clone(), tasks));
+    if let Err(err) = serve_client(&frontend, io, ctx, &handle, &stop).await {
+        on_connection_error(&frontend, peer, err.as_ref());
+    }
+}
+
+type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Tells HTTP/2 (prior knowledge) from HTTP/1.x by the first bytes, then serves
+/// the connection in that protocol.
+async fn serve_client(
+    frontend: &Frontend,
+    mut io: ClientIo,
+    ctx: Arc<ConnContext>,
+    handle: &ClientHandle,
+    stop: &CancellationToken,
+) -> Result<(), ConnError> {
+    let h2 = tokio::select! {
+        sniffed = io.sniff_h2() => sniffed?,
+        _ = stop.cancelled() => return Ok(()),
+    };
+    match h2 {
+        None => Ok(()),
+        Some(true) => serve_h2(frontend, io, ctx, handle, stop).await,
+        Some(false) => serve_h1(frontend, io, ctx, handle, stop).await,
+    }
+}
+
+/// HTTP/1.1: hyper's connection lives while requests come; when the client goes
+/// idle between requests it ends (see [`ClientIo::park_when_idle`]), its state and
+/// buffers are freed, and a new one starts when the next request arrives.
+async fn serve_h1(
+    frontend: &Frontend,
+    mut io: ClientIo,
+    ctx: Arc<ConnContext>,
+    handle: &ClientHandle,
+    stop: &CancellationToken,
+) -> Result<(), ConnError> {
+    let Some(settings) = &frontend.http else { return Ok(()) };
+    io.park_when_idle();
+    loop {
+        let service = {
+            let ctx = Arc::clone(&ctx);
+            service_fn(move |req| Arc::clone(&ctx).handle(req))
+        };
+        // Boxed: the connection's state is allocated only while it lives, not
+        // carried in this task while the client is idle.
+        let mut conn = Box::pin(settings.http1.serve_connection(TokioIo::new(io), service).with_upgrades());
+        tokio::select! {
+            result = conn.as_mut() => result?,
+            // Stopping, or idle too long where the framing watch cannot follow the
+            // connection (so it is never parked): finish politely.
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await?;
+            }
+            _ = handle.idle_expired() => {
+                conn.as_mut().graceful_shutdown();
+                conn.as_mut().await?;
+            }
+        }
+        // `None`: upgraded, the tunnel owns the socket now.
+        let Some(parts) = Pin::into_inner(conn).into_parts() else { return Ok(()) };
+        io = socket_of(parts);
+        if !io.take_parked() || stop.is_cancelled() {
+            return Ok(());
+        }
+        let _idle = frontend.stats.idle_connection();
+        tokio::select! {
+            readable = io.readable() => readable?,
+            _ = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// The client socket of an ended hyper connection. Only the socket goes on: the
+/// rest, hyper's read buffer (empty at a park) among it, is freed here rather
+/// than held while the client is idle.
+fn socket_of<S>(parts: hyper::server::conn::http1::Parts<TokioIo<ClientIo>, S>) -> ClientIo {
+    parts.io.into_inner()
+}
+
+/// HTTP/2 with prior knowledge: one hyper connection for the connection's life,
+/// closed with a GOAWAY when asked to stop or idle too long.
+async fn serve_h2(
+    frontend: &Frontend,
+    io: ClientIo,
+    ctx: Arc<ConnContext>,
+    handle: &ClientHandle,
+    stop: &CancellationToken,
+) -> Result<(), ConnError> {
+    let Some(settings) = &frontend.http else { return Ok(()) };
     let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
+    let mut conn = Box::pin(settings.http2.serve_connection(TokioIo::new(io), service));
+    tokio::select! {
+        result = conn.as_mut() => result?,
         _ = stop.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            conn.await?;
         }
         _ = handle.idle_expired() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            conn.await?;
         }
-    };
-    if let Err(err) = result {
-        on_connection_error(&frontend, peer, err.as_ref());
     }
+    Ok(())
 }
 
 /// Accounts for a connection that ended with an error: hyper itself answers
