@@ -15,6 +15,7 @@ use super::request_body::RequestBody;
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::connect::connect_server;
+use crate::proxy::quick_ack::QuickAck;
 use crate::proxy::retry::{on_servers, Attempt};
 use crate::proxy::ProxyError;
 use crate::upstream::{ActiveGuard, Pooled, Worker};
@@ -145,8 +146,10 @@ async fn send(
 async fn connect(member: &Member, backend: &Backend) -> Result<SendRequest<RequestBody>, ProxyError> {
     let stream = connect_server(member, backend.timeouts.connect).await?;
     member.state.connections_total.fetch_add(1, Relaxed);
+    // ACK the server's segments at once: a server writing head and body apart
+    // with Nagle on would otherwise wait for our delayed ACK (see `quick_ack`).
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(QuickAck::new(stream)))
         .await
         .map_err(|source| ProxyError::Upstream { server: member.name.clone(), source })?;
     let server = Arc::clone(&member.state);

@@ -1,0 +1,255 @@
+//! A server socket that does not leave the server waiting for our ACK (Linux
+//! `TCP_QUICKACK`).
+//!
+//! A server that writes a response in pieces with Nagle on (head, then body:
+//! Python's http.server and many small app servers) sends the second piece only
+//! once the first is ACKed. On a reused connection Linux delays our ACK by at
+//! least 40 ms (delayed-ACK "pingpong" mode, entered because we sent the request
+//! soon after the previous response arrived), hoping to piggyback it on data of
+//! ours, and we have none to send until the response is complete.
+//!
+//! Setting `TCP_QUICKACK` leaves that mode and sends a pending ACK at once; it
+//! is not sticky (our next write re-enters the mode). Setting it after every
+//! read would cost a pure ACK per response that would otherwise ride on the
+//! next request (measured on loopback with small responses: one more segment
+//! and ~15% more CPU per request), so it is set only when the server may be
+//! waiting:
+//! - at once when a read leaves the response head incomplete or ends exactly
+//!   at its end (the body, if any, is still to come: the head/body split);
+//! - otherwise [`FALLBACK`] after a read if no write of ours (which carries the
+//!   ACK) and no further data came meanwhile: a server that held back the
+//!   rest of a body waits that long instead of 40 ms. Under load the next
+//!   request goes out first and no ACK of its own is sent.
+//!
+//! The bytes are never changed: a wrong guess costs one ACK or one fallback
+//! delay, never data.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// How long data read may wait for its ACK when the server might be holding
+/// more back (well under the kernel's 40 ms delayed ACK, above the gap between
+/// a response and the next request on a busy connection).
+pub const FALLBACK: Duration = Duration::from_millis(2);
+
+/// A server connection's stream that ACKs without delay when the server may be waiting.
+#[derive(Debug)]
+pub struct QuickAck {
+    stream: TcpStream,
+    head: Head,
+    /// Fires [`FALLBACK`] after the last read; only heeded while `armed`.
+    fallback: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+/// Progress through the head of the server's reply to our last write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// Past the head, or the reply is not an HTTP response head (a tunnel).
+    Done,
+    /// `seen` bytes of a head read so far, the last `matched` of them its final CRLFCRLF.
+    Reading { seen: usize, matched: u8 },
+}
+
+const HEAD_START: &[u8] = b"HTTP/";
+const HEAD_END: &[u8] = b"\r\n\r\n";
+
+impl Head {
+    /// Follows `data` through the head; true when the server may be holding
+    /// back the rest of the response: the head is incomplete, or `data` ends
+    /// exactly where the head does.
+    fn read(&mut self, data: &[u8]) -> bool {
+        let Head::Reading { seen, mut matched } = *self else { return false };
+        for (i, &byte) in data.iter().enumerate() {
+            if HEAD_START.get(seen + i).is_some_and(|&expected| byte != expected) {
+                *self = Head::Done;
+                return false;
+            }
+            matched = match byte {
+                b'\r' if matched == 2 => 3,
+                b'\r' => 1,
+                b'\n' if matched == 1 || matched == 3 => matched + 1,
+                _ => 0,
+            };
+            if usize::from(matched) == HEAD_END.len() {
+                if i + 1 < data.len() {
+                    *self = Head::Done;
+                    return false;
+                }
+                // The body comes next, or the final head after an interim (1xx) one.
+                *self = Head::Reading { seen: 0, matched: 0 };
+                return true;
+            }
+        }
+        *self = Head::Reading { seen: seen + data.len(), matched };
+        true
+    }
+}
+
+impl QuickAck {
+    pub fn new(stream: TcpStream) -> Self {
+        Self { stream, head: Head::Done, fallback: None, armed: false }
+    }
+
+    /// Sends the pending ACK now (if any) and leaves delayed-ACK mode.
+    fn ack_now(&mut self) {
+        self.armed = false;
+        #[cfg(target_os = "linux")]
+        if let Err(err) = socket2::SockRef::from(&self.stream).set_quickack(true) {
+            tracing::trace!(%err, "cannot set TCP_QUICKACK");
+        }
+    }
+
+    /// Data was read: ACK it now, or arm the fallback.
+    fn on_data(&mut self, data: &[u8]) {
+        if self.head.read(data) {
+            self.ack_now();
+            return;
+        }
+        let deadline = Instant::now() + FALLBACK;
+        match &mut self.fallback {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.fallback = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.armed = true;
+    }
+
+    /// Nothing to read: ACK now if the fallback delay is over.
+    fn poll_fallback(&mut self, cx: &mut Context<'_>) {
+        if !self.armed {
+            return;
+        }
+        if let Some(sleep) = &mut self.fallback {
+            if sleep.as_mut().poll(cx).is_ready() {
+                self.ack_now();
+            }
+        }
+    }
+
+    /// We wrote: that segment carries the ACK, and a new response head comes next.
+    fn on_write(&mut self, written: usize) {
+        if written > 0 {
+            self.armed = false;
+            self.head = Head::Reading { seen: 0, matched: 0 };
+        }
+    }
+}
+
+impl AsyncRead for QuickAck {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.on_data(&buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                this.poll_fallback(cx);
+                Poll::Pending
+            }
+            ready => ready,
+        }
+    }
+}
+
+impl AsyncWrite for QuickAck {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.stream).poll_write(cx, buf))?;
+        this.on_write(written);
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.stream).poll_write_vectored(cx, bufs))?;
+        this.on_write(written);
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Head;
+
+    fn reading() -> Head {
+        Head::Reading { seen: 0, matched: 0 }
+    }
+
+    #[test]
+    fn a_read_ending_with_the_head_wants_the_ack_now() {
+        let mut head = reading();
+        assert!(head.read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"));
+        // The body follows: not a head.
+        assert!(!head.read(b"hello"));
+        assert_eq!(head, Head::Done);
+    }
+
+    #[test]
+    fn a_head_split_anywhere_wants_the_ack_until_it_ends() {
+        let whole = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n";
+        for cut in 1..whole.len() {
+            let mut head = reading();
+            assert!(head.read(&whole[..cut]), "cut at {cut}");
+            assert!(head.read(&whole[cut..]), "cut at {cut}");
+            assert!(!head.read(b"body"), "cut at {cut}");
+        }
+        let mut head = reading();
+        for byte in whole {
+            assert!(head.read(&[*byte]));
+        }
+    }
+
+    #[test]
+    fn head_and_body_in_one_read_arm_the_fallback() {
+        let mut head = reading();
+        assert!(!head.read(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        assert_eq!(head, Head::Done);
+        assert!(!head.read(b"HTTP/1.1 200 OK\r\n\r\n"), "past the head until our next write");
+    }
+
+    #[test]
+    fn an_interim_head_then_the_final_one() {
+        let mut head = reading();
+        assert!(head.read(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        assert!(head.read(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"));
+        assert!(!head.read(b"x"));
+    }
+
+    #[test]
+    fn bytes_that_are_no_response_head_are_not_scanned() {
+        let mut head = reading();
+        assert!(!head.read(b"\x81\x05hello\r\n\r\n"));
+        assert_eq!(head, Head::Done);
+        let mut head = reading();
+        assert!(head.read(b"HTT"));
+        assert!(!head.read(b"Q/1.1 200 OK\r\n\r\n"));
+        assert!(!Head::Done.read(b"HTTP/1.1 200 OK\r\n\r\n"));
+    }
+}
