@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """Drives the side-by-side benchmark (run through loadtest/run.sh).
 
-Starts two nginx backends, HAProxy, nginx and Fulcrum with equivalent configs,
-then measures in interleaved rounds: keep-alive HTTP and TCP-mode throughput and
-latency with wrk, proxy CPU time per 1,000 requests from /proc, RSS per idle
-connection, and large-body throughput. Prints one table and Fulcrum's ratios.
+Starts two nginx backends, then HAProxy, nginx and Fulcrum with equivalent configs,
+one set per worker setting (`PROXY_THREADS`, default: each proxy's own default
+worker count, and 1 worker), all listening at once on their own ports. Measures in
+interleaved rounds keep-alive HTTP and TCP-mode throughput and latency with wrk at
+each of `CONNECTIONS`, proxy CPU time per 1,000 requests from /proc, and large-body
+throughput. Then, on fresh proxy processes, the RSS per idle keep-alive client
+connection: connected with no request, after one request each sent one after
+another, after one request each sent all at once, and after the connections close.
+Prints the tables, Fulcrum's ratios and the goals of issue #12.
 """
 
 import os
 import re
+import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -20,36 +27,64 @@ import time
 
 ENV = os.environ.get
 ROUNDS = int(ENV("ROUNDS", "3"))
-DURATION = int(ENV("DURATION", "10"))          # seconds per wrk run
-CONNECTIONS = int(ENV("CONNECTIONS", "64"))    # wrk keep-alive connections
+DURATION = int(ENV("DURATION", "4"))                              # seconds per wrk run
+CONNECTIONS = [int(c) for c in ENV("CONNECTIONS", "64 1000").split()]  # wrk keep-alive connections, one row each
 WRK_THREADS = int(ENV("WRK_THREADS", "1"))
-PROXY_THREADS = int(ENV("PROXY_THREADS", "1")) # worker threads/processes of EVERY proxy
+# Worker settings, each run as its own set of proxies: "default" = each proxy's own
+# default (HAProxy without nbthread: one thread per CPU; nginx `worker_processes
+# auto`; `fulcrum run` without --threads: one worker per core), N = N workers each.
+PROXY_THREADS = ENV("PROXY_THREADS", "default 1").split()
 CLOSE = ENV("CLOSE", "0") == "1"              # 1: a new client connection per request
 # 1: HAProxy and nginx add the request headers Fulcrum always adds (X-Forwarded-For,
 # -Proto, -Host, Via) and nginx keeps the client's Host, so all three do the same
 # header work. 0: HAProxy and nginx with their bare defaults.
 FORWARD_HEADERS = ENV("FORWARD_HEADERS", "1") == "1"
-IDLE = int(ENV("IDLE", "10000"))               # idle connections held per proxy
-BIG_MB = int(ENV("BIG_MB", "256"))             # large-body size
+IDLE = int(ENV("IDLE", "8000"))               # keep-alive client connections in the memory test
+MEMORY_THREADS = ENV("MEMORY_THREADS", PROXY_THREADS[0] if PROXY_THREADS else "default").split()
+RETURN_WAIT = float(ENV("RETURN_WAIT", "3"))  # seconds after the close before the last RSS reading
+BIG_MB = int(ENV("BIG_MB", "256"))            # large-body size
 BIG_RUNS = int(ENV("BIG_RUNS", "3"))
-BENCH_DIR = ENV("BENCH_DIR")                   # temp dir made by run.sh (it cleans up)
+BENCH_DIR = ENV("BENCH_DIR")                  # temp dir made by run.sh (it cleans up)
+
+for w in PROXY_THREADS + MEMORY_THREADS:
+    if w != "default" and not (w.isdigit() and int(w) >= 1):
+        sys.exit(f"PROXY_THREADS / MEMORY_THREADS: 'default' or a worker count >= 1, not {w!r}")
+if len(PROXY_THREADS) > 9 or len(MEMORY_THREADS) > 4:
+    sys.exit("at most 9 PROXY_THREADS and 4 MEMORY_THREADS settings (ports)")
 
 # HAProxy refuses to start when maxconn needs more descriptors than the limit allows
-# (two per connection plus ~20 of its own); its idle test holds at most this many
+# (two per connection plus ~20 of its own); its memory test holds at most this many
 # connections. Everyone else gets IDLE.
-FD_LIMIT = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[0]
+FD_LIMIT = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 HAPROXY_MAXCONN = max(1000, (FD_LIMIT - 100) // 2)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FULCRUM = os.path.join(ROOT, "target", "release", "fulcrum")
-TICK = os.sysconf("SC_CLK_TCK")
+# nginx's cache of idle upstream connections per worker. HAProxy (`http-reuse
+# always`) and Fulcrum keep every idle server connection; with fewer cached than
+# wrk has requests in flight, nginx would close and reopen server connections all
+# the time, so the cache holds at least as many as the most connections measured.
+NGINX_KEEPALIVE = max([128] + CONNECTIONS)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# FULCRUM_BIN: another binary (e.g. an older build for an A/B); default the release build.
+FULCRUM = ENV("FULCRUM_BIN") or os.path.join(ROOT, "target", "release", "fulcrum")
+IDLE_CLIENT = os.path.join(ROOT, "loadtest", "idle_conns.py")
+TICK = os.sysconf("SC_CLK_TCK")
+CPUS = os.cpu_count()
+
+PROXIES = ("haproxy", "nginx", "fulcrum")
 BACKENDS = [18081, 18082]
-PORTS = {  # proxy -> (http port, tcp port)
-    "haproxy": (18101, 18201),
-    "nginx": (18102, 18202),
-    "fulcrum": (18103, 18203),
-}
+
+
+def load_ports(name, setting_index):
+    """(http, tcp) of one proxy in the load set of PROXY_THREADS[setting_index]:
+    18101/18201 haproxy, 18102/18202 nginx, 18103/18203 fulcrum, +10 per setting."""
+    k = PROXIES.index(name) + 1
+    return 18100 + 10 * setting_index + k, 18200 + 10 * setting_index + k
+
+
+def memory_ports(name, run_index):
+    k = PROXIES.index(name) + 1
+    return 18400 + 10 * run_index + k, 18500 + 10 * run_index + k
 
 
 def write(path, text):
@@ -57,7 +92,7 @@ def write(path, text):
         f.write(text)
 
 
-def configs(tmp):
+def backend_config(tmp):
     big = os.path.join(tmp, "www")
     os.makedirs(big)
     with open(os.path.join(big, "big"), "wb") as f:
@@ -82,69 +117,77 @@ http {{
   }}
 }}
 """)
-    h, t = PORTS["haproxy"]
-    HAPROXY_FORWARD = """  option forwardfor
+
+
+def proxy_config(tmp, name, workers, http, tcp, tag):
+    """Write one proxy's config; returns its path."""
+    srv = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(BACKENDS))
+    ups = "\n".join(f"    server 127.0.0.1:{p};" for p in BACKENDS)
+    fsrv = "\n".join(f"      - {{ name: s{i}, address: 127.0.0.1:{p} }}" for i, p in enumerate(BACKENDS))
+    if name == "haproxy":
+        path = f"{tmp}/haproxy-{tag}.cfg"
+        # Unset nbthread is HAProxy 2.6's default: one thread per CPU it may run on.
+        nbthread = "" if workers == "default" else f"  nbthread {workers}\n"
+        forward = """  option forwardfor
   http-request set-header X-Forwarded-Proto http
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request add-header Via "1.1 haproxy"
 """ if FORWARD_HEADERS else ""
-    NGINX_FORWARD = """      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $http_host;
-      proxy_set_header Via "1.1 nginx";
-""" if FORWARD_HEADERS else ""
-    srv = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(BACKENDS))
-    write(f"{tmp}/haproxy.cfg", f"""
+        write(path, f"""
 global
-  nbthread {PROXY_THREADS}
-  maxconn {HAPROXY_MAXCONN}
+{nbthread}  maxconn {HAPROXY_MAXCONN}
 defaults
   timeout connect 3s
   timeout client 60s
   timeout server 60s
 frontend fe_http
   mode http
-  bind 127.0.0.1:{h}
+  bind 127.0.0.1:{http}
   default_backend be_http
 backend be_http
   mode http
   balance roundrobin
   http-reuse always
-{HAPROXY_FORWARD}{srv}
+{forward}{srv}
 frontend fe_tcp
   mode tcp
-  bind 127.0.0.1:{t}
+  bind 127.0.0.1:{tcp}
   default_backend be_tcp
 backend be_tcp
   mode tcp
   balance roundrobin
 {srv}
 """)
-    h, t = PORTS["nginx"]
-    ups = "\n".join(f"    server 127.0.0.1:{p};" for p in BACKENDS)
-    write(f"{tmp}/nginx.conf", f"""
+    elif name == "nginx":
+        path = f"{tmp}/nginx-{tag}.conf"
+        forward = """      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header Via "1.1 nginx";
+""" if FORWARD_HEADERS else ""
+        write(path, f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-worker_processes {PROXY_THREADS};
+worker_processes {"auto" if workers == "default" else workers};
 worker_rlimit_nofile 100000;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx.err;
+pid {tmp}/nginx-{tag}.pid;
+error_log {tmp}/nginx-{tag}.err;
 events {{ worker_connections 50000; }}
 http {{
   access_log off;
   upstream up {{
 {ups}
-    keepalive 128;
+    keepalive {NGINX_KEEPALIVE};
     keepalive_requests 1000000;
   }}
   server {{
-    listen 127.0.0.1:{h};
+    listen 127.0.0.1:{http};
     keepalive_requests 1000000;
     location / {{
       proxy_pass http://up;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-{NGINX_FORWARD}    }}
+{forward}    }}
   }}
 }}
 stream {{
@@ -152,24 +195,28 @@ stream {{
 {ups}
   }}
   server {{
-    listen 127.0.0.1:{t};
+    listen 127.0.0.1:{tcp};
     proxy_pass tup;
   }}
 }}
 """)
-    h, t = PORTS["fulcrum"]
-    fsrv = "\n".join(f"      - {{ name: s{i}, address: 127.0.0.1:{p} }}" for i, p in enumerate(BACKENDS))
-    write(f"{tmp}/fulcrum.yaml", f"""
+    else:
+        path = f"{tmp}/fulcrum-{tag}.yaml"
+        write(path, f"""
 timeouts: {{ connect: 3s, client: 60s, server: 60s, request_header: 60s }}
 frontends:
-  - {{ name: http, bind: 127.0.0.1:{h}, mode: http, default_backend: app, access_log: false }}
-  - {{ name: tcp, bind: 127.0.0.1:{t}, mode: tcp, default_backend: app, access_log: false }}
+  - {{ name: http, bind: 127.0.0.1:{http}, mode: http, default_backend: app, access_log: false }}
+  - {{ name: tcp, bind: 127.0.0.1:{tcp}, mode: tcp, default_backend: app, access_log: false }}
 backends:
   - name: app
     balance: round_robin
     servers:
 {fsrv}
 """)
+        check = subprocess.run([FULCRUM, "check", "--config", path], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            sys.exit(f"fulcrum check rejected the benchmark config {path}:\n{check.stderr}")
+    return path
 
 
 def wait_port(port, what, limit=10.0):
@@ -183,15 +230,101 @@ def wait_port(port, what, limit=10.0):
     sys.exit(f"{what} did not start listening on {port}")
 
 
+def ports_free():
+    """Exit if anything already listens on a port this run will use: the backends
+    listen with SO_REUSEPORT, so another nginx there would silently share them."""
+    ports = list(BACKENDS)
+    for name in PROXIES:
+        ports += [p for i in range(len(PROXY_THREADS)) for p in load_ports(name, i)]
+        ports += [p for i in range(2 * len(MEMORY_THREADS)) for p in memory_ports(name, i)]
+    busy = []
+    for port in ports:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            busy.append(port)
+        except OSError:
+            pass
+    if busy:
+        sys.exit(f"already in use on 127.0.0.1 (another benchmark running?): ports {busy}")
+
+
+def children(pid):
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10).stdout
+        return [int(p) for p in out.split()]
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+
+
 def pids_of(proc):
     """The process and its children (nginx workers)."""
-    pids = [proc.pid]
+    return [proc.pid] + children(proc.pid)
+
+
+def thread_count(pid):
     try:
-        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
-        pids += [int(p) for p in out.split()]
+        return len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
-        pass
-    return pids
+        return 0
+
+
+def record_pid(pid):
+    """run.sh kills every pid listed here when it exits, however this script ends."""
+    if BENCH_DIR:
+        with open(os.path.join(BENCH_DIR, "pids"), "a") as f:
+            f.write(f"{pid}\n")
+
+
+class Instance:
+    """One running proxy: name, worker setting, ports, process."""
+
+    def __init__(self, tmp, name, workers, http, tcp, tag, log):
+        self.name, self.workers, self.http, self.tcp, self.tag = name, workers, http, tcp, tag
+        path = proxy_config(tmp, name, workers, http, tcp, tag)
+        if name == "haproxy":
+            cmd = ["haproxy", "-f", path]
+        elif name == "nginx":
+            cmd = ["nginx", "-c", path, "-g", "daemon off;"]
+        else:
+            cmd = [FULCRUM, "run", "--config", path]
+            if workers != "default":
+                cmd += ["--threads", workers]
+        self.cmd = cmd
+        env = {**os.environ, "RUST_LOG": "warn"} if name == "fulcrum" else None
+        self.proc = subprocess.Popen(cmd, stdout=log if name == "fulcrum" else subprocess.DEVNULL,
+                                     stderr=log if name == "fulcrum" else None, env=env)
+        record_pid(self.proc.pid)
+        wait_port(http, f"{name} ({tag})")
+        wait_port(tcp, f"{name} ({tag})")
+        if name == "nginx":  # wait for the workers to be forked (<= 5 s)
+            want = CPUS if workers == "default" else int(workers)
+            deadline = time.time() + 5
+            while len(children(self.proc.pid)) < want and time.time() < deadline:
+                time.sleep(0.05)
+        time.sleep(0.3)
+        for pid in children(self.proc.pid):  # in case a master is killed hard
+            record_pid(pid)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def pids(self):
+        return pids_of(self.proc)
+
+    def shape(self):
+        """What the worker setting turned into, as seen in /proc."""
+        if self.name == "nginx":
+            return f"{len(children(self.proc.pid))} worker processes"
+        return f"{thread_count(self.proc.pid)} threads"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def cpu_seconds(pids):
@@ -206,14 +339,28 @@ def cpu_seconds(pids):
     return total / TICK
 
 
-def rss_kib(pids):
+def status_kib(pids, field):
     total = 0
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field + ":"):
                         total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kib(pids):
+    return status_kib(pids, "VmRSS")
+
+
+def fd_count(pids):
+    total = 0
+    for pid in pids:
+        try:
+            total += len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:
             pass
     return total
@@ -227,10 +374,10 @@ def parse_ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk(port):
+def wrk(port, connections):
     """One wrk run: (requests, req/s, p50 ms, p99 ms, errors), or None if wrk failed."""
     close = ["-H", "Connection: close"] if CLOSE else []
-    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", *close,
+    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{DURATION}s", "--latency", *close,
            f"http://127.0.0.1:{port}/"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION + 30).stdout
@@ -252,59 +399,113 @@ def wrk(port):
     return requests, rps, p50, p99, errors
 
 
-def fd_count(pids):
-    total = 0
-    for pid in pids:
+def settle(pids, limit=10.0, step=0.5):
+    """Wait until the proxy's descriptor count and RSS stop moving (<= limit s);
+    returns (rss KiB, descriptors)."""
+    last, deadline = None, time.time() + limit
+    while time.time() < deadline:
+        time.sleep(step)
+        now = (rss_kib(pids), fd_count(pids))
+        if last is not None and now[1] == last[1] and abs(now[0] - last[0]) <= 64:
+            return now
+        last = now
+    return rss_kib(pids), fd_count(pids)
+
+
+class IdleClient:
+    """loadtest/idle_conns.py in its own process, driven line by line."""
+
+    def __init__(self, port, count, first_source):
+        self.proc = subprocess.Popen(
+            [sys.executable, IDLE_CLIENT, str(port), str(count), "--hold", "300",
+             "--first-source", str(first_source)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        record_pid(self.proc.pid)
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+
+    def line(self, limit):
+        """The client's next line, split; [] if none within `limit` s (its own budgets
+        are shorter) or it exited."""
+        if not self.sel.select(timeout=limit):
+            print("  idle client: no answer in time", file=sys.stderr)
+            return []
+        return self.proc.stdout.readline().split()
+
+    def ask(self, cmd, limit):
         try:
-            total += len(os.listdir(f"/proc/{pid}/fd"))
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
         except OSError:
-            pass
-    return total
+            return []
+        return self.line(limit)
 
-
-def idle_rss(proc, port, count):
-    """Hold `count` idle client connections (loadtest/idle_conns.py, its own process)
-    and read the proxy's RSS growth. Returns (bytes per connection, RSS MiB with them
-    open, connections the client opened, descriptors the proxy gained)."""
-    pids = pids_of(proc)
-    before, fds0 = rss_kib(pids), fd_count(pids)
-    client = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "loadtest", "idle_conns.py"), str(port), str(count), "--hold", "180"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    record_pid(client.pid)
-    try:
-        line = client.stdout.readline().split()  # "connected N failed M"; bounded by its own budget
-        opened = int(line[1]) if len(line) >= 2 else 0
-        # Let the proxy accept and settle: until its descriptor count stops moving (<= 10 s).
-        last, deadline = -1, time.time() + 10
-        while time.time() < deadline:
-            time.sleep(0.5)
-            now = fd_count(pids)
-            if now == last:
-                break
-            last = now
-        after, fds1 = rss_kib(pids), fd_count(pids)
-    finally:
+    def stop(self):
         try:
-            client.stdin.close()
-            client.wait(timeout=30)
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
         except (OSError, subprocess.TimeoutExpired):
-            client.kill()
-    accepted = fds1 - fds0
-    return (after - before) * 1024 / max(accepted, 1), after / 1024, opened, accepted
+            self.proc.kill()
+            self.proc.wait()
+        self.sel.close()
+
+
+def field(words, name, default=0, kind=int):
+    """The number after `name` in a client answer."""
+    try:
+        return kind(words[words.index(name) + 1])
+    except (ValueError, IndexError):
+        return default
+
+
+def memory_run(tmp, log, name, workers, scenario, run_index, count):
+    """A fresh proxy process; `count` keep-alive client connections to it; RSS
+    before, once connected, after one request on each (scenario "seq": one after
+    another, "burst": all at once), and after they are closed again."""
+    http, tcp = memory_ports(name, run_index)
+    inst = Instance(tmp, name, workers, http, tcp, f"mem{run_index}-{name}", log)
+    out = {"name": name, "workers": workers, "scenario": scenario}
+    client = None
+    try:
+        pids = inst.pids()
+        rss0, fds0 = settle(pids, limit=5)
+        out["before"] = rss0
+        # Source addresses: a fresh pair of 127.0.0.x per run, so no 4-tuple of a
+        # previous run's TIME_WAIT is ever reused.
+        client = IdleClient(http, count, 2 + run_index * ((count + 4999) // 5000))
+        words = client.line(180)
+        out["opened"] = field(words, "connected")
+        out["connect_failed"] = field(words, "failed", count)
+        out["connected"], fds = settle(pids)
+        out["accepted"] = fds - fds0
+        t = time.time()
+        words = client.ask(scenario, 180)
+        out["ok"], out["failed"] = field(words, "ok"), field(words, "failed", out["opened"])
+        out["phase_secs"] = field(words, "secs", float("nan"), float)
+        out["requested"], _ = settle(pids)
+        out["open"] = field(client.ask("check", 60), "open")
+        out["hold_secs"] = time.time() - t
+        client.ask("close", 60)
+        settle(pids)
+        time.sleep(RETURN_WAIT)  # an allocator that purges with a delay gets it
+        out["closed"] = rss_kib(pids)
+        out["alive"] = inst.alive()
+    finally:
+        if client:
+            client.stop()
+        inst.stop()
+    kib = lambda k: (out[k] - rss0) / max(out["accepted"], 1)
+    for k in ("connected", "requested", "closed"):
+        out[k + "_per"] = kib(k)
+    print(f"  memory {name:8} {workers:>7} {scenario:5}: {out['opened']} connected, {out['accepted']} accepted, "
+          f"{out['ok']} ok / {out['failed']} failed, {out['open']} open; per connection "
+          f"connected {out['connected_per']:.2f} KiB, after the requests {out['requested_per']:.2f} KiB, "
+          f"after closing {out['closed_per']:.2f} KiB", file=sys.stderr)
+    return out
 
 
 def peak_rss_mib(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return status_kib(pids, "VmHWM") / 1024
 
 
 def big_body(port):
@@ -325,13 +526,6 @@ def big_body(port):
     return statistics.median(speeds)
 
 
-def record_pid(pid):
-    """run.sh kills every pid listed here when it exits, however this script ends."""
-    if BENCH_DIR:
-        with open(os.path.join(BENCH_DIR, "pids"), "a") as f:
-            f.write(f"{pid}\n")
-
-
 def first_line(cmd):
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
@@ -346,9 +540,11 @@ def versions():
                            capture_output=True, text=True).stdout.strip()
     if dirty:
         commit += f" + uncommitted changes in {len(dirty.splitlines())} file(s) under src/"
+    if ENV("FULCRUM_BIN"):
+        commit += f" (binary: FULCRUM_BIN={FULCRUM})"
     return [
         f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
-        f"machine: {os.cpu_count()} cores, load average before start {os.getloadavg()[0]:.2f}",
+        f"machine: {CPUS} cores, load average before start {os.getloadavg()[0]:.2f}, descriptor limit {FD_LIMIT}",
         f"haproxy: {first_line(['haproxy', '-v'])}",
         f"nginx: {first_line(['nginx', '-v'])}",
         f"wrk: {first_line(['wrk', '-v'])}",
@@ -356,87 +552,106 @@ def versions():
     ]
 
 
+def describe(workers):
+    if workers == "default":
+        return "default (HAProxy without nbthread, nginx worker_processes auto, fulcrum run without --threads)"
+    return f"{workers} (nbthread {workers}, worker_processes {workers}, --threads {workers})"
+
+
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
+    started = time.time()
+    ports_free()
     tmp = BENCH_DIR or tempfile.mkdtemp(prefix="fulcrum-bench-")
-    configs(tmp)
-    check = subprocess.run([FULCRUM, "check", "--config", f"{tmp}/fulcrum.yaml"], capture_output=True, text=True)
-    if check.returncode != 0:
-        sys.exit(f"fulcrum check rejected the benchmark config:\n{check.stderr}")
+    backend_config(tmp)
     for line in versions():
         print(line)
-    procs = {}
+    sys.stdout.flush()
+    backend, sets, died = None, {}, []
     flog = open(f"{tmp}/fulcrum.log", "w")
+    results, after_load, bodies, memory = {}, {}, {}, []
     try:
-        procs["backend"] = subprocess.Popen(["nginx", "-c", f"{tmp}/backend.conf", "-g", "daemon off;"])
-        record_pid(procs["backend"].pid)
+        backend = subprocess.Popen(["nginx", "-c", f"{tmp}/backend.conf", "-g", "daemon off;"])
+        record_pid(backend.pid)
         for port in BACKENDS:
             wait_port(port, "backend nginx")
-        procs["haproxy"] = subprocess.Popen(["haproxy", "-f", f"{tmp}/haproxy.cfg"], stdout=subprocess.DEVNULL)
-        procs["nginx"] = subprocess.Popen(["nginx", "-c", f"{tmp}/nginx.conf", "-g", "daemon off;"])
-        procs["fulcrum"] = subprocess.Popen(
-            [FULCRUM, "run", "--config", f"{tmp}/fulcrum.yaml", "--threads", str(PROXY_THREADS)],
-            env={**os.environ, "RUST_LOG": "warn"}, stdout=flog, stderr=flog,
-        )
-        for name in ("haproxy", "nginx", "fulcrum"):
-            record_pid(procs[name].pid)
-        for name, (h, t) in PORTS.items():
-            wait_port(h, name)
-            wait_port(t, name)
-        time.sleep(0.5)  # nginx workers
-        for p in procs.values():  # nginx workers too, in case a master is killed hard
-            for pid in pids_of(p)[1:]:
-                record_pid(pid)
-        proxies = ["haproxy", "nginx", "fulcrum"]
-        threads = {name: len(os.listdir(f"/proc/{procs[name].pid}/task")) for name in proxies}
-        print(f"{ROUNDS} rounds x {DURATION}s, wrk -t{WRK_THREADS} -c{CONNECTIONS}"
-              f"{' (Connection: close)' if CLOSE else ''}, {PROXY_THREADS} worker(s) per proxy, "
-              f"{'forwarding headers added by all three' if FORWARD_HEADERS else 'HAProxy/nginx add no forwarding headers'} "
-              f"(threads in the main process: {threads})")
-        results, died = {}, []
+        for i, workers in enumerate(PROXY_THREADS):
+            sets[workers] = {name: Instance(tmp, name, workers, *load_ports(name, i), f"load{i}", flog)
+                             for name in PROXIES}
+        print(f"{ROUNDS} rounds x {DURATION}s, wrk -t{WRK_THREADS} -c{'/'.join(map(str, CONNECTIONS))}"
+              f"{' (Connection: close)' if CLOSE else ''}, "
+              f"{'forwarding headers added by all three' if FORWARD_HEADERS else 'HAProxy/nginx add no forwarding headers'}")
+        for workers, insts in sets.items():
+            print(f"workers {describe(workers)}: " + ", ".join(f"{n} {i.shape()}" for n, i in insts.items()))
+        sys.stdout.flush()
+
+        # Throughput: every (workers, connections, mode) cell once per round, the
+        # three proxies back to back, who goes first rotating with the round.
+        cells = [(w, c, m) for w in PROXY_THREADS for c in CONNECTIONS for m in ("http", "tcp")]
         for r in range(ROUNDS):
-            order = proxies[r % 3:] + proxies[:r % 3]  # rotate who goes first
-            for mode, idx in (("http", 0), ("tcp", 1)):
+            order = PROXIES[r % 3:] + PROXIES[:r % 3]
+            for workers, conns, mode in cells:
                 for name in order:
-                    if procs[name].poll() is not None:
+                    inst = sets[workers][name]
+                    if not inst.alive():
                         continue
-                    pids = pids_of(procs[name])
+                    pids = inst.pids()
                     cpu0 = cpu_seconds(pids)
-                    run = wrk(PORTS[name][idx])
+                    run = wrk(inst.http if mode == "http" else inst.tcp, conns)
                     cpu = cpu_seconds(pids) - cpu0
-                    if procs[name].poll() is not None:
-                        died.append(f"{name} exited with {procs[name].returncode} during round {r + 1} {mode}")
+                    if not inst.alive():
+                        died.append(f"{name} (workers {workers}) exited with {inst.proc.returncode} "
+                                    f"during round {r + 1} {mode} -c{conns}")
                         print(f"  !! {died[-1]}", file=sys.stderr)
                     if run is None:
                         continue
                     requests, rps, p50, p99, errors = run
-                    results.setdefault((name, mode), []).append(
-                        (rps, p50, p99, cpu * 1e6 / max(requests, 1), errors))
-                    print(f"  round {r + 1} {mode:4} {name:8} {rps:10.0f} req/s  p99 {p99:.2f} ms  "
-                          f"cpu {cpu * 1e6 / max(requests, 1):.1f} ms/1k  errors {errors}", file=sys.stderr)
-        alive = [name for name in proxies if procs[name].poll() is None]
-        after_load = {name: rss_kib(pids_of(procs[name])) / 1024 for name in alive}
-        held = lambda name: min(IDLE, HAPROXY_MAXCONN - 20) if name == "haproxy" else IDLE
-        # Large bodies before the idle test, so the peak RSS reflects streaming only.
-        bodies = {name: (big_body(PORTS[name][0]), peak_rss_mib(pids_of(procs[name]))) for name in alive} \
-            if BIG_RUNS else {}
-        memory = {name: idle_rss(procs[name], PORTS[name][0], held(name)) for name in alive} if IDLE else {}
+                    per_k = cpu * 1e6 / max(requests, 1)
+                    results.setdefault((workers, conns, mode, name), []).append((rps, p50, p99, per_k, errors))
+                    print(f"  round {r + 1} w={workers:7} c={conns:<5} {mode:4} {name:8} {rps:9.0f} req/s  "
+                          f"p99 {p99:7.2f} ms  cpu {per_k:5.1f} ms/1k  errors {errors}", file=sys.stderr)
+        for workers, insts in sets.items():
+            for name, inst in insts.items():
+                if inst.alive():
+                    after_load[(workers, name)] = rss_kib(inst.pids()) / 1024
+        if BIG_RUNS:  # on the first worker setting; peak RSS includes the wrk rounds
+            workers = PROXY_THREADS[0]
+            for name, inst in sets[workers].items():
+                if inst.alive():
+                    bodies[name] = (big_body(inst.http), peak_rss_mib(inst.pids()))
+        for workers, insts in sets.items():
+            for name, inst in insts.items():
+                if not inst.alive() and not any(d.startswith(f"{name} (workers {workers})") for d in died):
+                    died.append(f"{name} (workers {workers}) exited with {inst.proc.returncode}")
+                inst.stop()
+        print(f"  load runs done after {time.time() - started:.0f} s", file=sys.stderr)
+
+        # Memory: a fresh process per proxy and scenario, so one scenario's freed
+        # heap does not hide the next one's growth.
+        if IDLE:
+            run_index = 0
+            for workers in MEMORY_THREADS:
+                for scenario in ("seq", "burst"):
+                    for name in PROXIES:
+                        count = min(IDLE, HAPROXY_MAXCONN - 20) if name == "haproxy" else IDLE
+                        memory.append(memory_run(tmp, flog, name, workers, scenario, run_index, count))
+                    run_index += 1
         report(results, memory, bodies, after_load)
-        for name in proxies:
-            if procs[name].poll() is not None and not any(d.startswith(name) for d in died):
-                died.append(f"{name} exited with {procs[name].returncode}")
         for d in died:
             print(f"!! {d}")
+        print(f"\n(whole run {time.time() - started:.0f} s)")
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs.values():
+        for insts in sets.values():
+            for inst in insts.values():
+                inst.stop()
+        if backend is not None:
+            if backend.poll() is None:
+                backend.send_signal(signal.SIGTERM)
             try:
-                p.wait(timeout=10)
+                backend.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+                backend.kill()
+                backend.wait()
         if BENCH_DIR:  # all stopped and reaped: nothing left for run.sh to kill
             open(os.path.join(BENCH_DIR, "pids"), "w").close()
         flog.close()
@@ -450,45 +665,140 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+
 def report(results, memory, bodies, after_load):
     med = lambda xs, i: statistics.median(x[i] for x in xs)
-    proxies = ("haproxy", "nginx", "fulcrum")
+    ratios = {}  # (workers, conns, mode, other) -> (req/s, cpu, p99)
+    if ROUNDS:
+        throughput(results, ratios, med)
+    memory_tables(memory)
+    if bodies or after_load:
+        print()
+        cols = " | ".join(f"RSS after the load runs, workers {w}" for w in PROXY_THREADS)
+        big = f" {BIG_MB} MiB download (median of {BIG_RUNS}, workers {PROXY_THREADS[0]}) | peak RSS then |" \
+            if bodies else ""
+        print(f"| proxy |{big} {cols} |")
+        print("|---|" + ("---:|---:|" if bodies else "") + "---:|" * len(PROXY_THREADS))
+        for name in PROXIES:
+            speed, peak = bodies.get(name, (float("nan"), float("nan")))
+            big = f" {speed:.0f} MB/s | {peak:.1f} MiB |" if bodies else ""
+            rss = " | ".join(f"{after_load.get((w, name), float('nan')):.1f} MiB" for w in PROXY_THREADS)
+            print(f"| {name} |{big} {rss} |")
+    goals(ratios, memory)
+
+
+def throughput(results, ratios, med):
     print()
-    print(f"| proxy | mode | req/s | p50 ms | p99 ms | CPU ms / 1k req | errors |")
-    print(f"|---|---|---:|---:|---:|---:|---:|")
-    for mode in ("http", "tcp"):
-        for name in proxies:
-            xs = results.get((name, mode))
-            if not xs:
-                print(f"| {name} | {mode} | failed | | | | |")
-                continue
-            print(f"| {name} | {mode} | {med(xs, 0):.0f} | {med(xs, 1):.3f} | {med(xs, 2):.3f} | "
-                  f"{med(xs, 3):.1f} | {sum(x[4] for x in xs)} |")
+    print("| workers | conns | mode | proxy | req/s | p50 ms | p99 ms | CPU ms / 1k req | errors |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|")
+    for workers in PROXY_THREADS:
+        for conns in CONNECTIONS:
+            for mode in ("http", "tcp"):
+                for name in PROXIES:
+                    xs = results.get((workers, conns, mode, name))
+                    if not xs:
+                        print(f"| {workers} | {conns} | {mode} | {name} | failed | | | | |")
+                        continue
+                    print(f"| {workers} | {conns} | {mode} | {name} | {med(xs, 0):.0f} | {med(xs, 1):.3f} | "
+                          f"{med(xs, 2):.3f} | {med(xs, 3):.1f} | {sum(x[4] for x in xs)} |")
+
     print()
-    print("| Fulcrum vs | mode | req/s ratio | CPU/req ratio | p99 ratio |")
-    print("|---|---|---:|---:|---:|")
-    for other in ("haproxy", "nginx"):
-        for mode in ("http", "tcp"):
-            f, o = results.get(("fulcrum", mode)), results.get((other, mode))
-            if not f or not o:
-                print(f"| {other} | {mode} | n/a | n/a | n/a |")
-                continue
-            print(f"| {other} | {mode} | {med(f, 0) / med(o, 0):.2f} | {med(f, 3) / med(o, 3):.2f} | "
-                  f"{med(f, 2) / med(o, 2):.2f} |")
+    print("| workers | conns | mode | req/s vs HAProxy | req/s vs nginx | CPU/req vs HAProxy | CPU/req vs nginx "
+          "| p99 vs HAProxy | p99 vs nginx |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for workers in PROXY_THREADS:
+        for conns in CONNECTIONS:
+            for mode in ("http", "tcp"):
+                f = results.get((workers, conns, mode, "fulcrum"))
+                cols = {}
+                for other in ("haproxy", "nginx"):
+                    o = results.get((workers, conns, mode, other))
+                    if f and o:
+                        ratios[(workers, conns, mode, other)] = cols[other] = tuple(
+                            med(f, i) / med(o, i) for i in (0, 3, 2))
+                g = lambda other, j: f"{cols[other][j]:.2f}" if other in cols else "n/a"
+                print(f"| {workers} | {conns} | {mode} | {g('haproxy', 0)} | {g('nginx', 0)} | {g('haproxy', 1)} "
+                      f"| {g('nginx', 1)} | {g('haproxy', 2)} | {g('nginx', 2)} |")
+
+
+def memory_tables(memory):
     if memory:
         print()
-        print("| proxy | idle connections opened | accepted by the proxy | RSS per idle connection "
-              "| RSS with them open | RSS after the load runs |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, (per, total, opened, accepted) in memory.items():
-            print(f"| {name} | {opened} | {accepted} | {per / 1024:.2f} KiB | {total:.1f} MiB "
-                  f"| {after_load.get(name, float('nan')):.1f} MiB |")
-    if bodies:
+        print(f"Memory per keep-alive client connection (RSS growth / connections accepted, KiB), "
+              f"fresh process per run, nginx backend answering `return 200`:")
         print()
-        print(f"| proxy | {BIG_MB} MiB download through the proxy (median of {BIG_RUNS}) | peak RSS so far |")
-        print("|---|---:|---:|")
-        for name, (speed, peak) in bodies.items():
-            print(f"| {name} | {speed:.0f} MB/s | {peak:.1f} MiB |")
+        print("| proxy | workers | connections opened / accepted | (a) connected, no request "
+              "| (b) after one request each, sequential | (c) after one request each, all at once "
+              "| (d) after closing them (burst run) | requests ok / failed (seq; burst) | still open (seq; burst) |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for workers in MEMORY_THREADS:
+            for name in PROXIES:
+                seq = next((m for m in memory if m["name"] == name and m["workers"] == workers
+                            and m["scenario"] == "seq"), None)
+                burst = next((m for m in memory if m["name"] == name and m["workers"] == workers
+                              and m["scenario"] == "burst"), None)
+                if not seq or not burst:
+                    continue
+                print(f"| {name} | {workers} | {seq['opened']} / {seq['accepted']} | {seq['connected_per']:.2f} "
+                      f"| {seq['requested_per']:.2f} | {burst['requested_per']:.2f} | {burst['closed_per']:.2f} "
+                      f"| {seq['ok']} / {seq['failed']}; {burst['ok']} / {burst['failed']} "
+                      f"| {seq['open']}; {burst['open']} |")
+        print()
+        print("| proxy | workers | run | RSS before | connected | after the requests | after closing | accepted "
+              "| request phase s |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+        for m in memory:
+            mib = lambda k: f"{m[k] / 1024:.1f} MiB"
+            print(f"| {m['name']} | {m['workers']} | {m['scenario']} | {mib('before')} | {mib('connected')} "
+                  f"| {mib('requested')} | {mib('closed')} | {m['accepted']} | {m['phase_secs']:.1f} |")
+
+
+def goals(ratios, memory):
+    """Issue #12's goals against this run: measured figure per cell, and whether all
+    cells meet it."""
+    rows = []
+
+    def ratio_goal(label, mode, other, j, target, higher):
+        vals = [(w, c, ratios[(w, c, mode, other)][j]) for w in PROXY_THREADS for c in CONNECTIONS
+                if (w, c, mode, other) in ratios]
+        if not vals:
+            return
+        ok = all((v >= target) if higher else (v <= target) for _, _, v in vals)
+        shown = ", ".join(f"{v:.2f} (w={w}, c={c})" for w, c, v in vals)
+        rows.append((label, f"{'>=' if higher else '<='} {target}", shown, "yes" if ok else "no"))
+
+    ratio_goal("HTTP req/s vs HAProxy", "http", "haproxy", 0, 1.25, True)
+    ratio_goal("HTTP req/s vs nginx", "http", "nginx", 0, 1.1, True)
+    ratio_goal("HTTP CPU/req vs HAProxy", "http", "haproxy", 1, 0.8, False)
+    ratio_goal("HTTP p99 vs HAProxy", "http", "haproxy", 2, 1.0, False)
+    ratio_goal("HTTP p99 vs nginx", "http", "nginx", 2, 1.0, False)
+    ratio_goal("TCP req/s vs HAProxy", "tcp", "haproxy", 0, 1.0, True)
+    ratio_goal("TCP req/s vs nginx", "tcp", "nginx", 0, 1.0, True)
+    for workers in MEMORY_THREADS:
+        pick = lambda name, sc: next((m for m in memory if m["name"] == name and m["workers"] == workers
+                                      and m["scenario"] == sc), None)
+        f_seq, h_seq, f_burst = pick("fulcrum", "seq"), pick("haproxy", "seq"), pick("fulcrum", "burst")
+        if f_seq and h_seq:
+            target = min(1.0, h_seq["requested_per"])
+            rows.append((f"idle after a request (b), workers {workers}", f"<= 1 KiB and < HAProxy ({h_seq['requested_per']:.2f})",
+                         f"{f_seq['requested_per']:.2f} KiB", "yes" if f_seq["requested_per"] <= target else "no"))
+        if f_burst:
+            rows.append((f"after the burst (c), workers {workers}", "<= 6 KiB",
+                         f"{f_burst['requested_per']:.2f} KiB", "yes" if f_burst["requested_per"] <= 6 else "no"))
+            grown = f_burst["requested"] - f_burst["before"]
+            kept = f_burst["closed"] - f_burst["before"]
+            share = kept / grown if grown > 0 else 0.0
+            rows.append((f"returned after the burst (d), workers {workers}", "<= 25% of the growth kept",
+                         f"{kept / 1024:.1f} of {grown / 1024:.1f} MiB kept ({share:.0%})",
+                         "yes" if share <= 0.25 else "no"))
+    if rows:
+        print()
+        print("Issue #12 goals (Fulcrum; ratios are Fulcrum / other, from the tables above):")
+        print()
+        print("| goal | target | measured | met |")
+        print("|---|---|---|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: HAProxy, nginx and Fulcrum in front of the same two nginx
-# backends, HTTP and TCP mode, loaded in interleaved rounds by wrk, plus idle-connection
-# memory and large-body throughput. Everything runs on 127.0.0.0/8, every step is
-# bounded in time, and every process started is stopped on exit.
+# backends, HTTP and TCP mode, each proxy at its default worker count and at 1 worker,
+# loaded in interleaved rounds by wrk with 64 and 1,000 connections, plus memory per
+# keep-alive client connection (connected; after one request each, sequential; after
+# one request each, all at once; after closing) and large-body throughput. Everything
+# runs on 127.0.0.0/8, every step is bounded in time, and every process started is
+# stopped on exit.
 #
-#   bash loadtest/run.sh                      # defaults: 3 rounds x 10 s
-#   ROUNDS=1 DURATION=3 IDLE=2000 BIG_RUNS=1 bash loadtest/run.sh   # quick check
+#   bash loadtest/run.sh                      # defaults: ~6.5 minutes after the build
+#   ROUNDS=1 DURATION=2 IDLE=2000 BIG_RUNS=1 bash loadtest/run.sh   # quick check (~1.5 min)
 #
 # Knobs and the meaning of each column: loadtest/README.md.
 set -euo pipefail
@@ -29,7 +32,8 @@ fi
 # Shared target dir: if another build holds the lock, cargo waits for it.
 cargo build --release
 
-# 10,000 idle connections need descriptors: as many as the hard limit allows.
+# 8,000 client connections (and as many server connections in the burst) need
+# descriptors: as many as the hard limit allows.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 BENCH_DIR="$(mktemp -d /tmp/fulcrum-bench.XXXXXX)"
