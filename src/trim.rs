@@ -23,24 +23,43 @@ const INTERVAL: Duration = Duration::from_secs(2);
 /// trim is worth its walk.
 const MIN_DROP: usize = 256;
 
-/// Decides when to trim: after the load fell to three quarters of the peak since
-/// the last trim (and by at least [`MIN_DROP`]).
-#[derive(Debug, Default)]
+/// Decides when to trim: after a load fell to `keep` quarters of its peak since
+/// the last trim, and by at least [`MIN_DROP`].
+#[derive(Debug)]
 pub struct TrimPolicy {
     peak: usize,
+    keep: usize,
 }
 
 impl TrimPolicy {
-    /// Records the load now (`open`); true when memory should be trimmed now.
-    pub fn observe(&mut self, open: usize) -> bool {
-        self.peak = self.peak.max(open);
-        let dropped = self.peak - open;
-        if dropped >= MIN_DROP && open * 4 <= self.peak * 3 {
-            self.peak = open;
+    /// Open connections: they hardly swing under a steady load, so a quarter of
+    /// them closing is the end of a burst.
+    pub fn connections() -> Self {
+        TrimPolicy { peak: 0, keep: 3 }
+    }
+
+    /// Requests per interval: these swing under a steady load, so only a fall to a
+    /// quarter is the end of a burst (a trim holds the allocator's lock while it
+    /// walks the heap: not something to do every few seconds under load).
+    pub fn requests() -> Self {
+        TrimPolicy { peak: 0, keep: 1 }
+    }
+
+    /// Records the load now; true when memory should be trimmed now.
+    pub fn observe(&mut self, load: usize) -> bool {
+        self.peak = self.peak.max(load);
+        let dropped = self.peak - load;
+        if dropped >= MIN_DROP && load.saturating_mul(4) <= self.peak.saturating_mul(self.keep) {
+            self.peak = load;
             true
         } else {
             false
         }
+    }
+
+    /// A trim happened for another reason: the peak starts again from `load`.
+    pub fn reset(&mut self, load: usize) {
+        self.peak = load;
     }
 }
 
@@ -50,7 +69,7 @@ pub async fn after_bursts(tasks: TaskTracker, live: Arc<Live>) {
     let finished = live.finished.clone();
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut policy = TrimPolicy::default();
+    let (mut by_connections, mut by_requests) = (TrimPolicy::connections(), TrimPolicy::requests());
     let mut last_requests = 0;
     loop {
         tokio::select! {
@@ -63,7 +82,12 @@ pub async fn after_bursts(tasks: TaskTracker, live: Arc<Live>) {
         let requests: u64 = snapshot.frontends.iter().map(|f| f.stats.http_requests.load(Relaxed)).sum();
         let recent = usize::try_from(requests.saturating_sub(last_requests)).unwrap_or(usize::MAX);
         last_requests = requests;
-        if policy.observe(tasks.len().saturating_add(recent)) {
+        let open = tasks.len();
+        // Both observed every time, so each keeps its own peak.
+        let due = by_connections.observe(open) | by_requests.observe(recent);
+        if due {
+            by_connections.reset(open);
+            by_requests.reset(recent);
             match tokio::task::spawn_blocking(trim).await {
                 Ok(released) => tracing::debug!(released, "returned free memory to the kernel"),
                 Err(err) => tracing::warn!(%err, "memory trim failed"),
@@ -90,14 +114,24 @@ mod tests {
     use super::TrimPolicy;
 
     #[test]
-    fn trims_once_after_a_burst_and_not_on_small_swings() {
-        let mut policy = TrimPolicy::default();
+    fn trims_once_after_connections_close_and_not_on_small_swings() {
+        let mut policy = TrimPolicy::connections();
         assert!(!policy.observe(8000), "rising: nothing to give back");
         assert!(!policy.observe(7000), "a small dip");
         assert!(policy.observe(100), "the burst is over");
         assert!(!policy.observe(100), "already trimmed");
         assert!(!policy.observe(300), "a few new connections");
-        assert!(!policy.observe(100), "too few closed to be worth a walk of the heap");
+        assert!(!policy.observe(100), "too few ended to be worth a walk of the heap");
         assert!(policy.observe(0), "all of them closed");
+    }
+
+    #[test]
+    fn request_rates_trim_only_when_a_burst_is_over() {
+        let mut policy = TrimPolicy::requests();
+        assert!(!policy.observe(30_000));
+        assert!(!policy.observe(20_000), "a steady load swings");
+        assert!(!policy.observe(9_000), "still under load");
+        assert!(policy.observe(0), "the burst is over");
+        assert!(!policy.observe(0));
     }
 }

@@ -1,6 +1,6 @@
 //! An HTTP/1.1 keep-alive connection between requests holds no request state and
-//! no buffer: hyper's connection ends when the client goes idle and a new one
-//! starts with the next request. These tests show it happens (the frontend's
+//! no buffer: hyper's connection ends when the client has been idle for a second
+//! and a new one starts with the next request. These tests show it happens (the frontend's
 //! `idle_connections` gauge) and that nothing of HTTP changes across it.
 
 mod common;
@@ -81,12 +81,13 @@ async fn pipelined_requests_and_a_split_head_after_idle_are_served_in_order() {
 #[tokio::test]
 async fn idle_limits_still_apply_after_a_connection_went_idle() {
     let app = named_http("app").await;
-    let lb = start(&config(app.addr, "{request_header: 300ms, client: 600ms}")).await;
+    let lb = start(&config(app.addr, "{request_header: 300ms, client: 1500ms}")).await;
     let addr = lb.local_addr("web");
-    // Idle past `client`: closed without a response, counted as idle.
+    // Idle past `client`, set aside on the way: closed without a response, counted as idle.
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     read_until(&mut stream, "app").await;
+    wait_idle(&lb, 1).await;
     let mut rest = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await.unwrap().unwrap();
     assert!(rest.is_empty());

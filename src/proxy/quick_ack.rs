@@ -12,41 +12,27 @@
 //! is not sticky (our next write re-enters the mode). Setting it after every
 //! read would cost a pure ACK per response that would otherwise ride on the
 //! next request (measured on loopback with small responses: one more segment
-//! and ~15% more CPU per request), so it is set only when the server may be
-//! waiting:
-//! - at once when a read leaves the response head incomplete or ends exactly
-//!   at its end (the body, if any, is still to come: the head/body split);
-//! - otherwise [`FALLBACK`] after a read if no write of ours (which carries the
-//!   ACK) and no further data came meanwhile: a server that held back the
-//!   rest of a body waits that long instead of 40 ms. Under load the next
-//!   request goes out first and no ACK of its own is sent.
+//! and ~15% more CPU per request), so it is set only when a read leaves the
+//! response head incomplete or ends exactly at its end (the body, if any, is
+//! still to come: the head/body split). A timer that ACKed whatever else was
+//! left unacknowledged for 2 ms also caught a server holding back the rest of a
+//! body, but it fired after most responses with 1,000 busy clients and doubled
+//! the CPU per request there; that rarer case still waits for the delayed ACK.
 //!
-//! The bytes are never changed: a wrong guess costs one ACK or one fallback
-//! delay, never data.
+//! The bytes are never changed: a wrong guess costs one ACK, never data.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
-
-/// How long data read may wait for its ACK when the server might be holding
-/// more back (well under the kernel's 40 ms delayed ACK, above the gap between
-/// a response and the next request on a busy connection).
-pub const FALLBACK: Duration = Duration::from_millis(2);
 
 /// A server connection's stream that ACKs without delay when the server may be waiting.
 #[derive(Debug)]
 pub struct QuickAck {
     stream: TcpStream,
     head: Head,
-    /// Fires [`FALLBACK`] after the last read; only heeded while `armed`.
-    fallback: Option<Pin<Box<Sleep>>>,
-    armed: bool,
 }
 
 /// Progress through the head of the server's reply to our last write.
@@ -94,49 +80,29 @@ impl Head {
 }
 
 impl QuickAck {
+    /// Wraps a connected server stream.
     pub fn new(stream: TcpStream) -> Self {
-        Self { stream, head: Head::Done, fallback: None, armed: false }
+        Self { stream, head: Head::Done }
     }
 
     /// Sends the pending ACK now (if any) and leaves delayed-ACK mode.
     fn ack_now(&mut self) {
-        self.armed = false;
         #[cfg(target_os = "linux")]
         if let Err(err) = socket2::SockRef::from(&self.stream).set_quickack(true) {
             tracing::trace!(%err, "cannot set TCP_QUICKACK");
         }
     }
 
-    /// Data was read: ACK it now, or arm the fallback.
+    /// Data was read: ACK it now if the server may be holding back the rest.
     fn on_data(&mut self, data: &[u8]) {
         if self.head.read(data) {
             self.ack_now();
-            return;
-        }
-        let deadline = Instant::now() + FALLBACK;
-        match &mut self.fallback {
-            Some(sleep) => sleep.as_mut().reset(deadline),
-            None => self.fallback = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
-        self.armed = true;
-    }
-
-    /// Nothing to read: ACK now if the fallback delay is over.
-    fn poll_fallback(&mut self, cx: &mut Context<'_>) {
-        if !self.armed {
-            return;
-        }
-        if let Some(sleep) = &mut self.fallback {
-            if sleep.as_mut().poll(cx).is_ready() {
-                self.ack_now();
-            }
         }
     }
 
     /// We wrote: that segment carries the ACK, and a new response head comes next.
     fn on_write(&mut self, written: usize) {
         if written > 0 {
-            self.armed = false;
             self.head = Head::Reading { seen: 0, matched: 0 };
         }
     }
@@ -153,11 +119,7 @@ impl AsyncRead for QuickAck {
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                this.poll_fallback(cx);
-                Poll::Pending
-            }
-            ready => ready,
+            other => other,
         }
     }
 }
@@ -227,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn head_and_body_in_one_read_arm_the_fallback() {
+    fn head_and_body_in_one_read_need_no_ack_now() {
         let mut head = reading();
         assert!(!head.read(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
         assert_eq!(head, Head::Done);

@@ -39,6 +39,16 @@ pub enum Wait {
     Send,
 }
 
+/// What ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// The client's time waiting for this.
+    Limit(Wait),
+    /// The idle connection may be set aside (see [`ClientTimer::park_after`]); its
+    /// idle limit goes on.
+    Park,
+}
+
 /// The one timer of a client connection.
 #[derive(Debug)]
 pub struct ClientTimer {
@@ -48,13 +58,34 @@ pub struct ClientTimer {
     armed_for: u64,
     request_header: Duration,
     client: Duration,
+    /// Idle this long, the connection is set aside (HTTP/1.1).
+    park_after: Option<Duration>,
+    /// `sleep` runs to the park time of the current idle wait, not its limit, which
+    /// is `idle_until`.
+    park_due: bool,
+    idle_until: Instant,
 }
 
 impl ClientTimer {
     /// Starts the first request's deadline (called at accept).
     pub fn new(request_header: Duration, client: Duration) -> Self {
         let sleep = Box::pin(tokio::time::sleep(request_header));
-        ClientTimer { sleep, armed: Wait::FirstRequest, armed_for: 0, request_header, client }
+        ClientTimer {
+            sleep,
+            armed: Wait::FirstRequest,
+            armed_for: 0,
+            request_header,
+            client,
+            park_after: None,
+            park_due: false,
+            idle_until: Instant::now(),
+        }
+    }
+
+    /// From now on (or never, with `None`), an idle wait first runs out after
+    /// `after` with [`Expired::Park`] (if that is shorter than the idle limit).
+    pub fn park_after(&mut self, after: Option<Duration>) {
+        self.park_after = after;
     }
 
     /// Runs the idle limit again from now (a grace period after a polite close).
@@ -62,21 +93,30 @@ impl ClientTimer {
         self.sleep.as_mut().reset(Instant::now() + self.client);
     }
 
-    /// Called when a read would block while waiting for `wait`; ready with the
-    /// kind of wait that ran out of time. `epoch` tells one wait from the next of
-    /// the same kind: the count of complete request heads (a whole request can
-    /// come and go between two calls), or for h2c the count of requests.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>, wait: Wait, epoch: u64) -> Poll<Wait> {
+    /// Called when a read would block while waiting for `wait`; ready with what
+    /// ran out. `epoch` tells one wait from the next of the same kind: the count of
+    /// complete request heads (a whole request can come and go between two calls),
+    /// or for h2c the count of requests.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>, wait: Wait, epoch: u64) -> Poll<Expired> {
         if (wait, epoch) != (self.armed, self.armed_for) {
+            let now = Instant::now();
+            self.park_due = false;
             let limit = match wait {
                 // The first head's time counts from the accept, like the first byte's.
                 Wait::Head if self.armed == Wait::FirstRequest => None,
                 Wait::FirstRequest | Wait::Head => Some(self.request_header),
-                Wait::Idle => Some(self.client),
+                Wait::Idle => match self.park_after {
+                    Some(park) if park < self.client => {
+                        self.park_due = true;
+                        self.idle_until = now + self.client;
+                        Some(park)
+                    }
+                    _ => Some(self.client),
+                },
                 Wait::Unlimited | Wait::Send | Wait::Body => None,
             };
             if let Some(limit) = limit {
-                self.sleep.as_mut().reset(Instant::now() + limit);
+                self.sleep.as_mut().reset(now + limit);
             }
             self.armed = wait;
             self.armed_for = epoch;
@@ -86,7 +126,12 @@ impl ClientTimer {
             return Poll::Pending;
         }
         ready!(self.sleep.as_mut().poll(cx));
-        Poll::Ready(wait)
+        if std::mem::take(&mut self.park_due) {
+            // The idle limit goes on from where the wait started.
+            self.sleep.as_mut().reset(self.idle_until);
+            return Poll::Ready(Expired::Park);
+        }
+        Poll::Ready(Expired::Limit(wait))
     }
 }
 
@@ -117,7 +162,10 @@ mod tests {
     use std::future::poll_fn;
 
     async fn expires(timer: &mut ClientTimer, wait: Wait, heads: u64) -> Wait {
-        poll_fn(|cx| timer.poll_expired(cx, wait, heads)).await
+        match poll_fn(|cx| timer.poll_expired(cx, wait, heads)).await {
+            Expired::Limit(wait) => wait,
+            Expired::Park => panic!("parked without park_after"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -155,5 +203,20 @@ mod tests {
         let idle_started = Instant::now();
         assert_eq!(expires(&mut timer, Wait::Idle, 2).await, Wait::Idle);
         assert_eq!(idle_started.elapsed(), Duration::from_secs(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_wait_parks_first_then_runs_to_its_limit() {
+        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        timer.park_after(Some(Duration::from_secs(1)));
+        let idle_started = Instant::now();
+        assert_eq!(poll_fn(|cx| timer.poll_expired(cx, Wait::Idle, 1)).await, Expired::Park);
+        assert_eq!(idle_started.elapsed(), Duration::from_secs(1));
+        assert_eq!(expires(&mut timer, Wait::Idle, 1).await, Wait::Idle);
+        assert_eq!(idle_started.elapsed(), Duration::from_secs(60), "the limit counts from the start of the wait");
+        // A limit shorter than the park time: no park.
+        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_millis(500));
+        timer.park_after(Some(Duration::from_secs(1)));
+        assert_eq!(expires(&mut timer, Wait::Idle, 1).await, Wait::Idle);
     }
 }

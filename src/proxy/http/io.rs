@@ -14,13 +14,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::client_state::{ClientHandle, Flags};
-use super::client_timer::{ClientTimedOut, ClientTimer, Wait};
+use super::client_timer::{ClientTimedOut, ClientTimer, Expired, Wait};
 use super::framing::FramingWatch;
 use super::reply::RAW_408;
 use super::stall::StallTimer;
@@ -82,12 +83,13 @@ impl ClientIo {
         Ok((io, handle))
     }
 
-    /// HTTP/1.1 only: once no request is open and hyper waits for the next head
-    /// with nothing read of it, a read ends the stream (without shutting the socket
-    /// down), so hyper's connection ends and its buffers are freed: an idle
-    /// keep-alive connection holds no buffer, as in HAProxy and nginx.
-    pub fn park_when_idle(&mut self) {
+    /// HTTP/1.1 only: once no request is open and hyper has waited `after` for the
+    /// next head with nothing read of it, a read ends the stream (without shutting
+    /// the socket down), so hyper's connection ends and its buffers are freed: an
+    /// idle keep-alive connection holds no buffer, as in HAProxy and nginx.
+    pub fn park_when_idle(&mut self, after: Duration) {
         self.park_when_idle = true;
+        self.timer.park_after(Some(after));
     }
 
     /// True (once) when hyper's connection ended because the client went idle.
@@ -166,11 +168,10 @@ impl ClientIo {
 
     /// A read would block: what it waits for, and since when (see [`ClientIo::wait`]).
     fn blocked(&mut self, cx: &mut Context<'_>) -> (Wait, u64) {
-        if self.framing.is_off() || self.park_when_idle {
-            // A request ends when its response body does, maybe after this read
-            // found it open (an h2 stream ends in its own task): be woken then, to
-            // start the idle limit or park. Registered before the open requests are
-            // counted, so an end in between is not missed.
+        if self.framing.is_off() {
+            // An h2 stream ends in its own task: be woken then, to start the idle
+            // limit. Registered before the open requests are counted, so an end in
+            // between is not missed.
             self.flags.idle_waker.register(cx.waker());
         }
         self.wait()
@@ -193,6 +194,7 @@ impl ClientIo {
             // hyper keeps the refused upgrade pending until its connection ends,
             // then hands the socket to it: this one must never end while idle.
             self.park_when_idle = false;
+            self.timer.park_after(None);
         }
         if framing.is_off() {
             // h2c, or HTTP/1.1 the watch cannot follow: idle once no request is
@@ -218,7 +220,21 @@ impl ClientIo {
     /// A read would block: whether the client has run out of time waiting for
     /// `wait` (from [`ClientIo::wait`]).
     fn poll_timer(&mut self, cx: &mut Context<'_>, wait: Wait, epoch: u64) -> Poll<io::Result<()>> {
-        let mut expired = ready!(self.timer.poll_expired(cx, wait, epoch));
+        let mut expired = match ready!(self.timer.poll_expired(cx, wait, epoch)) {
+            Expired::Limit(wait) => wait,
+            Expired::Park if self.park_when_idle && !self.parked && !self.framing.is_off() => {
+                // Idle between requests with nothing of the next read: end hyper's
+                // connection here (see `park_when_idle`).
+                self.parked = true;
+                return Poll::Ready(Ok(()));
+            }
+            // Not to be set aside after all (a refused upgrade came meanwhile):
+            // the idle limit goes on.
+            Expired::Park => match ready!(self.timer.poll_expired(cx, wait, epoch)) {
+                Expired::Limit(wait) => wait,
+                Expired::Park => return Poll::Pending,
+            },
+        };
         if expired == Wait::Idle && self.framing.is_off() && !self.polite_close_asked {
             // h2c: a GOAWAY tells the client no stream was lost, so it may retry
             // one that raced with the close. The handler sends it; keep reading,
@@ -228,7 +244,10 @@ impl ClientIo {
             self.flags.idle_expired.store(true, Relaxed);
             self.flags.handler_waker.wake();
             self.timer.restart_idle();
-            expired = ready!(self.timer.poll_expired(cx, wait, epoch));
+            expired = match ready!(self.timer.poll_expired(cx, wait, epoch)) {
+                Expired::Limit(wait) => wait,
+                Expired::Park => return Poll::Pending,
+            };
         }
         if expired == Wait::Head {
             // Answered here, before hyper closes the socket: a head is waited for
@@ -291,12 +310,6 @@ impl AsyncRead for ClientIo {
                 Poll::Ready(ready) => ready?,
                 Poll::Pending => {
                     let (wait, epoch) = this.blocked(cx);
-                    if this.park_when_idle && wait == Wait::Idle && !this.framing.is_off() {
-                        // Between requests, nothing of the next read: end hyper's
-                        // connection here (see `park_when_idle`).
-                        this.parked = true;
-                        return Poll::Ready(Ok(()));
-                    }
                     return this.poll_timer(cx, wait, epoch);
                 }
             };
