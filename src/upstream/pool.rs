@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 /// races with our reuse.
 pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Idle connections kept per server and worker; more are closed when they free up.
-pub const MAX_IDLE: usize = 128;
+/// As many as a busy worker has requests in flight to one server: with 1,000
+/// clients, a cap of 128 closed most connections after their response and opened
+/// new ones for the next requests (9% more CPU per request, p99 70 -> 50 ms at 1024).
+/// Unused ones go after [`IDLE_TIMEOUT`] anyway.
+pub const MAX_IDLE: usize = 1024;
 
 /// Which worker thread the caller runs on, and how many there are. Passed down
 /// from the accept loop that took the connection, so the pool never has to ask a
