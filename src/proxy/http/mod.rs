@@ -63,7 +63,9 @@ pub async fn serve(
         return;
     }
     let ctx = Arc::new(ConnContext::new(live, Arc::clone(&frontend), peer, worker, handle.clone(), tasks));
-    if let Err(err) = serve_client(&frontend, io, ctx, &handle, &stop).await {
+    // Boxed: the futures below each hold the socket state while it is theirs; a
+    // pointer keeps the connection's task small.
+    if let Err(err) = serve_client(&frontend, Box::new(io), ctx, &handle, &stop).await {
         on_connection_error(&frontend, peer, err.as_ref());
     }
 }
@@ -80,7 +82,7 @@ const PARK_AFTER: Duration = Duration::from_secs(1);
 /// the connection in that protocol.
 async fn serve_client(
     frontend: &Frontend,
-    mut io: ClientIo,
+    mut io: Box<ClientIo>,
     ctx: Arc<ConnContext>,
     handle: &ClientHandle,
     stop: &CancellationToken,
@@ -101,7 +103,7 @@ async fn serve_client(
 /// buffers are freed, and a new one starts when the next request arrives.
 async fn serve_h1(
     frontend: &Frontend,
-    mut io: ClientIo,
+    mut io: Box<ClientIo>,
     ctx: Arc<ConnContext>,
     handle: &ClientHandle,
     stop: &CancellationToken,
@@ -146,7 +148,7 @@ async fn serve_h1(
 /// The client socket of an ended hyper connection. Only the socket goes on: the
 /// rest, hyper's read buffer (empty at a park) among it, is freed here rather
 /// than held while the client is idle.
-fn socket_of<S>(parts: hyper::server::conn::http1::Parts<TokioIo<ClientIo>, S>) -> ClientIo {
+fn socket_of<S>(parts: hyper::server::conn::http1::Parts<TokioIo<Box<ClientIo>>, S>) -> Box<ClientIo> {
     parts.io.into_inner()
 }
 
@@ -154,7 +156,7 @@ fn socket_of<S>(parts: hyper::server::conn::http1::Parts<TokioIo<ClientIo>, S>) 
 /// closed with a GOAWAY when asked to stop or idle too long.
 async fn serve_h2(
     frontend: &Frontend,
-    io: ClientIo,
+    io: Box<ClientIo>,
     ctx: Arc<ConnContext>,
     handle: &ClientHandle,
     stop: &CancellationToken,
