@@ -45,7 +45,7 @@ RETURN_WAIT = float(ENV("RETURN_WAIT", "3"))  # seconds after the close before t
 # Seconds the connections sit idle after their request before RSS is read (every
 # proxy alike): what a client's idle keep-alive connection costs once it is idle,
 # not in the instant after its response (Fulcrum frees a connection's buffers after
-# 1 s idle and checks every 2 s whether a burst's memory can go back).
+# 1 s idle and gives a burst's memory back about 1.5-2.5 s after it ended).
 IDLE_WAIT = float(ENV("IDLE_WAIT", "3.5"))
 BIG_MB = int(ENV("BIG_MB", "256"))            # large-body size
 BIG_RUNS = int(ENV("BIG_RUNS", "3"))

@@ -16,8 +16,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::Live;
 
-/// How often the open-connection count is looked at.
-const INTERVAL: Duration = Duration::from_secs(2);
+/// How often the load is looked at.
+const INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long after the end of a burst the trim waits: the burst's kept-alive
+/// connections first set their buffers aside (after 1 s idle, see
+/// `proxy::http::PARK_AFTER`), so their memory is free when the heap is walked.
+const SETTLE: Duration = Duration::from_millis(1500);
 
 /// Load (connections and requests) that must have ended since the peak before a
 /// trim is worth its walk.
@@ -88,6 +93,10 @@ pub async fn after_bursts(tasks: TaskTracker, live: Arc<Live>) {
         if due {
             by_connections.reset(open);
             by_requests.reset(recent);
+            tokio::select! {
+                _ = finished.cancelled() => return,
+                _ = tokio::time::sleep(SETTLE) => {}
+            }
             match tokio::task::spawn_blocking(trim).await {
                 Ok(released) => tracing::debug!(released, "returned free memory to the kernel"),
                 Err(err) => tracing::warn!(%err, "memory trim failed"),
