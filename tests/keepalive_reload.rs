@@ -14,23 +14,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 
 fn config(servers: &[(&str, SocketAddr)]) -> String {
-    let servers: String =
-        servers.iter().map(|(name, addr)| format!("      - {{ name: {name}, address: \"{addr}\" }}\n")).collect();
-    format!(
-        r#"
-frontends:
-  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}
-backends:
-  - name: app
-    balance: round_robin
-    servers:
-{servers}"#
-    )
-}
-
-async fn reload_with(lb: &fulcrum::instance::Instance, file: &tempfile::NamedTempFile, yaml: &str) {
-    std::fs::write(file.path(), yaml).unwrap();
-    lb.reload().await.unwrap_or_else(|e| panic!("reload rejected: {e}"));
+    web_config(servers, "")
 }
 
 /// The server that answered one request on an open HTTP/1.1 connection.

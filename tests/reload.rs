@@ -14,26 +14,6 @@ use common::*;
 use http_body_util::{BodyExt, Full};
 use tokio::net::TcpStream;
 
-fn web_config(servers: &[(&str, SocketAddr)], extra: &str) -> String {
-    let servers: String =
-        servers.iter().map(|(name, addr)| format!("      - {{ name: {name}, address: \"{addr}\" }}\n")).collect();
-    format!(
-        r#"
-frontends:
-  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}
-{extra}
-backends:
-  - name: app
-    servers:
-{servers}"#
-    )
-}
-
-async fn reload_with(lb: &fulcrum::instance::Instance, file: &tempfile::NamedTempFile, yaml: &str) -> u64 {
-    std::fs::write(file.path(), yaml).unwrap();
-    lb.reload().await.unwrap_or_else(|e| panic!("reload rejected: {e}"))
-}
-
 #[tokio::test]
 async fn valid_reload_changes_the_pool() {
     let (a, b) = (named_http("a").await, named_http("b").await);

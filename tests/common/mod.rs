@@ -392,3 +392,26 @@ pub fn require_tool(tool: &str, what: &str) -> Option<std::path::PathBuf> {
     println!("{tool} not installed; {what} skipped (CI installs it)");
     None
 }
+
+/// An http frontend `web` on 127.0.0.1:0 in front of backend `app` with `servers`;
+/// `extra` goes after the frontend list (more frontends, or top-level keys).
+pub fn web_config(servers: &[(&str, SocketAddr)], extra: &str) -> String {
+    let servers: String =
+        servers.iter().map(|(name, addr)| format!("      - {{ name: {name}, address: \"{addr}\" }}\n")).collect();
+    format!(
+        r#"
+frontends:
+  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}
+{extra}
+backends:
+  - name: app
+    servers:
+{servers}"#
+    )
+}
+
+/// Writes `yaml` to the instance's config file and reloads; panics if rejected.
+pub async fn reload_with(lb: &fulcrum::instance::Instance, file: &tempfile::NamedTempFile, yaml: &str) -> u64 {
+    std::fs::write(file.path(), yaml).unwrap();
+    lb.reload().await.unwrap_or_else(|e| panic!("reload rejected: {e}"))
+}
