@@ -136,6 +136,9 @@ async fn http10_without_host_is_answered() {
     let reply = setup.raw("GET / HTTP/1.0").await;
     assert_eq!(status(&reply), "200", "{reply}");
     assert_eq!(body(&reply), "main", "no host: the default backend");
+    // Sent on as HTTP/1.1, which needs a Host: the server's address, as nginx does.
+    let sent = format!("x-seen-host: {}", setup.servers[0].addr);
+    assert!(reply.to_ascii_lowercase().contains(&sent), "{reply}");
     let reply = setup.raw("GET / HTTP/1.0\r\nhost: b.test").await;
     assert_eq!((status(&reply), body(&reply)), ("200", "b"), "{reply}");
 }

@@ -45,6 +45,9 @@ pub struct ServerState {
     pub last_change_ms: AtomicU64,
     /// Idle keep-alive HTTP connections to the server.
     pub pool: PoolSlot,
+    /// The server's address as a Host header value, for requests that name no host
+    /// (HTTP/1.0 without Host): they are sent on as HTTP/1.1, which needs one.
+    pub host_header: Option<http::HeaderValue>,
     /// Request start to response head, for requests this server answered.
     pub response_duration: Histogram,
     /// Health probes run.
@@ -92,7 +95,9 @@ impl ServerState {
         .const_label("server", key.server.as_str())
         .buckets(DURATION_BUCKETS.to_vec());
         let response_duration = Histogram::with_opts(opts).expect("static histogram options are valid");
+        let host_header = http::HeaderValue::try_from(key.address.to_string()).ok();
         Arc::new(Self {
+            host_header,
             key,
             up: AtomicBool::new(up),
             active: AtomicU64::new(0),

@@ -115,11 +115,12 @@ impl ConnContext {
         };
         let backend = Arc::clone(backend);
         let host = authority.and_then(|a| a.host_to_send());
+        let name_server = authority.is_none();
         let key = backend.hash_key.as_ref().and_then(|k| self.hash(k, &req));
         let method = req.method().clone();
         let path = req.uri().path_and_query().cloned();
         let (request, client_upgrade) = self.prepare(&now.frontend, req, host);
-        let mut response = match forward(&backend, key, request, self.worker).await {
+        let mut response = match forward(&backend, key, request, name_server, self.worker).await {
             Ok(exchange) => self.relay(&now, &backend, exchange, client_upgrade, method, path),
             Err(err) => self.fail(&now, Some(&backend), err, &method, path.as_ref()),
         };

@@ -39,16 +39,19 @@ enum Failure {
     Sent(ProxyError),
 }
 
-/// Forwards `req` to a server of `backend`, retrying connect failures on other servers.
+/// Forwards `req` to a server of `backend`, retrying connect failures on other
+/// servers. With `name_server`, the request named no host (HTTP/1.0 without Host)
+/// and is sent with the chosen server's address as its Host, as HTTP/1.1 requires.
 pub async fn forward(
     backend: &Backend,
     key: Option<u64>,
     req: Request<RequestBody>,
+    name_server: bool,
     worker: Worker,
 ) -> Result<Exchange, ProxyError> {
     let replayable = is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
     let (server, (response, sender, active)) = on_servers(backend, key, req, |member, req| async move {
-        match exchange(backend, member, req, replayable, worker).await {
+        match exchange(backend, member, req, replayable, name_server, worker).await {
             Ok(sent) => Attempt::Done(sent),
             Err(Failure::Connect(err, unsent)) => Attempt::Retry(err, *unsent),
             Err(Failure::Sent(err)) => Attempt::Fail(err),
@@ -65,8 +68,12 @@ async fn exchange(
     member: &Member,
     mut req: Request<RequestBody>,
     replayable: bool,
+    name_server: bool,
     worker: Worker,
 ) -> Result<Sent, Failure> {
+    if let (true, Some(host)) = (name_server, &member.state.host_header) {
+        req.headers_mut().insert(http::header::HOST, host.clone());
+    }
     let active = member.state.track_request();
     if let Some(sender) = member.state.pool.take::<SendRequest<RequestBody>>(worker) {
         // A replay copy only for requests that may be sent twice (no body, idempotent).
