@@ -154,6 +154,20 @@ impl ClientIo {
         }
     }
 
+    /// The socket is drained in the middle of a request (head or body): ACK now. A
+    /// client that writes head and body apart with Nagle on sends the body only
+    /// once the head is ACKed, and Linux would delay that ACK (40 ms) as we have
+    /// nothing to send back yet. Between requests nothing is owed: the response
+    /// carries the ACK.
+    fn ack_if_incomplete(&self) {
+        if self.framing.is_off() || self.framing.between_requests() || self.flags.upgraded.load(Relaxed) {
+            return;
+        }
+        if let Err(err) = SockRef::from(self.stream.get_ref()).set_quickack(true) {
+            tracing::trace!(%err, "cannot set TCP_QUICKACK");
+        }
+    }
+
     /// Accounts for `n` bytes written to the client.
     fn on_sent(&mut self, n: usize) {
         self.write_stall.moved();
@@ -324,12 +338,16 @@ impl AsyncRead for ClientIo {
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
                     if n > 0 {
-                        if n < wanted {
+                        let drained = n < wanted;
+                        if drained {
                             // Drained; tokio only forgets readiness it saw before now.
                             ready.clear_ready();
                         }
                         let start = buf.filled().len() - n;
                         this.on_received(&buf.filled()[start..]);
+                        if drained {
+                            this.ack_if_incomplete();
+                        }
                     }
                     return Poll::Ready(Ok(()));
                 }

@@ -1,0 +1,59 @@
+//! A client that writes a request's head and body apart with Nagle on (many HTTP
+//! client libraries do for uploads) waits for our ACK of the head before it sends
+//! the body. Fulcrum ACKs at once while a request is incomplete, as HAProxy does,
+//! instead of leaving it to the kernel's delayed ACK (40 ms per request).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads one response with a Content-Length body.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn an_upload_written_as_head_then_body_is_not_held_back() {
+    let app = named_http("app").await;
+    let lb = start(&format!(
+        "frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\nbackends:\n  - {{ name: app, servers: [{{ name: a, address: \"{}\" }}] }}\n",
+        app.addr
+    ))
+    .await;
+    // Nagle stays on (tokio's default): the body waits for the ACK of the head.
+    let mut stream = TcpStream::connect(lb.local_addr("web")).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    let mut took = Vec::new();
+    for _ in 0..15 {
+        let started = Instant::now();
+        stream.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n").await.unwrap();
+        stream.write_all(b"hello").await.unwrap();
+        let reply = read_response(&mut stream).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(median < Duration::from_millis(20), "median {median:?} per upload: held back by a delayed ACK ({took:?})");
+}
