@@ -1,7 +1,10 @@
 //! The client socket as hyper sees it: counts bytes for the frontend, follows the
 //! request framing (see [`FramingWatch`]), applies the client-side time limits
 //! (see [`ClientTimer`]), answers a request head that does not arrive in time with
-//! a 408, and gives up on a client that stops reading for `timeouts.client`.
+//! a 408, and gives up on a client that stops reading for `timeouts.client`. It
+//! also ends hyper's HTTP/1.1 connection when the client has been idle a while
+//! (see [`ClientIo::park_when_idle`]), tells h2 from HTTP/1.x before hyper reads
+//! a byte, and ACKs at once while a request is incomplete.
 //!
 //! It sits on [`AsyncFd`] rather than tokio's `TcpStream` to save a syscall per
 //! request: after a read shorter than the buffer the socket is known to be empty,
