@@ -29,7 +29,7 @@ const SETTLE: Duration = Duration::from_millis(1500);
 const MIN_DROP: usize = 256;
 
 /// Decides when to trim: after a load fell to `keep` quarters of its peak since
-/// the last trim, and by at least [`MIN_DROP`].
+/// the last trim, and by at least `MIN_DROP` (256).
 #[derive(Debug)]
 pub struct TrimPolicy {
     peak: usize,

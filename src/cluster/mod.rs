@@ -1,5 +1,8 @@
-//! The cluster view: an immutable [`Snapshot`] compiled from a [`Config`](crate::config::Config),
-//! and the per-server/frontend/backend state that outlives snapshots.
+//! The cluster view: an immutable [`Snapshot`] compiled from a
+//! [`Config`](crate::config::Config), with its route tables and hyper server
+//! settings; the frontend and backend counters that outlive snapshots; and what is
+//! live now ([`Live`], read by the admin listener through [`LiveView`]). Per-server
+//! state lives a layer below, in [`crate::upstream`].
 
 mod compile;
 mod http_settings;
