@@ -1,5 +1,5 @@
 //! The cluster view: an immutable [`Snapshot`] compiled from a
-//! [`Config`](crate::config::Config), with its route tables and hyper server
+//! [`Config`], with its route tables and hyper server
 //! settings; the frontend and backend counters that outlive snapshots; and what is
 //! live now ([`Live`], read by the admin listener through [`LiveView`]). Per-server
 //! state lives a layer below, in [`crate::upstream`].
