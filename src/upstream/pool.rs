@@ -185,11 +185,6 @@ impl PoolSlot {
         self.pool.get().map_or(0, |pool| pool.close_all())
     }
 
-    /// True once the server has left the config.
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(SeqCst)
-    }
-
     /// Closes connections idle too long or closed by the server; returns how many.
     pub fn reap(&self) -> usize {
         self.pool.get().map_or(0, |pool| pool.reap())
