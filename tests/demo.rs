@@ -23,11 +23,14 @@ async fn demo_balances_and_reacts_to_a_failing_server() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("demo.yaml");
     std::fs::write(&path, yaml).unwrap();
+    // The demo's log, shown if it does not come up (a port taken meanwhile, say).
+    let log_path = dir.path().join("demo.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .args(["demo", "--config"])
         .arg(&path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     // The banner is printed once the demo servers listen; then the balancer starts.
@@ -44,7 +47,11 @@ async fn demo_balances_and_reacts_to_a_failing_server() {
     let mut seen = std::collections::HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while seen.len() < 3 {
-        assert!(tokio::time::Instant::now() < deadline, "not all demo servers answered: {seen:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all demo servers answered: {seen:?}; demo log:\n{}",
+            log()
+        );
         if let Ok(stream) = tokio::net::TcpStream::connect(web).await {
             drop(stream);
             let answer = body(web, "/").await;
