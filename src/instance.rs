@@ -60,12 +60,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// One health task per checked server.
     pub health: HealthChecks,
-    /// The threads serving connections.
-    workers: Arc<Workers>,
     /// Where the admin listener is bound, if configured.
     admin_addr: std::sync::OnceLock<SocketAddr>,
-    /// Open client connections allowed across every frontend and worker.
-    pub connection_cap: ConnectionCap,
 }
 
 /// How to start an instance, beyond the config: settings of the process rather
@@ -115,16 +111,14 @@ impl Instance {
     ) -> Result<Instance, ApplyError> {
         let connection_cap = options.connection_cap.map_or_else(ConnectionCap::for_current_limit, ConnectionCap::new);
         let shared = Arc::new(Shared {
-            live: Arc::new(Live::new(first)),
+            live: Arc::new(Live::new(first, connection_cap, Arc::new(workers))),
             config_path: path,
             listeners: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             health: HealthChecks::default(),
-            workers: Arc::new(workers),
             admin_addr: std::sync::OnceLock::new(),
-            connection_cap,
         });
         let instance = Instance { shared };
         let first = instance.snapshot();
@@ -138,7 +132,7 @@ impl Instance {
             generation = first.generation,
             frontends = first.frontends.len(),
             backends = first.backends.len(),
-            workers = instance.shared.workers.count(),
+            workers = instance.shared.live.workers.count(),
             "serving"
         );
         Ok(instance)
@@ -260,7 +254,7 @@ impl Instance {
     /// Servers of `previous` that `next` no longer has get their idle pooled
     /// connections closed.
     fn sync_listeners(&self, next: &Arc<Snapshot>, previous: Option<&Snapshot>) -> Result<(), ApplyError> {
-        let workers = &self.shared.workers;
+        let workers = &self.shared.live.workers;
         let mut listeners = self.listeners();
         let mut opened = Vec::new();
         for frontend in &next.frontends {
@@ -307,7 +301,7 @@ impl Instance {
                     worker,
                     Arc::clone(workers),
                     self.shared.tasks.clone(),
-                    self.shared.connection_cap.clone(),
+                    self.shared.live.connection_cap.clone(),
                 );
                 workers.spawn_on(worker, accepting);
             }
@@ -336,7 +330,7 @@ impl Instance {
 
     /// Open client connections per worker thread.
     pub fn worker_loads(&self) -> Vec<usize> {
-        self.shared.workers.loads()
+        self.shared.live.workers.loads()
     }
 
     /// Open client connections right now.

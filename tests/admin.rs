@@ -126,6 +126,9 @@ async fn metrics_count_known_traffic_exactly() {
         (r#"fulcrum_backend_up_servers{backend="down"}"#, 0.0),
         (r#"fulcrum_backend_response_duration_seconds_count{backend="app"}"#, 6.0),
         (r#"fulcrum_config_generation"#, 1.0),
+        (r#"fulcrum_open_connections"#, f64::NAN),
+        (r#"fulcrum_worker_connections{worker="0"}"#, f64::NAN),
+        (r#"fulcrum_connection_cap"#, f64::NAN),
         (r#"fulcrum_build_info{version=""#, f64::NAN),
     ];
     for (series, want) in expect {

@@ -39,6 +39,25 @@ pub fn render(live: &LiveView) -> String {
         .with_label_values(&[])
         .set(i64::from(live.draining()));
 
+    let (cap, open) = live.connections();
+    families
+        .gauge(
+            "fulcrum_connection_cap",
+            "Client connections the process accepts at once (from the open-file limit).",
+            &[],
+        )
+        .with_label_values(&[])
+        .set(i64::try_from(cap).unwrap_or(i64::MAX));
+    families
+        .gauge("fulcrum_open_connections", "Client connections open now, across every frontend.", &[])
+        .with_label_values(&[])
+        .set(i64::try_from(open).unwrap_or(i64::MAX));
+    let per_worker =
+        families.gauge("fulcrum_worker_connections", "Client connections open on each worker thread.", &["worker"]);
+    for (worker, load) in live.worker_loads().into_iter().enumerate() {
+        per_worker.with_label_values(&[&worker.to_string()]).set(i64::try_from(load).unwrap_or(i64::MAX));
+    }
+
     frontends(&mut families, &snapshot);
     backends(&mut families, &snapshot);
 

@@ -1,5 +1,6 @@
 //! What is running now, as the instance publishes it: the current snapshot, the
-//! outcome of reloads and whether a drain started. The instance writes it; the
+//! outcome of reloads, whether a drain started, and the connections the process
+//! serves (its cap, its workers). The instance writes it; the
 //! admin listener reads it through [`LiveView`], which can change nothing.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -9,6 +10,8 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::Snapshot;
+use crate::fd_limit::ConnectionCap;
+use crate::workers::Workers;
 
 /// Reload outcome counters (the `fulcrum_config_*` metrics).
 #[derive(Debug)]
@@ -71,16 +74,22 @@ pub struct Live {
     pub draining: AtomicBool,
     /// Cancelled when the drain has finished: the admin listener stops last.
     pub finished: CancellationToken,
+    /// Open client connections allowed across every frontend and worker.
+    pub connection_cap: ConnectionCap,
+    /// The threads serving connections, with their open connections.
+    pub workers: Arc<Workers>,
 }
 
 impl Live {
-    /// Publishes `first` as the running snapshot.
-    pub fn new(first: Snapshot) -> Self {
+    /// Publishes `first` as the running snapshot, served by `workers` under `connection_cap`.
+    pub fn new(first: Snapshot, connection_cap: ConnectionCap, workers: Arc<Workers>) -> Self {
         Live {
             snapshot: ArcSwap::from_pointee(first),
             reloads: ReloadStats::default(),
             draining: AtomicBool::new(false),
             finished: CancellationToken::new(),
+            connection_cap,
+            workers,
         }
     }
 }
@@ -108,6 +117,16 @@ impl LiveView {
     /// True once a graceful shutdown started.
     pub fn draining(&self) -> bool {
         self.0.draining.load(Relaxed)
+    }
+
+    /// The process-wide connection cap and the client connections open under it.
+    pub fn connections(&self) -> (usize, usize) {
+        (self.0.connection_cap.max(), self.0.connection_cap.open())
+    }
+
+    /// Open client connections per worker thread.
+    pub fn worker_loads(&self) -> Vec<usize> {
+        self.0.workers.loads()
     }
 
     /// Resolves when the drain has finished.
