@@ -238,11 +238,14 @@ async fn api_status_lists_every_server_and_status_page_renders() {
     assert_eq!(servers, ["a", "dead", "e"]);
     assert_eq!(json["generation"], 1);
     assert_eq!(json["frontends"][1]["mode"], "tcp");
+    assert_eq!(json["frontends"][0]["idle_connections"], 0);
+    assert!(json["connections"]["cap"].as_u64().unwrap() >= 1, "{}", json["connections"]);
+    assert_eq!(json["connections"]["per_worker"].as_array().map(Vec::len), Some(1), "one worker in-process");
 
     let (status, _, body) = get(admin, "/status", &[]).await;
     assert_eq!(status, 200);
     let html = String::from_utf8(body.to_vec()).unwrap();
-    for name in ["web", "db", "app", "down", "echo", ">a<", ">dead<", ">e<", "DOWN", "UP"] {
+    for name in ["web", "db", "app", "down", "echo", ">a<", ">dead<", ">e<", "DOWN", "UP", "client connections: "] {
         assert!(html.contains(name), "{name} missing from /status");
     }
     assert!(!html.contains("http://") && !html.contains("https://"), "external asset in /status");

@@ -22,10 +22,23 @@ pub struct StatusReport {
     pub draining: bool,
     /// Reload outcomes.
     pub reloads: ReloadReport,
+    /// Client connections against the process-wide cap, and per worker thread.
+    pub connections: ConnectionsReport,
     /// Frontends in config order.
     pub frontends: Vec<FrontendReport>,
     /// Backends in config order.
     pub backends: Vec<BackendReport>,
+}
+
+/// Client connections of the whole process.
+#[derive(Debug, Serialize)]
+pub struct ConnectionsReport {
+    /// Most client connections open at once (from the open-file limit).
+    pub cap: usize,
+    /// Open now, across every frontend.
+    pub open: usize,
+    /// Open now on each worker thread.
+    pub per_worker: Vec<usize>,
 }
 
 /// Reload counters and the last failure.
@@ -54,6 +67,8 @@ pub struct FrontendReport {
     pub max_connections: Option<usize>,
     /// Open client connections.
     pub active_connections: u64,
+    /// Open HTTP/1.1 connections between requests (holding no buffer).
+    pub idle_connections: u64,
     /// Accepted client connections.
     pub connections_total: u64,
     /// Refused at the cap.
@@ -151,6 +166,10 @@ pub fn build(live: &LiveView, rate: impl Fn(&str) -> f64) -> StatusReport {
             last_ok: reloads.last_ok.load(Relaxed),
             last_errors: reloads.last_errors(),
         },
+        connections: {
+            let (cap, open) = live.connections();
+            ConnectionsReport { cap, open, per_worker: live.worker_loads() }
+        },
         frontends: snapshot.frontends.iter().map(|f| frontend(f, &snapshot.config, rate(&f.name))).collect(),
         backends: snapshot
             .backends
@@ -178,6 +197,7 @@ fn frontend(f: &Frontend, config: &crate::config::Config, request_rate: f64) -> 
         binds,
         max_connections: f.max_connections,
         active_connections: stats.active_connections.load(Relaxed),
+        idle_connections: stats.idle_connections.load(Relaxed),
         connections_total: stats.connections_total.load(Relaxed),
         rejected_connections: stats.rejected_connections.load(Relaxed),
         http_requests: stats.http_requests.load(Relaxed),

@@ -41,6 +41,12 @@ pub fn render(report: &StatusReport) -> String {
         }
         html.push_str("</ul>");
     }
+    let connections = &report.connections;
+    let _ = write!(html, " &middot; client connections: {} open of {} allowed", connections.open, connections.cap);
+    if connections.per_worker.len() > 1 {
+        let per_worker: Vec<String> = connections.per_worker.iter().map(ToString::to_string).collect();
+        let _ = write!(html, " (per worker: {})", per_worker.join(" / "));
+    }
     if report.draining {
         html.push_str(" &middot; <span class=\"bad\">DRAINING</span>");
     }
