@@ -35,11 +35,7 @@ async fn read_response(stream: &mut TcpStream) -> String {
 #[tokio::test]
 async fn an_upload_written_as_head_then_body_is_not_held_back() {
     let app = named_http("app").await;
-    let lb = start(&format!(
-        "frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\nbackends:\n  - {{ name: app, servers: [{{ name: a, address: \"{}\" }}] }}\n",
-        app.addr
-    ))
-    .await;
+    let lb = start(&web_config(&[("a", app.addr)], "")).await;
     // Nagle stays on (tokio's default): the body waits for the ACK of the head.
     let mut stream = TcpStream::connect(lb.local_addr("web")).await.unwrap();
     stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();

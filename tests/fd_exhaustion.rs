@@ -176,17 +176,6 @@ impl Drop for Running {
     }
 }
 
-/// Polls until `front` accepts connections; panics after a bounded number of tries.
-async fn wait_listening(front: SocketAddr) {
-    for _ in 0..400 {
-        if TcpStream::connect(front).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("fulcrum did not start listening on {front}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_beyond_the_descriptor_limit_is_answered_or_closed_never_left_hanging() {
     // This process holds the client side of every connection plus the app server's.
@@ -194,22 +183,16 @@ async fn a_crowd_beyond_the_descriptor_limit_is_answered_or_closed_never_left_ha
     let (open, gate) = watch::channel(false);
     let (app, arrived) = gated_server(gate).await;
     let port = common::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fulcrum.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "frontends: [{{name: web, bind: 127.0.0.1:{port}, mode: http, default_backend: app}}]\n\
-             backends: [{{name: app, servers: [{{name: a, address: '{app}'}}]}}]\n"
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = common::config_file(&format!(
+        "frontends: [{{name: web, bind: 127.0.0.1:{port}, mode: http, default_backend: app}}]\n\
+         backends: [{{name: app, servers: [{{name: a, address: '{app}'}}]}}]\n"
+    ));
     let mut child = spawn_limited(&config, NOFILE);
     let stderr = child.stderr.take().unwrap();
     let fulcrum = Running(Some(child));
     let log = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
     let front = SocketAddr::from(([127, 0, 0, 1], port));
-    wait_listening(front).await;
+    assert!(common::listening(port).await, "fulcrum did not start listening on {front}");
 
     // The crowd: every connection sends its request while the app holds the ones
     // that reach it, so the balancer is at its limit for the whole burst.

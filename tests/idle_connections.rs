@@ -15,9 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn config(server: std::net::SocketAddr, timeouts: &str) -> String {
-    format!(
-        "frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app, timeouts: {timeouts} }}\nbackends:\n  - {{ name: app, servers: [{{ name: s, address: \"{server}\" }}] }}\n"
-    )
+    web_config(&[("s", server)], &format!("timeouts: {timeouts}"))
 }
 
 fn idle(lb: &fulcrum::instance::Instance) -> u64 {

@@ -119,18 +119,7 @@ async fn fast_through_reused_connection(writes: Vec<Vec<u8>>, body: &[u8]) {
     );
     assert_eq!(connections.swap(0, Ordering::SeqCst), REQUESTS);
 
-    let fulcrum = start(&format!(
-        "frontends:
-  - name: web
-    bind: 127.0.0.1:0
-    mode: http
-    default_backend: app
-backends:
-  - name: app
-    servers: [{{name: app1, address: '{server}'}}]
-"
-    ))
-    .await;
+    let fulcrum = start(&web_config(&[("app1", server)], "")).await;
     let (median, all) = median_of_gets(fulcrum.local_addr("web"), body).await;
     let opened = connections.load(Ordering::SeqCst);
     println!("direct median {direct:?}; through Fulcrum median {median:?}, {opened} server connection(s): {all:?}");

@@ -69,17 +69,9 @@ async fn three_workers_serve_keep_alive_clients_and_drain() {
 #[tokio::test]
 async fn long_lived_connections_are_balanced_over_the_workers() {
     let app = common::named_http("app").await;
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(
-        file.path(),
-        format!(
-            "frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\nbackends:\n  - {{ name: app, servers: [{{ name: a, address: \"{}\" }}] }}\n",
-            app.addr
-        ),
-    )
-    .unwrap();
+    let (_dir, config) = common::config_file(&common::web_config(&[("a", app.addr)], ""));
     let workers = fulcrum::workers::Workers::start(2).unwrap();
-    let lb = fulcrum::instance::Instance::start_from_file(file.path(), workers).await.unwrap();
+    let lb = fulcrum::instance::Instance::start_from_file(&config, workers).await.unwrap();
     let front = lb.local_addr("web");
     let mut open = Vec::new();
     for _ in 0..64 {

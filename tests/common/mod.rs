@@ -349,15 +349,32 @@ pub async fn spawn_fulcrum(args: &[&std::ffi::OsStr], port: u16) -> std::process
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    if !listening(port).await {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("fulcrum did not start listening on {port}");
+    }
+    child
+}
+
+/// Polls until 127.0.0.1:`port` accepts connections (at most ~4 s); false if it never does.
+pub async fn listening(port: u16) -> bool {
     for _ in 0..400 {
         if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return child;
+            return true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("fulcrum did not start listening on {port}");
+    false
+}
+
+/// Writes `yaml` as `fulcrum.yaml` in a new temporary directory (removed when the
+/// returned guard drops); for tests that run the real binary.
+pub fn config_file(yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fulcrum.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    (dir, path)
 }
 
 /// Sends `signal` to `child`.

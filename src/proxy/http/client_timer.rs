@@ -93,6 +93,11 @@ impl ClientTimer {
         self.sleep.as_mut().reset(Instant::now() + self.client);
     }
 
+    /// True while idle waits may end in [`Expired::Park`].
+    pub fn parks(&self) -> bool {
+        self.park_after.is_some()
+    }
+
     /// Called when a read would block while waiting for `wait`; ready with what
     /// ran out. `epoch` tells one wait from the next of the same kind: the count of
     /// complete request heads (a whole request can come and go between two calls),

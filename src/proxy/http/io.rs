@@ -44,9 +44,6 @@ pub struct ClientIo {
     /// The handler was asked to close the idle (h2c) connection politely; if it
     /// is still idle one more `timeouts.client` later, it is cut.
     polite_close_asked: bool,
-    /// HTTP/1.1: end hyper's connection when it waits for the next request (see
-    /// [`ClientIo::park_when_idle`]).
-    park_when_idle: bool,
     /// A read returned end-of-stream because the connection went idle, not
     /// because the client closed: the socket stays open.
     parked: bool,
@@ -79,7 +76,6 @@ impl ClientIo {
             timer,
             write_stall,
             polite_close_asked: false,
-            park_when_idle: false,
             parked: false,
             preface_started: false,
         };
@@ -91,7 +87,6 @@ impl ClientIo {
     /// the socket down), so hyper's connection ends and its buffers are freed: an
     /// idle keep-alive connection holds no buffer, as in HAProxy and nginx.
     pub fn park_when_idle(&mut self, after: Duration) {
-        self.park_when_idle = true;
         self.timer.park_after(Some(after));
     }
 
@@ -210,7 +205,6 @@ impl ClientIo {
             framing.upgrade_refused();
             // hyper keeps the refused upgrade pending until its connection ends,
             // then hands the socket to it: this one must never end while idle.
-            self.park_when_idle = false;
             self.timer.park_after(None);
         }
         if framing.is_off() {
@@ -239,7 +233,7 @@ impl ClientIo {
     fn poll_timer(&mut self, cx: &mut Context<'_>, wait: Wait, epoch: u64) -> Poll<io::Result<()>> {
         let mut expired = match ready!(self.timer.poll_expired(cx, wait, epoch)) {
             Expired::Limit(wait) => wait,
-            Expired::Park if self.park_when_idle && !self.parked && !self.framing.is_off() => {
+            Expired::Park if self.timer.parks() && !self.parked && !self.framing.is_off() => {
                 // Idle between requests with nothing of the next read: end hyper's
                 // connection here (see `park_when_idle`).
                 self.parked = true;
