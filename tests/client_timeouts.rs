@@ -103,30 +103,6 @@ async fn connection_without_a_request_is_closed_after_request_header() {
     assert_eq!(get(addr, "/", &[]).await.0, 200);
 }
 
-/// Reads one response with a Content-Length body from `stream`.
-async fn read_response(stream: &mut TcpStream) -> String {
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&reply).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>())
-                })
-                .expect("content-length")
-                .unwrap();
-            if reply.len() >= end + 4 + length {
-                return text;
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.expect("response").unwrap();
-        assert!(n > 0, "closed mid-response: {text}");
-        reply.extend_from_slice(&buf[..n]);
-    }
-}
-
 #[tokio::test]
 async fn request_body_that_stops_arriving_gets_a_408_after_client_timeout() {
     // A server that reads whatever it gets and never answers: only the client-side

@@ -432,3 +432,31 @@ pub async fn reload_with(lb: &fulcrum::instance::Instance, file: &tempfile::Name
     std::fs::write(file.path(), yaml).unwrap();
     lb.reload().await.unwrap_or_else(|e| panic!("reload rejected: {e}"))
 }
+
+/// Reads one response with a Content-Length body from `stream`.
+pub async fn read_response(stream: &mut TcpStream) -> String {
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("content-length: ").map(|v| v.trim().parse::<usize>())
+                })
+                .expect("content-length")
+                .unwrap();
+            if reply.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n =
+            tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read(stream, &mut buf))
+                .await
+                .expect("response")
+                .unwrap();
+        assert!(n > 0, "closed mid-response: {text}");
+        reply.extend_from_slice(&buf[..n]);
+    }
+}
