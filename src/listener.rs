@@ -185,11 +185,21 @@ pub async fn accept_loop(
         let placed = workers.place(worker);
         let target = placed.index();
         let seat = Seat { _admitted: admitted, _placed: placed };
-        let serving = handle(Arc::clone(&slot), frontend, (stream, peer), seat, workers.worker(target), tasks.clone());
-        if target == worker {
-            tasks.spawn(serving);
-        } else {
-            workers.spawn_on(target, tasks.track_future(serving));
+        // One task per connection, whose future is the protocol's own: an idle HTTP
+        // connection carries neither a TCP session's state nor a second allocation.
+        match frontend.mode {
+            Mode::Tcp => launch(serve_tcp(frontend, stream, peer, seat), target, worker, &workers, &tasks),
+            Mode::Http => {
+                let client = proxy::http::Client {
+                    live: Arc::clone(&slot.frontend),
+                    frontend,
+                    peer,
+                    worker: workers.worker(target),
+                    stop: slot.stop.clone(),
+                    tasks: tasks.clone(),
+                };
+                launch(proxy::http::serve(client, stream, seat), target, worker, &workers, &tasks);
+            }
         }
     }
     tracing::info!(listener = %slot.local, "stopped accepting");
@@ -259,29 +269,27 @@ fn refuse(frontend: &Frontend, stream: std::net::TcpStream, peer: SocketAddr, fu
     drop(stream);
 }
 
-/// Runs one connection; its places under the limits and the active-connection count
-/// are released on return.
-async fn handle(
-    slot: Arc<ListenerSlot>,
-    frontend: Arc<Frontend>,
-    (stream, peer): (std::net::TcpStream, SocketAddr),
-    _seat: Seat,
-    worker: crate::upstream::Worker,
-    tasks: TaskTracker,
-) {
+/// Runs a connection's task on worker `target`, tracked by `tasks`; `here` is the
+/// worker running the accept loop.
+fn launch<F>(serving: F, target: usize, here: usize, workers: &Workers, tasks: &TaskTracker)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    if target == here {
+        tasks.spawn(serving);
+    } else {
+        workers.spawn_on(target, tasks.track_future(serving));
+    }
+}
+
+/// Runs one tcp connection; its places under the limits and the active-connection
+/// count are released on return.
+async fn serve_tcp(frontend: Arc<Frontend>, stream: std::net::TcpStream, peer: SocketAddr, _seat: Seat) {
     let _open = frontend.stats.open_connection();
     // Registered here, with the runtime of the worker that serves it.
-    match frontend.mode {
-        Mode::Tcp => match TcpStream::from_std(stream) {
-            // Boxed, like the HTTP side: this task is only as large as the protocol
-            // it serves needs (an idle HTTP connection does not carry a TCP session's state).
-            Ok(stream) => Box::pin(proxy::tcp::serve(Arc::clone(&frontend), stream, peer)).await,
-            Err(err) => tracing::warn!(frontend = %frontend.name, %peer, %err, "cannot register the connection"),
-        },
-        Mode::Http => {
-            let live = Arc::clone(&slot.frontend);
-            Box::pin(proxy::http::serve(live, stream, peer, worker, slot.stop.clone(), tasks)).await
-        }
+    match TcpStream::from_std(stream) {
+        Ok(stream) => proxy::tcp::serve(Arc::clone(&frontend), stream, peer).await,
+        Err(err) => tracing::warn!(frontend = %frontend.name, %peer, %err, "cannot register the connection"),
     }
 }
 

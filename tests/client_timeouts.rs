@@ -104,6 +104,24 @@ async fn connection_without_a_request_is_closed_after_request_header() {
 }
 
 #[tokio::test]
+async fn first_head_is_due_request_header_after_the_accept_not_after_its_first_byte() {
+    let server = named_http("s").await;
+    let fulcrum = start(&web(server.addr, "{request_header: 1s}")).await;
+    let connected = std::time::Instant::now();
+    let mut late = TcpStream::connect(fulcrum.local_addr("web")).await.unwrap();
+    // The connection sits with nothing to do for most of its time, then starts
+    // a head it never finishes.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    late.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let reply = read_until_closed(&mut late, "late head").await;
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    let took = connected.elapsed();
+    // 1 s from the accept; a deadline restarted by the first byte would be 1.7 s.
+    assert!(took < Duration::from_millis(1400), "408 after {took:?}");
+    assert_eq!(ended_by(&fulcrum), only(&[("head", 1)]));
+}
+
+#[tokio::test]
 async fn request_body_that_stops_arriving_gets_a_408_after_client_timeout() {
     // A server that reads whatever it gets and never answers: only the client-side
     // limit can end this exchange.

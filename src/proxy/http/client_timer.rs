@@ -67,9 +67,11 @@ pub struct ClientTimer {
 }
 
 impl ClientTimer {
-    /// Starts the first request's deadline (called at accept).
-    pub fn new(request_header: Duration, client: Duration) -> Self {
-        let sleep = Box::pin(tokio::time::sleep(request_header));
+    /// A timer whose first request head is due at `head_due`: `request_header`
+    /// after the accept for a new connection, after the first byte of the next
+    /// request for one woken from idle.
+    pub fn new(head_due: Instant, request_header: Duration, client: Duration) -> Self {
+        let sleep = Box::pin(tokio::time::sleep_until(head_due));
         ClientTimer {
             sleep,
             armed: Wait::FirstRequest,
@@ -91,6 +93,11 @@ impl ClientTimer {
     /// Runs the idle limit again from now (a grace period after a polite close).
     pub fn restart_idle(&mut self) {
         self.sleep.as_mut().reset(Instant::now() + self.client);
+    }
+
+    /// When the idle wait that ended in [`Expired::Park`] runs out.
+    pub fn idle_until(&self) -> Instant {
+        self.idle_until
     }
 
     /// True while idle waits may end in [`Expired::Park`].
@@ -166,6 +173,11 @@ mod tests {
     use super::*;
     use std::future::poll_fn;
 
+    /// A new connection's timer: 10 s for a head, `client` idle.
+    fn new_timer(client: Duration) -> ClientTimer {
+        ClientTimer::new(Instant::now() + Duration::from_secs(10), Duration::from_secs(10), client)
+    }
+
     async fn expires(timer: &mut ClientTimer, wait: Wait, heads: u64) -> Wait {
         match poll_fn(|cx| timer.poll_expired(cx, wait, heads)).await {
             Expired::Limit(wait) => wait,
@@ -176,12 +188,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn first_head_counts_from_accept_later_heads_from_their_start() {
         let started = Instant::now();
-        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let mut timer = new_timer(Duration::from_secs(60));
         tokio::time::sleep(Duration::from_secs(4)).await;
         assert_eq!(expires(&mut timer, Wait::Head, 0).await, Wait::Head);
         assert_eq!(started.elapsed(), Duration::from_secs(10));
 
-        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let mut timer = new_timer(Duration::from_secs(60));
         let _ = poll_fn(|cx| Poll::Ready(timer.poll_expired(cx, Wait::Unlimited, 0))).await;
         tokio::time::sleep(Duration::from_secs(4)).await;
         let head_started = Instant::now();
@@ -191,7 +203,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_uses_the_client_timeout_and_unlimited_never_fires() {
-        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let mut timer = new_timer(Duration::from_secs(60));
         let unlimited = tokio::time::timeout(Duration::from_secs(3600), expires(&mut timer, Wait::Unlimited, 1));
         assert!(unlimited.await.is_err(), "no limit while a response is on its way");
         let idle_started = Instant::now();
@@ -201,7 +213,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_again_after_another_request_starts_over() {
-        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let mut timer = new_timer(Duration::from_secs(60));
         let first_idle = tokio::time::timeout(Duration::from_secs(30), expires(&mut timer, Wait::Idle, 1));
         assert!(first_idle.await.is_err());
         // A request was read and answered without the read ever blocking in between.
@@ -212,7 +224,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_wait_parks_first_then_runs_to_its_limit() {
-        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_secs(60));
+        let mut timer = new_timer(Duration::from_secs(60));
         timer.park_after(Some(Duration::from_secs(1)));
         let idle_started = Instant::now();
         assert_eq!(poll_fn(|cx| timer.poll_expired(cx, Wait::Idle, 1)).await, Expired::Park);
@@ -220,7 +232,7 @@ mod tests {
         assert_eq!(expires(&mut timer, Wait::Idle, 1).await, Wait::Idle);
         assert_eq!(idle_started.elapsed(), Duration::from_secs(60), "the limit counts from the start of the wait");
         // A limit shorter than the park time: no park.
-        let mut timer = ClientTimer::new(Duration::from_secs(10), Duration::from_millis(500));
+        let mut timer = new_timer(Duration::from_millis(500));
         timer.park_after(Some(Duration::from_secs(1)));
         assert_eq!(expires(&mut timer, Wait::Idle, 1).await, Wait::Idle);
     }

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use socket2::SockRef;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -29,6 +31,16 @@ use super::framing::FramingWatch;
 use super::reply::RAW_408;
 use super::stall::StallTimer;
 use crate::cluster::Frontend;
+
+/// A client socket registered with the runtime serving it.
+pub type ClientSocket = AsyncFd<std::net::TcpStream>;
+
+/// Registers a client socket (non-blocking) with the current runtime.
+pub fn register(stream: std::net::TcpStream) -> io::Result<ClientSocket> {
+    // SAFETY: the AsyncFd owns the stream, so its descriptor stays open and the
+    // same for the AsyncFd's whole life.
+    unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)
+}
 
 /// A client connection as hyper reads and writes it.
 #[derive(Debug)]
@@ -52,20 +64,18 @@ pub struct ClientIo {
 }
 
 impl ClientIo {
-    /// Wraps a stream accepted from `peer`, with the handle its service keeps.
-    /// `stream` must be non-blocking; it is registered with the current runtime.
-    /// Its time limits are the frontend's `request_header` and `client` timeouts.
+    /// Wraps the socket of a connection from `peer`, with the handle its service
+    /// keeps. Its time limits are the frontend's `request_header` (the first head
+    /// is due at `head_due`) and `client` timeouts.
     pub fn new(
-        stream: std::net::TcpStream,
+        stream: ClientSocket,
         frontend: Arc<Frontend>,
         peer: SocketAddr,
-    ) -> io::Result<(ClientIo, ClientHandle)> {
-        // SAFETY: the AsyncFd owns the stream, so its descriptor stays open and the
-        // same for the AsyncFd's whole life.
-        let stream = unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)?;
+        head_due: Instant,
+    ) -> (ClientIo, ClientHandle) {
         let flags = Arc::new(Flags::new());
         let handle = ClientHandle { flags: Arc::clone(&flags) };
-        let timer = ClientTimer::new(frontend.timeouts.request_header, frontend.timeouts.client);
+        let timer = ClientTimer::new(head_due, frontend.timeouts.request_header, frontend.timeouts.client);
         let write_stall = StallTimer::new(frontend.timeouts.client);
         let io = ClientIo {
             stream,
@@ -79,7 +89,7 @@ impl ClientIo {
             parked: false,
             preface_started: false,
         };
-        Ok((io, handle))
+        (io, handle)
     }
 
     /// HTTP/1.1 only: once no request is open and hyper has waited `after` for the
@@ -90,22 +100,10 @@ impl ClientIo {
         self.timer.park_after(Some(after));
     }
 
-    /// True (once) when hyper's connection ended because the client went idle.
-    pub fn take_parked(&mut self) -> bool {
-        std::mem::take(&mut self.parked)
-    }
-
-    /// Waits, holding no buffer, until the client sends something (the next
-    /// request) or closes; fails when the idle limit runs out first.
-    pub async fn readable(&mut self) -> io::Result<()> {
-        std::future::poll_fn(|cx| match self.stream.poll_read_ready(cx) {
-            Poll::Ready(ready) => Poll::Ready(ready.map(drop)),
-            Poll::Pending => {
-                let (wait, epoch) = self.blocked(cx);
-                self.poll_timer(cx, wait, epoch)
-            }
-        })
-        .await
+    /// The socket, and when its idle limit runs out, if hyper's connection ended
+    /// because the client went idle (see [`ClientIo::park_when_idle`]).
+    pub fn into_parked(self) -> Option<(ClientSocket, Instant)> {
+        self.parked.then(|| (self.stream, self.timer.idle_until()))
     }
 
     /// Waits for the client's first bytes and tells whether they open HTTP/2 with

@@ -5,6 +5,7 @@ mod access_log;
 mod body;
 mod client_state;
 mod client_timer;
+mod dormant;
 mod framing;
 mod headers;
 mod host;
@@ -16,8 +17,8 @@ mod stall;
 mod tunnel;
 mod upstream;
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +33,10 @@ pub use request_body::RequestBody;
 use crate::cluster::{Frontend, LiveFrontend};
 use crate::upstream::Worker;
 use client_state::ClientHandle;
+use dormant::{Awaiting, Dormant, Woken};
 use io::ClientIo;
 use service::ConnContext;
+use tokio::time::Instant;
 
 /// Serves one client connection of an http frontend until it closes, or until
 /// `stop` asks it to finish politely (HTTP/1.1 `Connection: close`, h2 GOAWAY):
@@ -42,140 +45,169 @@ use service::ConnContext;
 /// The connection's own limits (head and idle timeouts, head size) are those of
 /// the frontend it was accepted on; each request is routed and forwarded by the
 /// frontend `live` holds when its head arrives.
-pub async fn serve(
-    live: LiveFrontend,
+///
+/// A connection alternates between [`Dormant`], holding only its socket while the
+/// client sends nothing, and awake, served by hyper with everything a request
+/// needs, allocated when it wakes and freed when it goes dormant again.
+///
+/// A plain fn returning the future, not an `async fn`: an async fn's arguments
+/// take their space in its state twice (as arguments and as locals); here the
+/// captured `client` is used in place.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<H: Send + 'static>(
+    client: Client,
     stream: std::net::TcpStream,
-    peer: SocketAddr,
-    worker: Worker,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-) {
-    let frontend = live.load_full();
-    let (io, handle) = match ClientIo::new(stream, Arc::clone(&frontend), peer) {
-        Ok(pair) => pair,
-        Err(err) => {
-            tracing::warn!(frontend = %frontend.name, client = %peer, error = %err, "cannot register the client socket");
+    held: H,
+) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        // Dropped with this future, when the connection ends.
+        let _held = &held;
+        let client = &client;
+        let frontend = &client.frontend;
+        let _open = frontend.stats.open_connection();
+        if frontend.http.is_none() {
+            tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
             return;
         }
-    };
-    if frontend.http.is_none() {
-        tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
-        return;
+        let socket = match io::register(stream) {
+            Ok(socket) => socket,
+            Err(err) => {
+                tracing::warn!(frontend = %frontend.name, client = %client.peer, error = %err, "cannot register the client socket");
+                return;
+            }
+        };
+        let mut dormant = Dormant::accepted(socket, frontend);
+        loop {
+            match dormant.wait(frontend, &client.stop).await {
+                Woken::Readable => {}
+                Woken::TimedOut | Woken::Stopped => return,
+                Woken::Failed(err) => {
+                    tracing::debug!(frontend = %frontend.name, client = %client.peer, error = %err, "client socket failed");
+                    return;
+                }
+            }
+            // Boxed: what serving takes is allocated only while the connection is awake.
+            match Box::pin(client.serve(dormant)).await {
+                Ok(Some(again)) => dormant = again,
+                Ok(None) => return,
+                Err(err) => return on_connection_error(frontend, client.peer, err.as_ref()),
+            }
+        }
     }
-    let ctx = Arc::new(ConnContext::new(live, Arc::clone(&frontend), peer, worker, handle.clone(), tasks));
-    // Boxed: the futures below each hold the socket state while it is theirs; a
-    // pointer keeps the connection's task small.
-    if let Err(err) = serve_client(&frontend, Box::new(io), ctx, &handle, &stop).await {
-        on_connection_error(&frontend, peer, err.as_ref());
-    }
+}
+
+/// A client connection accepted on an http listener: what serving it needs.
+#[derive(Debug)]
+pub struct Client {
+    /// The listener's frontend as reloads swap it.
+    pub live: LiveFrontend,
+    /// The frontend when the connection was accepted: its limits are the connection's.
+    pub frontend: Arc<Frontend>,
+    /// The client address.
+    pub peer: SocketAddr,
+    /// The worker serving the connection.
+    pub worker: Worker,
+    /// Cancelled at shutdown or when a reload removes the listener.
+    pub stop: CancellationToken,
+    /// Where upgraded tunnels run, so a drain waits for them too.
+    pub tasks: TaskTracker,
 }
 
 type ConnError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long an HTTP/1.1 connection waits for its next request before hyper's
-/// connection state and buffers are freed. Not at once: re-creating them for
-/// every request of a busy connection costs more CPU than the memory is worth
-/// (measured: 1.8x the CPU per request with 1,000 busy keep-alive clients).
+/// connection state and buffers are freed and it goes [`Dormant`]. Not at once:
+/// re-creating them for every request of a busy connection costs more CPU than
+/// the memory is worth (measured: 1.8x the CPU per request with 1,000 busy
+/// keep-alive clients).
 const PARK_AFTER: Duration = Duration::from_secs(1);
 
-/// Tells HTTP/2 (prior knowledge) from HTTP/1.x by the first bytes, then serves
-/// the connection in that protocol.
-async fn serve_client(
-    frontend: &Frontend,
-    mut io: Box<ClientIo>,
-    ctx: Arc<ConnContext>,
-    handle: &ClientHandle,
-    stop: &CancellationToken,
-) -> Result<(), ConnError> {
-    let h2 = tokio::select! {
-        sniffed = io.sniff_h2() => sniffed?,
-        _ = stop.cancelled() => return Ok(()),
-    };
-    match h2 {
-        None => Ok(()),
-        Some(true) => serve_h2(frontend, io, ctx, handle, stop).await,
-        Some(false) => serve_h1(frontend, io, ctx, handle, stop).await,
-    }
-}
-
-/// HTTP/1.1: hyper's connection lives while requests come; when the client goes
-/// idle between requests it ends (see [`ClientIo::park_when_idle`]), its state and
-/// buffers are freed, and a new one starts when the next request arrives.
-async fn serve_h1(
-    frontend: &Frontend,
-    mut io: Box<ClientIo>,
-    ctx: Arc<ConnContext>,
-    handle: &ClientHandle,
-    stop: &CancellationToken,
-) -> Result<(), ConnError> {
-    let Some(settings) = &frontend.http else { return Ok(()) };
-    io.park_when_idle(PARK_AFTER);
-    loop {
-        let service = {
-            let ctx = Arc::clone(&ctx);
-            service_fn(move |req| Arc::clone(&ctx).handle(req))
+impl Client {
+    /// Serves the client from a wake until it goes dormant again (`Some`) or the
+    /// connection ends (`None`). A new connection is first told apart: HTTP/2
+    /// (prior knowledge) by the h2 preface, HTTP/1.x otherwise.
+    async fn serve(&self, dormant: Dormant) -> Result<Option<Dormant>, ConnError> {
+        let (head_due, first) = match dormant.awaiting {
+            Awaiting::FirstRequest => (dormant.deadline, true),
+            Awaiting::NextRequest => (Instant::now() + self.frontend.timeouts.request_header, false),
         };
-        // Boxed: the connection's state is allocated only while it lives, not
-        // carried in this task while the client is idle.
-        let mut conn = Box::pin(settings.http1.serve_connection(TokioIo::new(io), service).with_upgrades());
+        let (mut io, handle) = ClientIo::new(dormant.socket, Arc::clone(&self.frontend), self.peer, head_due);
+        let ctx = Arc::new(ConnContext::new(
+            Arc::clone(&self.live),
+            Arc::clone(&self.frontend),
+            self.peer,
+            self.worker,
+            handle.clone(),
+            self.tasks.clone(),
+        ));
+        if first {
+            let h2 = tokio::select! {
+                sniffed = io.sniff_h2() => sniffed?,
+                _ = self.stop.cancelled() => return Ok(None),
+            };
+            match h2 {
+                None => return Ok(None),
+                Some(true) => return self.serve_h2(io, ctx, &handle).await.map(|()| None),
+                Some(false) => {}
+            }
+        }
+        self.serve_h1(io, ctx, &handle).await
+    }
+
+    /// HTTP/1.1: hyper's connection lives while requests come; when the client
+    /// goes idle between requests it ends (see [`ClientIo::park_when_idle`]) and
+    /// the connection goes dormant.
+    async fn serve_h1(
+        &self,
+        mut io: ClientIo,
+        ctx: Arc<ConnContext>,
+        handle: &ClientHandle,
+    ) -> Result<Option<Dormant>, ConnError> {
+        let Some(settings) = &self.frontend.http else { return Ok(None) };
+        io.park_when_idle(PARK_AFTER);
+        let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
+        // Inline, not boxed: this whole future is boxed while the connection is awake.
+        let mut conn = settings.http1.serve_connection(TokioIo::new(io), service).with_upgrades();
         tokio::select! {
-            result = conn.as_mut() => result?,
+            result = &mut conn => result?,
             // Stopping, or idle too long where the framing watch cannot follow the
             // connection (so it is never parked): finish politely.
-            _ = stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.as_mut().await?;
+            _ = self.stop.cancelled() => {
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                (&mut conn).await?;
             }
             _ = handle.idle_expired() => {
-                conn.as_mut().graceful_shutdown();
-                conn.as_mut().await?;
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                (&mut conn).await?;
             }
         }
         // `None`: upgraded, the tunnel owns the socket now.
-        let Some(parts) = Pin::into_inner(conn).into_parts() else { return Ok(()) };
-        io = socket_of(parts);
-        if !io.take_parked() || stop.is_cancelled() {
-            return Ok(());
+        let Some(parts) = conn.into_parts() else { return Ok(None) };
+        if self.stop.is_cancelled() {
+            return Ok(None);
         }
-        let _idle = frontend.stats.idle_connection();
+        Ok(parts.io.into_inner().into_parked().map(|(socket, idle_until)| Dormant::idle(socket, idle_until)))
+    }
+
+    /// HTTP/2 with prior knowledge: one hyper connection for the connection's
+    /// life, closed with a GOAWAY when asked to stop or idle too long.
+    async fn serve_h2(&self, io: ClientIo, ctx: Arc<ConnContext>, handle: &ClientHandle) -> Result<(), ConnError> {
+        let Some(settings) = &self.frontend.http else { return Ok(()) };
+        let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
+        let mut conn = Box::pin(settings.http2.serve_connection(TokioIo::new(io), service));
         tokio::select! {
-            readable = io.readable() => readable?,
-            _ = stop.cancelled() => return Ok(()),
+            result = conn.as_mut() => result?,
+            _ = self.stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await?;
+            }
+            _ = handle.idle_expired() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await?;
+            }
         }
+        Ok(())
     }
-}
-
-/// The client socket of an ended hyper connection. Only the socket goes on: the
-/// rest, hyper's read buffer (empty at a park) among it, is freed here rather
-/// than held while the client is idle.
-fn socket_of<S>(parts: hyper::server::conn::http1::Parts<TokioIo<Box<ClientIo>>, S>) -> Box<ClientIo> {
-    parts.io.into_inner()
-}
-
-/// HTTP/2 with prior knowledge: one hyper connection for the connection's life,
-/// closed with a GOAWAY when asked to stop or idle too long.
-async fn serve_h2(
-    frontend: &Frontend,
-    io: Box<ClientIo>,
-    ctx: Arc<ConnContext>,
-    handle: &ClientHandle,
-    stop: &CancellationToken,
-) -> Result<(), ConnError> {
-    let Some(settings) = &frontend.http else { return Ok(()) };
-    let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
-    let mut conn = Box::pin(settings.http2.serve_connection(TokioIo::new(io), service));
-    tokio::select! {
-        result = conn.as_mut() => result?,
-        _ = stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await?;
-        }
-        _ = handle.idle_expired() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await?;
-        }
-    }
-    Ok(())
 }
 
 /// Accounts for a connection that ended with an error: hyper itself answers
