@@ -16,6 +16,7 @@ pub mod listener;
 pub mod log_limit;
 pub mod proxy;
 pub mod signals;
+pub mod tls;
 pub mod trim;
 pub mod upstream;
 pub mod watch;

@@ -256,11 +256,12 @@ fn refuse(frontend: &Frontend, stream: std::net::TcpStream, peer: SocketAddr, fu
             }
         }
     }
-    // Plain HTTP only: the client has most likely sent its request already, so
-    // a short answer beats a bare close. Best effort: closing with that request
-    // unread may reset the connection before the client reads the answer. The
-    // socket is non-blocking, but its send buffer is empty: the write cannot stall.
-    if frontend.mode == Mode::Http {
+    // Plain HTTP only (a TLS client would take it for a broken handshake): the
+    // client has most likely sent its request already, so a short answer beats a
+    // bare close. Best effort: closing with that request unread may reset the
+    // connection before the client reads the answer. The socket is non-blocking,
+    // but its send buffer is empty: the write cannot stall.
+    if frontend.mode == Mode::Http && frontend.tls.is_none() {
         match (&stream).write_all(REFUSED_503) {
             Ok(()) => frontend.stats.count_response(503),
             Err(err) => tracing::debug!(%peer, %err, "cannot send the 503 to a refused connection"),

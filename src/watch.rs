@@ -1,6 +1,7 @@
-//! `--watch`: reload when the config file's content changes, for platforms that
-//! update files in place of sending signals (a Kubernetes ConfigMap volume swaps a
-//! symlink; editors write a new file and rename it).
+//! `--watch`: reload when the config file's content changes, or that of a file it
+//! names (certificates, keys), for platforms that update files in place of sending
+//! signals (a Kubernetes ConfigMap or Secret volume swaps a symlink; editors write
+//! a new file and rename it; ACME clients replace certificates).
 //!
 //! The file is polled and its content hashed rather than watched through inotify:
 //! polling follows symlink swaps and renames without special cases, costs one small
@@ -19,7 +20,7 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 /// The content is read once *now* (not when the returned future first runs), so a
 /// change made right after this call is not mistaken for the starting point.
 pub fn watch(instance: Instance, path: PathBuf, every: Duration) -> impl std::future::Future<Output = ()> + Send {
-    let seen = std::fs::read(&path).ok().map(|bytes| crate::balance::hash_key(&bytes));
+    let seen = fingerprint_now(&path);
     poll(instance, path, every, seen)
 }
 
@@ -32,7 +33,10 @@ async fn poll(instance: Instance, path: PathBuf, every: Duration, mut seen: Opti
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let now = fingerprint(&path).await;
+        let now = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || fingerprint_now(&path)).await.ok().flatten()
+        };
         if now == seen || now.is_none() {
             // Unreadable for a moment (mid-swap) is not a change; the next tick sees the result.
             continue;
@@ -46,12 +50,24 @@ async fn poll(instance: Instance, path: PathBuf, every: Duration, mut seen: Opti
     }
 }
 
-async fn fingerprint(path: &std::path::Path) -> Option<u64> {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => Some(crate::balance::hash_key(&bytes)),
+/// A hash of the config file's content and of every file it names; `None` while
+/// the config file cannot be read. A named file that cannot be read counts as
+/// empty: it coming back is a change too.
+fn fingerprint_now(path: &std::path::Path) -> Option<u64> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(err) => {
             tracing::debug!(path = %path.display(), error = %err, "config file unreadable for now");
-            None
+            return None;
+        }
+    };
+    let mut all = crate::balance::hash_key(&bytes).to_le_bytes().to_vec();
+    if let Ok(config) = crate::config::Config::parse_unvalidated(&String::from_utf8_lossy(&bytes)) {
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        for file in config.named_files() {
+            let content = std::fs::read(base.join(file)).unwrap_or_default();
+            all.extend_from_slice(&crate::balance::hash_key(&content).to_le_bytes());
         }
     }
+    Some(crate::balance::hash_key(&all))
 }

@@ -165,14 +165,21 @@ fn head_limit_out_of_range_is_rejected() {
 }
 
 #[test]
-fn routes_on_a_tcp_frontend_are_rejected() {
+fn tcp_routes_match_sni_only() {
+    let tcp = |route: &str| {
+        with_frontend(&format!(
+            "  - name: db\n    bind: 127.0.0.1:6432\n    mode: tcp\n    default_backend: app\n    routes:\n      - {route}"
+        ))
+    };
     rejects(
-        &with_frontend(
-            "  - name: db\n    bind: 127.0.0.1:6432\n    mode: tcp\n    default_backend: app\n    routes:\n      - { match: { path_prefix: / }, backend: app }",
-        ),
-        "frontends[0].routes",
-        "",
+        &tcp("{ match: { path_prefix: / }, backend: app }"),
+        "frontends[0].routes[0].match.path_prefix",
+        "mode: http",
     );
+    rejects(&tcp("{ match: { path_prefix: / }, backend: app }"), "frontends[0].routes[0].match.sni", "needs sni");
+    rejects(&tcp("{ match: { sni: \"a.*.test\" }, backend: app }"), "frontends[0].routes[0].match.sni", "a.*.test");
+    let (code, _, stderr) = check(&tcp("{ match: { sni: \"*.site.test\" }, backend: app }"));
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]

@@ -34,17 +34,28 @@ async fn every_dashboard_query_uses_exported_metrics() {
     let names = dashboard_metric_names();
     assert!(names.len() >= 10, "suspiciously few metrics in the dashboard: {names:?}");
     let app = named_http("a").await;
+    // A TLS frontend too, for the TLS metrics.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["site.test".to_string()]).unwrap().self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("site.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("site.key"), key.serialize_pem()).unwrap();
     let lb = start(&format!(
         r#"
 admin: {{ bind: 127.0.0.3:0 }}
 frontends:
   - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}
+  - name: secure
+    bind: 127.0.0.2:0
+    default_backend: app
+    tls: {{ certificates: [{{ cert: "{dir}/site.pem", key: "{dir}/site.key" }}] }}
 backends:
   - name: app
     servers: [{{ name: a, address: "{}" }}]
     health_check: {{ kind: tcp, interval: 1s }}
 "#,
-        app.addr
+        app.addr,
+        dir = dir.path().display(),
     ))
     .await;
     get(lb.local_addr("web"), "/", &[]).await;

@@ -95,9 +95,39 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
          head and body (408), idle (keep-alive or h2c idle for client), send (client stopped reading).",
         &["frontend", "limit"],
     );
+    let handshakes = families.counter(
+        "fulcrum_tls_handshakes_total",
+        "TLS handshakes on TLS frontends: result ok by negotiated version, failed (version unknown).",
+        &["frontend", "version", "result"],
+    );
+    let expiry = families.gauge(
+        "fulcrum_tls_certificate_expiry_timestamp_seconds",
+        "notAfter of each served certificate (unix time), by its first name.",
+        &["frontend", "name"],
+    );
+    let passthrough_refused = families.counter(
+        "fulcrum_frontend_tls_passthrough_refused_total",
+        "tcp frontends routing by SNI: connections closed because their first bytes were no routable ClientHello \
+         (invalid: not TLS or inconsistent lengths, too_large, timeout: not complete within request_header, \
+         closed: the client went away first).",
+        &["frontend", "reason"],
+    );
     for f in &snapshot.frontends {
         let name = [f.name.as_str()];
         let s = &f.stats;
+        if let Some(routes) = &f.sni_routes {
+            for (reason, count) in routes.refused.labelled() {
+                passthrough_refused.with_label_values(&[f.name.as_str(), reason]).inc_by(count.load(Relaxed));
+            }
+        }
+        if let Some(tls) = &f.tls {
+            for (version, result, count) in s.tls_handshakes.labelled() {
+                handshakes.with_label_values(&[f.name.as_str(), version, result]).inc_by(count.load(Relaxed));
+            }
+            for cert in &tls.certificates {
+                expiry.with_label_values(&[f.name.as_str(), cert.name.as_str()]).set(cert.not_after);
+            }
+        }
         connections.with_label_values(&name).inc_by(s.connections_total.load(Relaxed));
         active.with_label_values(&name).set(s.active_connections.load(Relaxed) as i64);
         idle.with_label_values(&name).set(s.idle_connections.load(Relaxed) as i64);

@@ -83,6 +83,17 @@ pub struct FrontendReport {
     pub sent_bytes: u64,
     /// Responses by class, `[1xx, 2xx, 3xx, 4xx, 5xx]`.
     pub responses: [u64; 5],
+    /// The certificates served, on a TLS frontend (`null` otherwise).
+    pub certificates: Option<Vec<CertificateReport>>,
+}
+
+/// A certificate a TLS frontend serves.
+#[derive(Debug, Serialize)]
+pub struct CertificateReport {
+    /// The names it serves (SANs).
+    pub names: Vec<String>,
+    /// notAfter, unix seconds.
+    pub not_after: i64,
 }
 
 /// One backend.
@@ -205,6 +216,12 @@ fn frontend(f: &Frontend, config: &crate::config::Config, request_rate: f64) -> 
         received_bytes: stats.received_bytes.load(Relaxed),
         sent_bytes: stats.sent_bytes.load(Relaxed),
         responses: stats.responses.each_ref().map(|c| c.load(Relaxed)),
+        certificates: f.tls.as_ref().map(|tls| {
+            tls.certificates
+                .iter()
+                .map(|c| CertificateReport { names: c.names.clone(), not_after: c.not_after })
+                .collect()
+        }),
     }
 }
 

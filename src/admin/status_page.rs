@@ -80,12 +80,47 @@ pub fn render(report: &StatusReport) -> String {
         );
     }
     html.push_str("</table>");
+    certificates(&mut html, report);
 
     for b in &report.backends {
         backend(&mut html, b);
     }
     html.push_str("</body></html>");
     html
+}
+
+/// Days left under which a certificate's expiry shows in red.
+const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// The certificates of the TLS frontends: names, expiry, days left.
+fn certificates(html: &mut String, report: &StatusReport) {
+    let tls: Vec<_> = report.frontends.iter().filter_map(|f| Some((f, f.certificates.as_ref()?))).collect();
+    if tls.is_empty() {
+        return;
+    }
+    let now = std::time::SystemTime::now();
+    let now_secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    html.push_str(
+        "<h2>Certificates</h2><table><tr><th>frontend</th><th>names</th><th>expires</th><th>days left</th></tr>",
+    );
+    for (f, certs) in tls {
+        for cert in certs {
+            let expires = u64::try_from(cert.not_after)
+                .ok()
+                .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .map_or_else(String::new, |at| humantime::format_rfc3339_seconds(at).to_string());
+            let days = (cert.not_after - now_secs).div_euclid(86_400);
+            let class = if days < EXPIRY_WARNING_DAYS { " class=\"bad\"" } else { "" };
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td{class}>{days}</td></tr>",
+                esc(&f.name),
+                esc(&cert.names.join(", ")),
+                esc(&expires),
+            );
+        }
+    }
+    html.push_str("</table>");
 }
 
 fn backend(html: &mut String, b: &BackendReport) {

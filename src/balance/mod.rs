@@ -27,6 +27,9 @@ pub struct Member {
     pub max_connections: u64,
     /// Live health and counters.
     pub state: Arc<ServerState>,
+    /// The name the server is known by in TLS (its address's host as configured),
+    /// when its backend speaks TLS to it.
+    pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl Member {
@@ -104,6 +107,7 @@ pub(crate) fn test_members(spec: &[(&str, u32, bool)]) -> Vec<Member> {
     spec.iter()
         .enumerate()
         .map(|(i, &(name, weight, backup))| Member {
+            tls_name: None,
             name: name.to_string(),
             weight,
             backup,

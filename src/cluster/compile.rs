@@ -43,7 +43,11 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             // this process waits for its first check instead of receiving traffic blind.
             let state =
                 carry.servers.get(&key).cloned().unwrap_or_else(|| ServerState::new(key, b.health_check.is_none()));
+            // An IP address is a name too (verified against the certificate's IP SANs).
+            let tls_name =
+                b.tls.as_ref().map(|_| crate::tls::server_name(&s.address).unwrap_or_else(|| address.ip().into()));
             members.push(Member {
+                tls_name,
                 name: s.name.clone(),
                 weight: s.weight,
                 backup: s.backup,
@@ -51,6 +55,13 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
                 state,
             });
         }
+        let tls = b.tls.as_ref().and_then(|tls| match crate::tls::client_config(tls) {
+            Ok(compiled) => Some(Arc::new(compiled)),
+            Err(err) => {
+                issues.push(Issue::new(format!("backends[{i}].tls"), err.to_string()));
+                None
+            }
+        });
         let health_check = b.health_check.as_ref().map(|hc| {
             Arc::new(CheckSpec {
                 kind: hc.kind,
@@ -61,6 +72,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
                 timeout: hc.timeout.map_or(std::time::Duration::from_secs(1), |d| d.0),
                 rise: hc.rise.unwrap_or(2),
                 fall: hc.fall.unwrap_or(3),
+                tls: tls.clone().map(super::CheckTls),
             })
         });
         let hash_key = match b.balance {
@@ -69,6 +81,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             _ => None,
         };
         backends.push(Arc::new(Backend {
+            tls,
             name: b.name.clone(),
             balancer: balance::build(b.balance, &members),
             members,
@@ -94,8 +107,10 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             .default_backend
             .as_deref()
             .and_then(|name| lookup(name, format!("frontends[{i}].default_backend"), &mut issues));
-        let mut routes = Vec::with_capacity(f.routes.len());
-        for (j, r) in f.routes.iter().enumerate() {
+        // A tcp frontend's routes match the TLS server name: compiled apart (sni_routes).
+        let http_routes = if f.mode == config::Mode::Http { &f.routes[..] } else { &[] };
+        let mut routes = Vec::with_capacity(http_routes.len());
+        for (j, r) in http_routes.iter().enumerate() {
             if let Some(backend) = lookup(&r.backend, format!("frontends[{i}].routes[{j}].backend"), &mut issues) {
                 routes.push(Route::compile(&r.matches, backend));
             }
@@ -116,6 +131,8 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             None => None,
         };
         let max_header_bytes = f.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+        let tls = super::tls::compile(i, f, &mut issues);
+        let sni_routes = super::sni_route::compile(i, f, &by_name, previous.copied(), &mut issues);
         frontends.push(Arc::new(Frontend {
             name: f.name.clone(),
             binds: f.bind.addrs().to_vec(),
@@ -123,11 +140,13 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             limiter,
             max_connections: f.max_connections,
             routes: RouteTable::new(routes),
+            sni_routes,
             default_backend,
             timeouts: f.timeouts.resolve(global),
             max_header_bytes,
             http: (f.mode == crate::config::Mode::Http).then(|| super::server_settings(max_header_bytes)),
             access_log: f.access_log,
+            tls,
             stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
         }));
     }

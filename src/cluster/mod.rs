@@ -8,7 +8,9 @@ mod compile;
 mod http_settings;
 mod live;
 pub mod route;
+pub mod sni_route;
 mod stats;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,10 +21,11 @@ use tokio::sync::Semaphore;
 pub use compile::compile;
 pub use http_settings::{server_settings, ServerSettings};
 pub use live::{Live, LiveView, ReloadStats};
-pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendIdleGuard, FrontendStats};
+pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendIdleGuard, FrontendStats, TlsHandshakes};
 
 use crate::balance::{Balancer, Member};
 use crate::config::{CheckKind, Config, HashKey, Mode, ResolvedTimeouts, StatusSet};
+use crate::tls::{TlsFrontend, UpstreamTls};
 use route::RouteTable;
 
 /// Everything the data path reads to decide where traffic goes. Immutable; a
@@ -69,6 +72,9 @@ pub struct Frontend {
     pub max_connections: Option<usize>,
     /// Routes (http); the default backend is the fallback.
     pub routes: RouteTable,
+    /// Routes by TLS server name (tcp frontends with routes; `None` without, so
+    /// their connections are not peeked at); the default backend is the fallback.
+    pub sni_routes: Option<sni_route::SniRoutes>,
     /// Backend for connections/requests no route claimed.
     pub default_backend: Option<Arc<Backend>>,
     /// Timeouts with global defaults applied.
@@ -79,6 +85,8 @@ pub struct Frontend {
     pub http: Option<ServerSettings>,
     /// Emit one access-log line per request / TCP session.
     pub access_log: bool,
+    /// TLS terminated here (http frontends with `tls:`).
+    pub tls: Option<Arc<TlsFrontend>>,
     /// Counters, kept across reloads.
     pub stats: Arc<FrontendStats>,
 }
@@ -100,6 +108,8 @@ pub struct Backend {
     pub timeouts: ResolvedTimeouts,
     /// Active health checking, if configured.
     pub health_check: Option<Arc<CheckSpec>>,
+    /// TLS to the servers, if the backend has `tls:`.
+    pub tls: Option<Arc<UpstreamTls>>,
     /// Counters, kept across reloads.
     pub stats: Arc<BackendStats>,
 }
@@ -136,4 +146,19 @@ pub struct CheckSpec {
     pub rise: u32,
     /// Failures to go down.
     pub fall: u32,
+    /// The backend's TLS: probes speak it too.
+    pub tls: Option<CheckTls>,
 }
+
+/// A backend's TLS as its health checks use it. Equal only to the same compiled
+/// TLS, so a reload that changes it restarts the checks with the new one.
+#[derive(Debug, Clone)]
+pub struct CheckTls(pub Arc<UpstreamTls>);
+
+impl PartialEq for CheckTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for CheckTls {}

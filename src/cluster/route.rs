@@ -148,6 +148,7 @@ mod tests {
             retries: 0,
             timeouts: Default::default(),
             health_check: None,
+            tls: None,
             stats: Arc::new(BackendStats::new(name)),
         })
     }
@@ -231,6 +232,7 @@ mod tests {
                 path: path.map(str::to_string),
                 method: method.map(|m| http::Method::from_bytes(m.as_bytes()).unwrap()),
                 header,
+                sni: None,
             })
     }
 

@@ -29,6 +29,28 @@ pub struct FrontendStats {
     pub responses: [AtomicU64; 5],
     /// HTTP connections and requests ended by a client-side time limit.
     pub client_timeouts: ClientTimeouts,
+    /// TLS handshakes, by outcome.
+    pub tls_handshakes: TlsHandshakes,
+}
+
+/// TLS handshakes of a frontend, by outcome and version.
+#[derive(Debug, Default)]
+pub struct TlsHandshakes {
+    /// Completed with TLS 1.2.
+    pub tls12: AtomicU64,
+    /// Completed with TLS 1.3.
+    pub tls13: AtomicU64,
+    /// Refused or broken off (no shared version or cipher, unknown SNI with
+    /// `strict_sni`, a bad client certificate, a client that went away or took
+    /// longer than `request_header`), by the version offered when known.
+    pub failed: AtomicU64,
+}
+
+impl TlsHandshakes {
+    /// Each counter with its `version` and `result` labels.
+    pub fn labelled(&self) -> [(&'static str, &'static str, &AtomicU64); 3] {
+        [("1.2", "ok", &self.tls12), ("1.3", "ok", &self.tls13), ("unknown", "failed", &self.failed)]
+    }
 }
 
 /// What each client-side time limit of an http frontend has ended.

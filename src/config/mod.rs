@@ -4,6 +4,7 @@ mod duration;
 mod error;
 mod expansion;
 mod schema;
+mod tls;
 mod validate;
 mod value;
 
@@ -12,24 +13,33 @@ use std::path::Path;
 pub use duration::HumanDuration;
 pub use error::{ConfigError, Issue};
 pub use schema::*;
+pub use tls::{backend_roots, Certificate, TlsMaterial};
 pub use validate::{
     resolve_address, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT, MIN_HEADER_BYTES,
 };
-pub use value::{BindAddr, Binds, HashKey, StatusSet};
+pub use value::{BindAddr, Binds, HashKey, StatusSet, TlsVersion};
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::parse(&text)
+        let base = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Config::parse_in(&text, base)
     }
 
-    /// Parses and validates YAML text. Validation resolves server host names
-    /// (blocking DNS), once, and keeps the addresses in the returned config.
+    /// Parses and validates YAML text, with relative file paths (certificates,
+    /// keys) taken from the current directory.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_in(text, Path::new("."))
+    }
+
+    /// Parses and validates YAML text whose relative file paths are relative to
+    /// `base`. Validation resolves server host names (blocking DNS) and reads the
+    /// files the config names, once, and keeps what it found in the returned config.
+    pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigError> {
         let mut config = Config::parse_unvalidated(text)?;
-        let issues = validate::validate(&mut config);
+        let issues = validate::validate(&mut config, base);
         if issues.is_empty() {
             Ok(config)
         } else {
@@ -54,6 +64,21 @@ impl Config {
                 message,
             }
         })
+    }
+
+    /// Every file the config names (certificates, keys, CAs), as written: relative
+    /// ones are relative to the config file's directory.
+    pub fn named_files(&self) -> Vec<&Path> {
+        let mut files = Vec::new();
+        for tls in self.frontends.iter().filter_map(|f| f.tls.as_ref()) {
+            for pair in &tls.certificates {
+                files.push(pair.cert.as_path());
+                files.push(pair.key.as_path());
+            }
+            files.extend(tls.client_ca.as_deref());
+        }
+        files.extend(self.backends.iter().filter_map(|b| b.tls.as_ref()?.ca.as_deref()));
+        files
     }
 
     /// The global timeouts with defaults applied.

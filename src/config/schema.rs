@@ -1,12 +1,15 @@
 //! The YAML file as data: every key of CONFIG.md, nothing more (unknown keys are errors).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::duration::{opt_duration, HumanDuration};
-use super::value::{checked, BindAddr, Binds, HashKey, StatusSet};
+use super::tls::TlsMaterial;
+use super::value::{checked, BindAddr, Binds, HashKey, StatusSet, TlsVersion};
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -143,6 +146,72 @@ pub struct Frontend {
     /// Per-request access log line (HTTP) or per-connection line (TCP).
     #[serde(default)]
     pub access_log: bool,
+    /// Terminate TLS on this frontend (http only).
+    #[serde(default)]
+    pub tls: Option<FrontendTls>,
+}
+
+/// `tls:` of an http frontend: TLS is terminated here.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendTls {
+    /// Each serves the DNS names of its certificate (SANs, wildcards); the first is
+    /// the default for clients without (or with an unknown) SNI.
+    pub certificates: Vec<CertificateFiles>,
+    /// Refuse handshakes whose SNI no certificate serves (or without SNI).
+    #[serde(default)]
+    pub strict_sni: bool,
+    /// Protocols offered by ALPN, in order of preference (default `[h2, http/1.1]`).
+    #[serde(default)]
+    pub alpn: Option<Vec<Alpn>>,
+    /// Oldest TLS version accepted (default 1.2).
+    #[serde(default)]
+    pub min_version: Option<TlsVersion>,
+    /// CA bundle (PEM) client certificates must chain to; set, a client without a
+    /// valid certificate is refused (mTLS).
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// The files read and checked, set by validation so compiling never reads a file.
+    #[serde(skip)]
+    pub(super) loaded: Option<Arc<TlsMaterial>>,
+}
+
+impl FrontendTls {
+    /// The certificates, keys and CAs the files hold, once the config has been validated.
+    pub fn material(&self) -> Option<&Arc<TlsMaterial>> {
+        self.loaded.as_ref()
+    }
+}
+
+/// One `{cert, key}` of `tls.certificates`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// PEM: the chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// A protocol offered by ALPN.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum Alpn {
+    /// HTTP/2 over TLS.
+    #[serde(rename = "h2")]
+    H2,
+    /// HTTP/1.1.
+    #[serde(rename = "http/1.1")]
+    Http11,
+}
+
+impl Alpn {
+    /// The protocol's ALPN identifier.
+    pub fn id(self) -> &'static [u8] {
+        match self {
+            Alpn::H2 => b"h2",
+            Alpn::Http11 => b"http/1.1",
+        }
+    }
 }
 
 /// One entry of `routes:`.
@@ -175,6 +244,9 @@ pub struct RouteMatch {
     /// A header equals a value.
     #[serde(default)]
     pub header: Option<HeaderMatch>,
+    /// tcp only: the TLS ClientHello's server name is this, or matches `*.suffix`.
+    #[serde(default)]
+    pub sni: Option<String>,
 }
 
 /// `header: {name, value}` in a route match.
@@ -226,6 +298,39 @@ pub struct Backend {
     /// Overrides of the global timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// TLS to the servers (and their health checks).
+    #[serde(default)]
+    pub tls: Option<BackendTls>,
+}
+
+/// `tls:` of a backend: its servers are spoken to over TLS.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTls {
+    /// Verify the servers' certificates (default true); a failed verification is a 502.
+    #[serde(default = "default_verify")]
+    pub verify: bool,
+    /// CA bundle (PEM) the servers' certificates chain to; default: the system's CAs.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The name sent as SNI and verified in the servers' certificates; default:
+    /// each server's host as written in its `address`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// The CA certificates read by validation (the system's when `ca` is unset).
+    #[serde(skip)]
+    pub(super) roots: Option<Arc<Vec<rustls::pki_types::CertificateDer<'static>>>>,
+}
+
+impl BackendTls {
+    /// The CA certificates trusted, once the config has been validated.
+    pub fn roots(&self) -> Option<&Arc<Vec<rustls::pki_types::CertificateDer<'static>>>> {
+        self.roots.as_ref()
+    }
+}
+
+fn default_verify() -> bool {
+    true
 }
 
 /// One entry of `servers:`.

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
 use super::duration::HumanDuration;
@@ -56,6 +57,24 @@ pub fn resolve_address(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
+/// Why `sni` (a tcp route's match) is not an exact DNS name or a `*.suffix`
+/// pattern, if it is not.
+fn sni_problem(sni: &str) -> Option<&'static str> {
+    let name = sni.strip_prefix("*.").unwrap_or(sni);
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Some("is an IP address: clients send no server name for those (the default_backend gets them)");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Some("is not a DNS name or *.suffix pattern (letters, digits, '-', '_' and '.'; '*.' only in front)");
+    }
+    if name.len() > 253 || name.split('.').any(|label| label.is_empty() || label.len() > 63) {
+        return Some(
+            "is not a DNS name (labels of 1 to 63 characters, at most 253 in all, no leading or trailing dot)",
+        );
+    }
+    None
+}
+
 fn is_name(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
@@ -63,10 +82,12 @@ fn is_name(text: &str) -> bool {
 /// Checks a parsed config; returns every problem found (empty when valid). Resolves
 /// each server address (blocking DNS, each distinct name once) and stores the result
 /// in the config, for compiling it without resolving again.
-pub fn validate(config: &mut Config) -> Vec<Issue> {
+pub fn validate(config: &mut Config, base: &Path) -> Vec<Issue> {
     let mut v = Validator::default();
     v.config(config);
     v.resolve_servers(&mut config.backends);
+    v.load_tls(&mut config.frontends, base);
+    v.load_backend_tls(&mut config.backends, base);
     v.issues
 }
 
@@ -191,12 +212,7 @@ impl Validator {
         }
         match frontend.mode {
             Mode::Tcp => {
-                if !frontend.routes.is_empty() {
-                    self.err(
-                        format!("{path}.routes"),
-                        "routes need mode: http (a tcp frontend has no requests to route)",
-                    );
-                }
+                // Routes are optional (by sni); the default takes what they leave.
                 if frontend.default_backend.is_none() {
                     self.err(format!("{path}.default_backend"), "a tcp frontend needs a default_backend");
                 }
@@ -215,12 +231,45 @@ impl Validator {
             if !backends.contains_key(route.backend.as_str()) {
                 self.err(format!("{route_path}.backend"), format!("no backend named {:?}", route.backend));
             }
-            self.route_match(&format!("{route_path}.match"), &route.matches);
+            match frontend.mode {
+                Mode::Tcp => self.sni_match(&format!("{route_path}.match"), &route.matches),
+                Mode::Http => self.route_match(&format!("{route_path}.match"), &route.matches),
+            }
+        }
+    }
+
+    /// A tcp route matches the ClientHello's server name, and nothing else: a tcp
+    /// frontend sees no request.
+    fn sni_match(&mut self, path: &str, m: &RouteMatch) {
+        // Destructured whole so that a new match key must be placed here too.
+        let RouteMatch { host, path_prefix, path: exact_path, method, header, sni } = m;
+        let http_only = [
+            ("host", host.is_some()),
+            ("path_prefix", path_prefix.is_some()),
+            ("path", exact_path.is_some()),
+            ("method", method.is_some()),
+            ("header", header.is_some()),
+        ];
+        for (key, set) in http_only {
+            if set {
+                self.err(format!("{path}.{key}"), "only applies to mode: http (a tcp route matches sni only)");
+            }
+        }
+        match sni {
+            None => self.err(format!("{path}.sni"), "a tcp route needs sni (an exact name or *.suffix)"),
+            Some(sni) => {
+                if let Some(problem) = sni_problem(sni) {
+                    self.err(format!("{path}.sni"), format!("{sni:?} {problem}"));
+                }
+            }
         }
     }
 
     /// Method and header are checked as they are parsed; the rest here.
     fn route_match(&mut self, path: &str, m: &RouteMatch) {
+        if m.sni.is_some() {
+            self.err(format!("{path}.sni"), "sni matches route tcp frontends (http routes match host)");
+        }
         if let Some(host) = &m.host {
             let bare = host.strip_prefix("*.").unwrap_or(host);
             let valid = !bare.is_empty()
@@ -294,13 +343,64 @@ impl Validator {
             if frontend.mode != Mode::Tcp {
                 continue;
             }
-            let Some(name) = &frontend.default_backend else { continue };
-            let Some(backend) = backends.get(name.as_str()) else { continue };
-            if let Some(key) = backend.hash_key.as_ref().filter(|key| key.needs_http()) {
+            let routes = frontend.routes.iter().enumerate().map(|(j, r)| (format!("routes[{j}].backend"), &r.backend));
+            let uses = frontend.default_backend.iter().map(|name| ("default_backend".to_string(), name)).chain(routes);
+            for (key, name) in uses {
+                let Some(backend) = backends.get(name.as_str()) else { continue };
+                if let Some(hash) = backend.hash_key.as_ref().filter(|hash| hash.needs_http()) {
+                    self.err(
+                        format!("frontends[{i}].{key}"),
+                        format!(
+                            "backend {name:?} hashes on \"{hash}\", which a tcp frontend does not have; use source_ip"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reads and checks every TLS frontend's certificates, keys and CAs, keeping
+    /// them in the config (see [`FrontendTls::material`]).
+    fn load_tls(&mut self, frontends: &mut [Frontend], base: &Path) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        for (i, frontend) in frontends.iter_mut().enumerate() {
+            let path = format!("frontends[{i}].tls");
+            let Some(tls) = &mut frontend.tls else { continue };
+            if frontend.mode == Mode::Tcp {
                 self.err(
-                    format!("frontends[{i}].default_backend"),
-                    format!("backend {name:?} hashes on \"{key}\", which a tcp frontend does not have; use source_ip"),
+                    &path,
+                    "TLS is terminated on mode: http only (a tcp frontend passes TLS through; route it by sni)",
                 );
+                continue;
+            }
+            if tls.alpn.as_ref().is_some_and(Vec::is_empty) {
+                self.err(format!("{path}.alpn"), "at least one protocol (or omit it for [h2, http/1.1])");
+            }
+            match super::tls::load(&path, tls, base, now) {
+                Ok(material) => tls.loaded = Some(std::sync::Arc::new(material)),
+                Err(problems) => problems.into_iter().for_each(|(at, message)| self.err(at, message)),
+            }
+        }
+    }
+
+    /// Reads the CAs each TLS backend trusts, and checks its `sni`.
+    fn load_backend_tls(&mut self, backends: &mut [Backend], base: &Path) {
+        for (i, backend) in backends.iter_mut().enumerate() {
+            let path = format!("backends[{i}].tls");
+            let Some(tls) = &mut backend.tls else { continue };
+            if let Some(sni) = &tls.sni {
+                if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+                    self.err(format!("{path}.sni"), format!("{sni:?} is not a DNS name or an IP address"));
+                }
+            }
+            if !tls.verify && tls.ca.is_none() {
+                continue;
+            }
+            match super::tls::backend_roots(&path, tls.ca.as_deref(), base) {
+                Ok(roots) => tls.roots = Some(roots),
+                Err((at, message)) => self.err(at, message),
             }
         }
     }
@@ -332,14 +432,14 @@ mod tests {
 
     fn issues(yaml: &str) -> Vec<String> {
         let mut config = Config::parse_unvalidated(yaml).expect("parses");
-        validate(&mut config).iter().map(ToString::to_string).collect()
+        validate(&mut config, Path::new(".")).iter().map(ToString::to_string).collect()
     }
 
     #[test]
     fn validation_resolves_each_server_once_into_the_config() {
         let mut config = Config::parse_unvalidated(BASE).unwrap();
         assert_eq!(config.backends[0].servers[0].resolved_address(), None);
-        assert!(validate(&mut config).is_empty());
+        assert!(validate(&mut config, Path::new(".")).is_empty());
         assert_eq!(config.backends[0].servers[0].resolved_address(), Some(SocketAddr::from(([127, 0, 0, 1], 8001))));
     }
 
@@ -392,6 +492,110 @@ mod tests {
         assert_eq!(
             issues(&BASE.replace(":8001", ":0")),
             ["backends[0].servers[0].address: port 0 cannot be connected to"]
+        );
+    }
+
+    /// A tcp frontend named `edge` (with `extra` keys) routing `routes` (flow
+    /// mappings) to backend `app` of [`BASE`].
+    fn tcp_routes(extra: &str, routes: &[&str]) -> String {
+        let routes: String = routes.iter().map(|r| format!("      - {r}\n")).collect();
+        BASE.replace(
+            "frontends:\n",
+            &format!(
+                "frontends:\n  - name: edge\n    bind: 127.0.0.1:8443\n    mode: tcp\n{extra}    routes:\n{routes}"
+            ),
+        )
+    }
+
+    #[test]
+    fn tcp_routes_match_sni_only() {
+        let ok = [
+            "{ match: { sni: a.site.test }, backend: app }",
+            "{ match: { sni: \"*.site.test\" }, backend: app }",
+            "{ match: { sni: \"*.Test\" }, backend: app }",
+        ];
+        assert_eq!(issues(&tcp_routes("    default_backend: app\n", &ok)), Vec::<String>::new());
+        let http_keys = tcp_routes(
+            "    default_backend: app\n",
+            &[
+                "{ match: { sni: a.test, host: a.test }, backend: app }",
+                "{ match: { path_prefix: /, method: GET }, backend: app }",
+                "{ match: {}, backend: ghost }",
+            ],
+        );
+        assert_eq!(
+            issues(&http_keys),
+            [
+                "frontends[0].routes[0].match.host: only applies to mode: http (a tcp route matches sni only)",
+                "frontends[0].routes[1].match.path_prefix: only applies to mode: http (a tcp route matches sni only)",
+                "frontends[0].routes[1].match.method: only applies to mode: http (a tcp route matches sni only)",
+                "frontends[0].routes[1].match.sni: a tcp route needs sni (an exact name or *.suffix)",
+                "frontends[0].routes[2].backend: no backend named \"ghost\"",
+                "frontends[0].routes[2].match.sni: a tcp route needs sni (an exact name or *.suffix)",
+            ]
+        );
+        // Routes or not, a tcp frontend needs its default backend.
+        assert_eq!(
+            issues(&tcp_routes("", &ok[..1])),
+            ["frontends[0].default_backend: a tcp frontend needs a default_backend"]
+        );
+        // And sni stays out of http routes.
+        let http = BASE.replace(
+            "default_backend: app }",
+            "default_backend: app, routes: [{ match: { sni: a.test }, backend: app }] }",
+        );
+        assert_eq!(
+            issues(&http),
+            ["frontends[0].routes[0].match.sni: sni matches route tcp frontends (http routes match host)"]
+        );
+    }
+
+    #[test]
+    fn sni_must_be_a_dns_name_or_a_one_label_wildcard() {
+        let long_label = format!("{}.test", "a".repeat(64));
+        let long_name = ["abcdefghij"; 26].join(".");
+        let bad = [
+            "\"*\"",
+            "\"*.\"",
+            "\"a.*.test\"",
+            "\"**.test\"",
+            "\"*a.test\"",
+            "\"\"",
+            "a..test",
+            ".a.test",
+            "a.test.",
+            "\"a test\"",
+            "\"b\\u00fccher.test\"",
+            "10.0.0.1",
+            "\"::1\"",
+            &long_label,
+            &long_name,
+        ];
+        for sni in bad {
+            let yaml =
+                tcp_routes("    default_backend: app\n", &[&format!("{{ match: {{ sni: {sni} }}, backend: app }}")]);
+            let found = issues(&yaml);
+            assert!(found.len() == 1 && found[0].starts_with("frontends[0].routes[0].match.sni: "), "{sni}: {found:?}");
+        }
+        let at_most = format!("{}.test", ["abcdefghi"; 24].join("."));
+        assert!(at_most.len() <= 253);
+        let yaml =
+            tcp_routes("    default_backend: app\n", &[&format!("{{ match: {{ sni: {at_most} }}, backend: app }}")]);
+        assert_eq!(issues(&yaml), Vec::<String>::new());
+    }
+
+    #[test]
+    fn tcp_route_backends_must_not_hash_on_http_keys() {
+        let yaml = tcp_routes("    default_backend: app\n", &["{ match: { sni: a.test }, backend: app }"]).replace(
+            "  - name: app\n",
+            "  - name: app\n    balance: consistent_hash\n    hash_key: \"header:X-User\"\n",
+        );
+        assert_eq!(
+            issues(&yaml),
+            [
+                "frontends[0].default_backend: backend \"app\" hashes on \"header:x-user\", which a tcp frontend does not have; use source_ip",
+                "frontends[0].routes[0].backend: backend \"app\" hashes on \"header:x-user\", which a tcp frontend does not have; use source_ip",
+            ]
         );
     }
 }

@@ -446,3 +446,34 @@ mod tests {
         assert!(parse("{value: \"a\\nb\"}").unwrap_err().contains("header value"));
     }
 }
+
+/// `min_version:` of a TLS frontend: `"1.2"` or `"1.3"` (quoted or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    V1_2,
+    /// TLS 1.3 only.
+    V1_3,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Spelled {
+            Text(String),
+            Number(f64),
+        }
+        let text = match Spelled::deserialize(de)? {
+            Spelled::Text(text) => text,
+            Spelled::Number(n) => format!("{n:.1}"),
+        };
+        match text.as_str() {
+            "1.2" => Ok(TlsVersion::V1_2),
+            "1.3" => Ok(TlsVersion::V1_3),
+            other => {
+                Err(de::Error::custom(format!("{other:?} is not a TLS version Fulcrum accepts: \"1.2\" or \"1.3\"")))
+            }
+        }
+    }
+}

@@ -49,23 +49,24 @@ impl HealthChecks {
                 continue;
             };
             for member in &backend.members {
-                wanted.insert(member.state.key.clone(), (Arc::clone(spec), Arc::clone(&member.state)));
+                let task = (Arc::clone(spec), Arc::clone(&member.state), member.tls_name.clone());
+                wanted.insert(member.state.key.clone(), task);
             }
         }
         running.retain(|key, task| {
             let keep =
-                wanted.get(key).is_some_and(|(spec, state)| *task.spec == **spec && Arc::ptr_eq(&task.state, state));
+                wanted.get(key).is_some_and(|(spec, state, _)| *task.spec == **spec && Arc::ptr_eq(&task.state, state));
             if !keep {
                 task.stop.cancel();
             }
             keep
         });
-        for (key, (spec, state)) in wanted {
+        for (key, (spec, state, tls_name)) in wanted {
             if running.contains_key(&key) {
                 continue;
             }
             let stop = parent.child_token();
-            tokio::spawn(task::run(Arc::clone(&state), Arc::clone(&spec), stop.clone()));
+            tokio::spawn(task::run(Arc::clone(&state), Arc::clone(&spec), tls_name, stop.clone()));
             running.insert(key, Running { spec, state, stop });
         }
     }

@@ -3,11 +3,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::cluster::CheckSpec;
 use crate::config::{CheckKind, StatusSet};
+use crate::tls::UpstreamTls;
 
 /// Why a probe failed (shown on the status page and in the transition log).
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +22,9 @@ pub enum ProbeError {
     /// Connect failed.
     #[error("connect: {0}")]
     Connect(#[source] std::io::Error),
+    /// The TLS handshake failed (certificate not verified, not TLS, ...).
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
     /// The connection broke while sending or reading.
     #[error("i/o: {0}")]
     Io(#[source] std::io::Error),
@@ -35,6 +42,9 @@ pub struct Probe {
     address: SocketAddr,
     timeout: Duration,
     http: Option<HttpProbe>,
+    /// The backend's TLS and the server's name in it: the probe speaks TLS too
+    /// (a tcp check then passes once the handshake does).
+    tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -44,8 +54,9 @@ struct HttpProbe {
 }
 
 impl Probe {
-    /// Prepares the probe of `spec` against `address`.
-    pub fn new(spec: &CheckSpec, address: SocketAddr) -> Self {
+    /// Prepares the probe of `spec` against `address`, known as `tls_name` when
+    /// the backend speaks TLS.
+    pub fn new(spec: &CheckSpec, address: SocketAddr, tls_name: Option<ServerName<'static>>) -> Self {
         let http = (spec.kind == CheckKind::Http).then(|| {
             let host = spec.host.clone().unwrap_or_else(|| address.to_string());
             let request = format!(
@@ -54,7 +65,11 @@ impl Probe {
             );
             HttpProbe { request: request.into_bytes(), expect: spec.expect.clone() }
         });
-        Probe { address, timeout: spec.timeout, http }
+        let tls = spec.tls.as_ref().map(|tls| {
+            let name = tls_name.unwrap_or_else(|| address.ip().into());
+            (Arc::clone(&tls.0), name)
+        });
+        Probe { address, timeout: spec.timeout, http, tls }
     }
 
     /// Runs the probe once; `Ok` carries a short description of the success.
@@ -66,9 +81,24 @@ impl Probe {
     }
 
     async fn attempt(&self) -> Result<String, ProbeError> {
-        let mut stream = TcpStream::connect(self.address).await.map_err(ProbeError::Connect)?;
+        let stream = TcpStream::connect(self.address).await.map_err(ProbeError::Connect)?;
+        match &self.tls {
+            None => self.exchange(stream, "connected").await,
+            Some((tls, name)) => {
+                let stream = tls.connect(name, stream).await.map_err(ProbeError::Tls)?;
+                self.exchange(stream, "TLS handshake done").await
+            }
+        }
+    }
+
+    /// The HTTP part of the probe, if any, on a connected `stream`.
+    async fn exchange(
+        &self,
+        mut stream: impl AsyncRead + AsyncWrite + Unpin,
+        connected: &str,
+    ) -> Result<String, ProbeError> {
         let Some(http) = &self.http else {
-            return Ok("connected".to_string());
+            return Ok(connected.to_string());
         };
         stream.write_all(&http.request).await.map_err(ProbeError::Io)?;
         let status = read_status(&mut stream).await?;
@@ -81,7 +111,7 @@ impl Probe {
 }
 
 /// Reads up to the end of the status line and returns the code.
-async fn read_status(stream: &mut TcpStream) -> Result<u16, ProbeError> {
+async fn read_status(stream: &mut (impl AsyncRead + Unpin)) -> Result<u16, ProbeError> {
     let mut head = [0u8; 256];
     let mut len = 0;
     while !head[..len].contains(&b'\n') {
@@ -126,6 +156,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             rise: 2,
             fall: 3,
+            tls: None,
         }
     }
 
@@ -159,18 +190,18 @@ mod tests {
     async fn http_check_accepts_statuses_in_the_expected_range() {
         let range = StatusSet(vec![200..=299]);
         let (ok_addr, mut requests) = http_server(204).await;
-        assert!(Probe::new(&spec(CheckKind::Http, range.clone()), ok_addr).run().await.is_ok());
+        assert!(Probe::new(&spec(CheckKind::Http, range.clone()), ok_addr, None).run().await.is_ok());
         let head = requests.recv().await.unwrap();
         assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
         assert!(head.contains("Host: app.internal\r\n"), "{head}");
 
         let (redirect_addr, _) = http_server(302).await;
-        let err = Probe::new(&spec(CheckKind::Http, range.clone()), redirect_addr).run().await.unwrap_err();
+        let err = Probe::new(&spec(CheckKind::Http, range.clone()), redirect_addr, None).run().await.unwrap_err();
         assert!(matches!(err, ProbeError::Status(302)), "{err}");
 
         let (error_addr, _) = http_server(503).await;
         let list = StatusSet(vec![200..=200, 503..=503]);
-        assert!(Probe::new(&spec(CheckKind::Http, list), error_addr).run().await.is_ok());
+        assert!(Probe::new(&spec(CheckKind::Http, list), error_addr, None).run().await.is_ok());
     }
 
     #[tokio::test]
@@ -179,14 +210,14 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap()
         };
-        let err = Probe::new(&spec(CheckKind::Tcp, StatusSet::default()), closed).run().await.unwrap_err();
+        let err = Probe::new(&spec(CheckKind::Tcp, StatusSet::default()), closed, None).run().await.unwrap_err();
         assert!(matches!(err, ProbeError::Connect(_)), "{err}");
 
         let open = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let probe = Probe::new(&spec(CheckKind::Tcp, StatusSet::default()), open.local_addr().unwrap());
+        let probe = Probe::new(&spec(CheckKind::Tcp, StatusSet::default()), open.local_addr().unwrap(), None);
         assert_eq!(probe.run().await.unwrap(), "connected");
         let (ok_addr, _) = http_server(200).await;
-        let http = Probe::new(&spec(CheckKind::Http, StatusSet::default()), ok_addr);
+        let http = Probe::new(&spec(CheckKind::Http, StatusSet::default()), ok_addr, None);
         assert_eq!(http.run().await.unwrap(), "HTTP 200");
     }
 
@@ -194,7 +225,7 @@ mod tests {
     async fn a_server_that_never_answers_times_out() {
         // Accepts (the kernel completes the handshake) but never writes a byte.
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let probe = Probe::new(&spec(CheckKind::Http, StatusSet::default()), silent.local_addr().unwrap());
+        let probe = Probe::new(&spec(CheckKind::Http, StatusSet::default()), silent.local_addr().unwrap(), None);
         let err = probe.run().await.unwrap_err();
         assert!(matches!(err, ProbeError::Timeout(_)), "{err}");
     }

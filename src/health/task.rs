@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::ServerName;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +19,12 @@ use crate::upstream::{unix_ms, CheckResult, ServerKey, ServerState};
 /// eighth of the interval (so it takes traffic soon, but thousands of servers do not
 /// all connect in the same millisecond); a server carried over from a previous config
 /// resumes from its current state at its own phase of the interval.
-pub async fn run(state: Arc<ServerState>, spec: Arc<CheckSpec>, stop: CancellationToken) {
+pub async fn run(
+    state: Arc<ServerState>,
+    spec: Arc<CheckSpec>,
+    tls_name: Option<ServerName<'static>>,
+    stop: CancellationToken,
+) {
     let fresh = state.checks_total.load(std::sync::atomic::Ordering::Relaxed) == 0 && !state.is_up();
     let mut machine = if fresh {
         RiseFall::new_server(spec.rise, spec.fall)
@@ -29,7 +35,7 @@ pub async fn run(state: Arc<ServerState>, spec: Arc<CheckSpec>, stop: Cancellati
     let first = tokio::time::Instant::now() + phase(&state.key, window);
     let mut ticker = tokio::time::interval_at(first, spec.interval.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let probe = Probe::new(&spec, state.key.address);
+    let probe = Probe::new(&spec, state.key.address, tls_name);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -55,6 +55,18 @@ pub enum ProxyError {
         /// The limit.
         timeout: Duration,
     },
+    /// The TLS handshake with the server failed (its certificate did not verify,
+    /// no common version or suite, or it is not speaking TLS).
+    #[error("TLS to server {server} ({address}) failed: {source}")]
+    Tls {
+        /// Server name.
+        server: String,
+        /// Server address.
+        address: SocketAddr,
+        /// What rustls saw.
+        #[source]
+        source: std::io::Error,
+    },
     /// The server broke the HTTP exchange (reset, closed early, spoke garbage).
     #[error("server {server}: {source}")]
     Upstream {
@@ -89,9 +101,10 @@ impl ProxyError {
             }
             ProxyError::ClientBody { timed_out: true, .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoRoute | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Connect { .. } | ProxyError::Upstream { .. } | ProxyError::ServerClosed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Connect { .. }
+            | ProxyError::Tls { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::ServerClosed { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -99,7 +112,7 @@ impl ProxyError {
     /// True when the failure happened before the request left for a server, so
     /// another server may be tried.
     pub fn is_connect_failure(&self) -> bool {
-        matches!(self, ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. })
+        matches!(self, ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. } | ProxyError::Tls { .. })
     }
 
     /// True when the client connection must close after the error response: what

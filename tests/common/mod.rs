@@ -2,6 +2,8 @@
 //! Fulcrum instance started in-process.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -3,8 +3,10 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// `X-Forwarded-Proto: http` (TLS frontends would send `https`).
+/// `X-Forwarded-Proto` of a plain connection.
 static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+/// `X-Forwarded-Proto` of a TLS connection.
+static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
 /// Our `Via` entry.
 static VIA: HeaderValue = HeaderValue::from_static("1.1 fulcrum");
 
@@ -87,8 +89,9 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Adds `X-Forwarded-For` (appending to a client-sent one), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` (the Host the client asked for) and `Via`.
-pub fn add_forwarding(headers: &mut HeaderMap, client_ip: &HeaderValue, host: Option<&HeaderValue>) {
+/// `X-Forwarded-Host` (the Host the client asked for) and `Via`; `https` when the
+/// client's connection was TLS.
+pub fn add_forwarding(headers: &mut HeaderMap, client_ip: &HeaderValue, host: Option<&HeaderValue>, https: bool) {
     match headers.get(&X_FORWARDED_FOR) {
         None => {
             headers.insert(X_FORWARDED_FOR.clone(), client_ip.clone());
@@ -109,7 +112,8 @@ pub fn add_forwarding(headers: &mut HeaderMap, client_ip: &HeaderValue, host: Op
             }
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), PROTO_HTTP.clone());
+    let proto = if https { &PROTO_HTTPS } else { &PROTO_HTTP };
+    headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
@@ -158,7 +162,7 @@ mod tests {
     fn forwarded_for_appends() {
         let ip = HeaderValue::from_static("10.0.0.9");
         let mut headers = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
-        add_forwarding(&mut headers, &ip, Some(&HeaderValue::from_static("h.example")));
+        add_forwarding(&mut headers, &ip, Some(&HeaderValue::from_static("h.example")), false);
         assert_eq!(headers["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "h.example");

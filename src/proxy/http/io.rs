@@ -42,10 +42,32 @@ pub fn register(stream: std::net::TcpStream) -> io::Result<ClientSocket> {
     unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)
 }
 
+/// A TLS client connection once its handshake is done.
+pub type TlsClient = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// What the client's bytes travel over.
+#[derive(Debug)]
+enum Transport {
+    /// Plain TCP, read and written with one syscall each.
+    Plain(ClientSocket),
+    /// TLS (boxed: rustls's state is large, and plain connections are the common case).
+    Tls(Box<TlsClient>),
+}
+
+impl Transport {
+    /// The TCP socket underneath.
+    fn socket(&self) -> SockRef<'_> {
+        match self {
+            Transport::Plain(socket) => SockRef::from(socket.get_ref()),
+            Transport::Tls(tls) => SockRef::from(tls.get_ref().0),
+        }
+    }
+}
+
 /// A client connection as hyper reads and writes it.
 #[derive(Debug)]
 pub struct ClientIo {
-    stream: AsyncFd<std::net::TcpStream>,
+    stream: Transport,
     frontend: Arc<Frontend>,
     peer: SocketAddr,
     flags: Arc<Flags>,
@@ -69,6 +91,25 @@ impl ClientIo {
     /// is due at `head_due`) and `client` timeouts.
     pub fn new(
         stream: ClientSocket,
+        frontend: Arc<Frontend>,
+        peer: SocketAddr,
+        head_due: Instant,
+    ) -> (ClientIo, ClientHandle) {
+        Self::over(Transport::Plain(stream), frontend, peer, head_due)
+    }
+
+    /// Like [`ClientIo::new`], over a TLS connection whose handshake is done.
+    pub fn tls(
+        stream: Box<TlsClient>,
+        frontend: Arc<Frontend>,
+        peer: SocketAddr,
+        head_due: Instant,
+    ) -> (ClientIo, ClientHandle) {
+        Self::over(Transport::Tls(stream), frontend, peer, head_due)
+    }
+
+    fn over(
+        stream: Transport,
         frontend: Arc<Frontend>,
         peer: SocketAddr,
         head_due: Instant,
@@ -103,16 +144,21 @@ impl ClientIo {
     /// The socket, and when its idle limit runs out, if hyper's connection ended
     /// because the client went idle (see [`ClientIo::park_when_idle`]).
     pub fn into_parked(self) -> Option<(ClientSocket, Instant)> {
-        self.parked.then(|| (self.stream, self.timer.idle_until()))
+        match self.stream {
+            Transport::Plain(socket) if self.parked => Some((socket, self.timer.idle_until())),
+            _ => None,
+        }
     }
 
     /// Waits for the client's first bytes and tells whether they open HTTP/2 with
     /// prior knowledge (the h2 preface) or not (HTTP/1.x); `None` when the client
     /// closed without sending any. Reads nothing: the bytes stay in the socket.
+    /// Plain connections only (over TLS, ALPN tells).
     pub async fn sniff_h2(&mut self) -> io::Result<Option<bool>> {
         const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         std::future::poll_fn(|cx| loop {
-            let mut ready = match self.stream.poll_read_ready(cx) {
+            let Transport::Plain(stream) = &self.stream else { return Poll::Ready(Ok(Some(false))) };
+            let mut ready = match stream.poll_read_ready(cx) {
                 Poll::Ready(ready) => ready?,
                 Poll::Pending => {
                     let (wait, epoch) = self.blocked(cx);
@@ -159,7 +205,7 @@ impl ClientIo {
         if self.framing.is_off() || self.framing.between_requests() || self.flags.upgraded.load(Relaxed) {
             return;
         }
-        if let Err(err) = SockRef::from(self.stream.get_ref()).set_quickack(true) {
+        if let Err(err) = self.stream.socket().set_quickack(true) {
             tracing::trace!(%err, "cannot set TCP_QUICKACK");
         }
     }
@@ -261,22 +307,38 @@ impl ClientIo {
         if expired == Wait::Head {
             // Answered here, before hyper closes the socket: a head is waited for
             // only when no response is on its way, so this cannot cut into one.
-            let socket = SockRef::from(self.stream.get_ref());
-            let sent = socket.send(RAW_408);
-            if matches!(sent, Ok(n) if n == RAW_408.len()) {
+            if self.send_408(cx) {
                 self.frontend.stats.count_response(408);
                 tracing::info!(frontend = %self.frontend.name, client = %self.peer, status = 408, "request head not received in time");
             }
-            // Unread bytes (a started h2 preface is only peeked) would make the close
-            // a reset, which can destroy the 408 before the client reads it.
-            let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 512];
-            for _ in 0..64 {
-                if !matches!(socket.recv(&mut sink), Ok(n) if n > 0) {
-                    break;
-                }
-            }
         }
         Poll::Ready(Err(self.timed_out(expired)))
+    }
+
+    /// Sends a 408 as the connection's last words, without waiting; true when it
+    /// went out whole.
+    fn send_408(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.stream {
+            Transport::Plain(stream) => {
+                let socket = SockRef::from(stream.get_ref());
+                let sent = matches!(socket.send(RAW_408), Ok(n) if n == RAW_408.len());
+                // Unread bytes (a started h2 preface is only peeked) would make the
+                // close a reset, which can destroy the 408 before the client reads it.
+                let mut sink = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+                for _ in 0..64 {
+                    if !matches!(socket.recv(&mut sink), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+                sent
+            }
+            Transport::Tls(tls) => {
+                // Into rustls's buffer, then as much of it as the socket takes now.
+                let written = Pin::new(&mut **tls).poll_write(cx, RAW_408);
+                let flushed = Pin::new(&mut **tls).poll_flush(cx);
+                matches!(written, Poll::Ready(Ok(n)) if n == RAW_408.len()) && matches!(flushed, Poll::Ready(Ok(())))
+            }
+        }
     }
 
     /// A write would block: whether the client has stopped reading for
@@ -314,8 +376,28 @@ impl ClientIo {
 impl AsyncRead for ClientIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let stream = match &mut this.stream {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => {
+                let before = buf.filled().len();
+                return match Pin::new(&mut **tls).poll_read(cx, buf) {
+                    Poll::Ready(Ok(())) => {
+                        if buf.filled().len() > before {
+                            this.on_received(&buf.filled()[before..]);
+                            this.ack_if_incomplete();
+                        }
+                        Poll::Ready(Ok(()))
+                    }
+                    Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                    Poll::Pending => {
+                        let (wait, epoch) = this.blocked(cx);
+                        this.poll_timer(cx, wait, epoch)
+                    }
+                };
+            }
+        };
         loop {
-            let mut ready = match this.stream.poll_read_ready(cx) {
+            let mut ready = match stream.poll_read_ready(cx) {
                 Poll::Ready(ready) => ready?,
                 Poll::Pending => {
                     let (wait, epoch) = this.blocked(cx);
@@ -356,8 +438,15 @@ impl AsyncRead for ClientIo {
 impl AsyncWrite for ClientIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let stream = match &mut this.stream {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => {
+                let written = Pin::new(&mut **tls).poll_write(cx, data);
+                return this.on_write(cx, written);
+            }
+        };
         loop {
-            let mut ready = match this.stream.poll_write_ready(cx) {
+            let mut ready = match stream.poll_write_ready(cx) {
                 Poll::Ready(ready) => ready?,
                 Poll::Pending => return this.poll_write_stall(cx),
             };
@@ -378,8 +467,15 @@ impl AsyncWrite for ClientIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        let stream = match &mut this.stream {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(tls) => {
+                let written = Pin::new(&mut **tls).poll_write_vectored(cx, bufs);
+                return this.on_write(cx, written);
+            }
+        };
         loop {
-            let mut ready = match this.stream.poll_write_ready(cx) {
+            let mut ready = match stream.poll_write_ready(cx) {
                 Poll::Ready(ready) => ready?,
                 Poll::Pending => return this.poll_write_stall(cx),
             };
@@ -398,15 +494,44 @@ impl AsyncWrite for ClientIo {
         true
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match &mut this.stream {
+            Transport::Plain(_) => Poll::Ready(Ok(())),
+            // rustls holds what it could not write yet.
+            Transport::Tls(tls) => match Pin::new(&mut **tls).poll_flush(cx) {
+                Poll::Pending => this.poll_write_stall(cx).map_ok(drop),
+                done => done,
+            },
+        }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.parked {
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.parked {
             // hyper ends its connection at a parked read; the client's stays open.
             return Poll::Ready(Ok(()));
         }
-        Poll::Ready(SockRef::from(self.stream.get_ref()).shutdown(std::net::Shutdown::Write))
+        match &mut this.stream {
+            Transport::Plain(stream) => {
+                Poll::Ready(SockRef::from(stream.get_ref()).shutdown(std::net::Shutdown::Write))
+            }
+            // close_notify, then the write side.
+            Transport::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
+        }
+    }
+}
+
+impl ClientIo {
+    /// Accounts for a TLS write: bytes sent, or the client's time to make room.
+    fn on_write(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match written {
+            Poll::Ready(Ok(n)) => {
+                self.on_sent(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => self.poll_write_stall(cx),
+            failed => failed,
+        }
     }
 }

@@ -14,6 +14,7 @@ mod reply;
 mod request_body;
 mod service;
 mod stall;
+mod tls;
 mod tunnel;
 mod upstream;
 
@@ -31,6 +32,7 @@ pub use host::{request_authority, HostError, InvalidAuthority, RequestAuthority}
 pub use request_body::RequestBody;
 
 use crate::cluster::{Frontend, LiveFrontend};
+use crate::tls::HandshakeInfo;
 use crate::upstream::Worker;
 use client_state::ClientHandle;
 use dormant::{Awaiting, Dormant, Woken};
@@ -68,6 +70,10 @@ pub fn serve<H: Send + 'static>(
         if frontend.http.is_none() {
             tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
             return;
+        }
+        if let Some(tls) = &frontend.tls {
+            // Boxed: a plain connection's task does not carry a TLS one's state.
+            return Box::pin(client.serve_tls(stream, tls)).await;
         }
         let socket = match io::register(stream) {
             Ok(socket) => socket,
@@ -132,14 +138,7 @@ impl Client {
             Awaiting::NextRequest => (Instant::now() + self.frontend.timeouts.request_header, false),
         };
         let (mut io, handle) = ClientIo::new(dormant.socket, Arc::clone(&self.frontend), self.peer, head_due);
-        let ctx = Arc::new(ConnContext::new(
-            Arc::clone(&self.live),
-            Arc::clone(&self.frontend),
-            self.peer,
-            self.worker,
-            handle.clone(),
-            self.tasks.clone(),
-        ));
+        let ctx = self.context(&handle, None);
         if first {
             let h2 = tokio::select! {
                 sniffed = io.sniff_h2() => sniffed?,
@@ -151,20 +150,33 @@ impl Client {
                 Some(false) => {}
             }
         }
+        io.park_when_idle(PARK_AFTER);
         self.serve_h1(io, ctx, &handle).await
     }
 
+    /// What the requests of a connection share.
+    fn context(&self, handle: &ClientHandle, tls: Option<HandshakeInfo>) -> Arc<ConnContext> {
+        Arc::new(ConnContext::new(
+            Arc::clone(&self.live),
+            Arc::clone(&self.frontend),
+            self.peer,
+            self.worker,
+            handle.clone(),
+            self.tasks.clone(),
+            tls,
+        ))
+    }
+
     /// HTTP/1.1: hyper's connection lives while requests come; when the client
-    /// goes idle between requests it ends (see [`ClientIo::park_when_idle`]) and
-    /// the connection goes dormant.
+    /// goes idle between requests it ends (if `io` parks, see
+    /// [`ClientIo::park_when_idle`]) and the connection goes dormant.
     async fn serve_h1(
         &self,
-        mut io: ClientIo,
+        io: ClientIo,
         ctx: Arc<ConnContext>,
         handle: &ClientHandle,
     ) -> Result<Option<Dormant>, ConnError> {
         let Some(settings) = &self.frontend.http else { return Ok(None) };
-        io.park_when_idle(PARK_AFTER);
         let service = service_fn(move |req| Arc::clone(&ctx).handle(req));
         // Inline, not boxed: this whole future is boxed while the connection is awake.
         let mut conn = settings.http1.serve_connection(TokioIo::new(io), service).with_upgrades();

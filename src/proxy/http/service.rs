@@ -29,6 +29,7 @@ use crate::config::{HashKey, Mode};
 use crate::log_limit::LogLimit;
 use crate::proxy::tcp::hash_ip;
 use crate::proxy::ProxyError;
+use crate::tls::{HandshakeInfo, X_CLIENT_CERT_SUBJECT};
 use crate::upstream::Worker;
 
 /// Requests answered with a balancer-made error, across every connection.
@@ -55,6 +56,8 @@ pub struct ConnContext {
     client: ClientHandle,
     /// Requests received so far on this connection.
     requests: AtomicU64,
+    /// The TLS handshake, on a TLS frontend.
+    tls: Option<HandshakeInfo>,
 }
 
 /// One request as the service sees it: the snapshot's frontend current when its
@@ -75,8 +78,19 @@ impl ConnContext {
         worker: Worker,
         client: ClientHandle,
         tasks: TaskTracker,
+        tls: Option<HandshakeInfo>,
     ) -> Self {
-        Self { live, accepted, peer, worker, client_ip: OnceLock::new(), tasks, client, requests: AtomicU64::new(0) }
+        Self {
+            live,
+            accepted,
+            peer,
+            worker,
+            client_ip: OnceLock::new(),
+            tasks,
+            client,
+            requests: AtomicU64::new(0),
+            tls,
+        }
     }
 
     /// Handles one request; never fails (errors become responses).
@@ -167,7 +181,14 @@ impl ConnContext {
         let client_ip = self.client_ip.get_or_init(|| {
             HeaderValue::from_str(&self.peer.ip().to_string()).expect("an IP address is a valid header value")
         });
-        add_forwarding(&mut parts.headers, client_ip, host.as_ref());
+        add_forwarding(&mut parts.headers, client_ip, host.as_ref(), self.tls.is_some());
+        if let Some(tls) = &self.tls {
+            // Only what this handshake verified reaches the server under this name.
+            parts.headers.remove(&X_CLIENT_CERT_SUBJECT);
+            if let Some(subject) = &tls.client_subject {
+                parts.headers.insert(X_CLIENT_CERT_SUBJECT.clone(), subject.clone());
+            }
+        }
         (Request::from_parts(parts, RequestBody::client(body, frontend.timeouts.client)), client_upgrade)
     }
 

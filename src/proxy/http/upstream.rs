@@ -149,14 +149,37 @@ async fn send(
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `member`.
+/// Opens a new HTTP/1.1 connection to `member` (over TLS if the backend says so).
 async fn connect(member: &Member, backend: &Backend) -> Result<SendRequest<RequestBody>, ProxyError> {
+    let started = tokio::time::Instant::now();
     let stream = connect_server(member, backend.timeouts.connect).await?;
     member.state.connections_total.fetch_add(1, Relaxed);
-    // ACK the server's segments at once: a server writing head and body apart
-    // with Nagle on would otherwise wait for our delayed ACK (see `quick_ack`).
+    let (Some(tls), Some(name)) = (&backend.tls, &member.tls_name) else {
+        // ACK the server's segments at once: a server writing head and body apart
+        // with Nagle on would otherwise wait for our delayed ACK (see `quick_ack`).
+        return handshake(member, QuickAck::new(stream)).await;
+    };
+    // The TCP connect and the TLS handshake share `timeouts.connect`.
+    let deadline = started + backend.timeouts.connect;
+    let failed = |source| {
+        member.state.connect_errors.fetch_add(1, Relaxed);
+        ProxyError::Tls { server: member.name.clone(), address: member.state.key.address, source }
+    };
+    match tokio::time::timeout_at(deadline, tls.connect(name, stream)).await {
+        // Beneath TLS the quick ACK cannot see the response head: plain I/O.
+        Ok(Ok(stream)) => handshake(member, stream).await,
+        Ok(Err(source)) => Err(failed(source)),
+        Err(_) => Err(failed(std::io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// Starts HTTP/1.1 on a connected `stream` to `member`; the connection runs in its own task.
+async fn handshake<S>(member: &Member, stream: S) -> Result<SendRequest<RequestBody>, ProxyError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(QuickAck::new(stream)))
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ProxyError::Upstream { server: member.name.clone(), source })?;
     let server = Arc::clone(&member.state);
