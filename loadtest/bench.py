@@ -6,10 +6,13 @@ one set per worker setting (`PROXY_THREADS`, default: each proxy's own default
 worker count, and 1 worker), all listening at once on their own ports. Measures in
 interleaved rounds keep-alive HTTP and TCP-mode throughput and latency with wrk at
 each of `CONNECTIONS`, proxy CPU time per 1,000 requests from /proc, and large-body
-throughput. Then, on fresh proxy processes, the RSS per idle keep-alive client
+throughput; with TLS (default), the same over TLS on an https frontend of each proxy
+serving one ECDSA P-256 certificate: new TLS 1.3 connections per second (one request
+each, full handshake, ab), keep-alive HTTPS requests (wrk) and the large body over
+https. Then, on fresh proxy processes, the RSS per idle keep-alive client
 connection: connected with no request, after one request each sent one after
 another, after one request each sent all at once, and after the connections close.
-Prints the tables, Fulcrum's ratios and the goals of issue #12.
+Prints the tables, Fulcrum's ratios and the goals of issue #12 and of TLS termination.
 """
 
 import os
@@ -49,6 +52,12 @@ RETURN_WAIT = float(ENV("RETURN_WAIT", "3"))  # seconds after the close before t
 IDLE_WAIT = float(ENV("IDLE_WAIT", "3.5"))
 BIG_MB = int(ENV("BIG_MB", "256"))            # large-body size
 BIG_RUNS = int(ENV("BIG_RUNS", "3"))
+# 1: each load set also gets an https frontend (same ECDSA P-256 certificate for all
+# three) and the TLS rows are measured: new TLS 1.3 connections with one request each
+# (ab: a full handshake per connection), keep-alive HTTPS (wrk), the large body over
+# https (curl). 0: no TLS at all.
+TLS = ENV("TLS", "1") == "1"
+TLS_CONNECTIONS = int(ENV("TLS_CONNECTIONS", "64"))  # concurrency of both TLS rows
 BENCH_DIR = ENV("BENCH_DIR")                  # temp dir made by run.sh (it cleans up)
 
 for w in PROXY_THREADS + MEMORY_THREADS:
@@ -78,6 +87,12 @@ CPUS = os.cpu_count()
 
 PROXIES = ("haproxy", "nginx", "fulcrum")
 BACKENDS = [18081, 18082]
+
+
+def tls_port(name, setting_index):
+    """https port of one proxy in the load set of PROXY_THREADS[setting_index]:
+    18301 haproxy, 18302 nginx, 18303 fulcrum, +10 per setting."""
+    return 18300 + 10 * setting_index + PROXIES.index(name) + 1
 
 
 def load_ports(name, setting_index):
@@ -118,14 +133,37 @@ http {{
 {servers}
     root {big};
     location = / {{ return 200 "ok\\n"; }}
+    location = /proto {{ return 200 "$http_x_forwarded_proto\\n"; }}
     location /big {{ }}
   }}
 }}
 """)
 
 
-def proxy_config(tmp, name, workers, http, tcp, tag):
-    """Write one proxy's config; returns its path."""
+def make_certificate(tmp):
+    """One self-signed ECDSA P-256 certificate and key for all three proxies (HAProxy
+    wants both in one PEM file). Returns {"cert", "key", "pem"} paths."""
+    d = os.path.join(tmp, "tls")
+    os.makedirs(d)
+    files = {k: os.path.join(d, f"{k}.pem") for k in ("cert", "key", "pem")}
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=bench.test", "-addext", "subjectAltName=DNS:bench.test",
+                        "-keyout", files["key"], "-out", files["cert"]], capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        sys.exit(f"openssl could not make the benchmark certificate:\n{r.stderr}")
+    with open(files["pem"], "w") as out:
+        for k in ("cert", "key"):
+            with open(files[k]) as f:
+                out.write(f.read())
+    return files
+
+
+CERT = {}  # filled by main() when TLS: {"cert", "key", "pem"}
+
+
+def proxy_config(tmp, name, workers, http, tcp, tag, https=None):
+    """Write one proxy's config (with an https frontend on `https` if given); returns
+    its path."""
     srv = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(BACKENDS))
     ups = "\n".join(f"    server 127.0.0.1:{p};" for p in BACKENDS)
     fsrv = "\n".join(f"      - {{ name: s{i}, address: 127.0.0.1:{p} }}" for i, p in enumerate(BACKENDS))
@@ -133,11 +171,22 @@ def proxy_config(tmp, name, workers, http, tcp, tag):
         path = f"{tmp}/haproxy-{tag}.cfg"
         # Unset nbthread is HAProxy 2.6's default: one thread per CPU it may run on.
         nbthread = "" if workers == "default" else f"  nbthread {workers}\n"
-        forward = """  option forwardfor
-  http-request set-header X-Forwarded-Proto http
+        forward = lambda proto: f"""  option forwardfor
+  http-request set-header X-Forwarded-Proto {proto}
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request add-header Via "1.1 haproxy"
 """ if FORWARD_HEADERS else ""
+        # Same as be_http but its own section, so the proto header says https.
+        tls = f"""frontend fe_https
+  mode http
+  bind 127.0.0.1:{https} ssl crt {CERT.get("pem")} alpn h2,http/1.1
+  default_backend be_https
+backend be_https
+  mode http
+  balance roundrobin
+  http-reuse always
+{forward("https")}{srv}
+""" if https else ""
         write(path, f"""
 global
 {nbthread}  maxconn {HAPROXY_MAXCONN}
@@ -153,7 +202,7 @@ backend be_http
   mode http
   balance roundrobin
   http-reuse always
-{forward}{srv}
+{forward("http")}{srv}
 frontend fe_tcp
   mode tcp
   bind 127.0.0.1:{tcp}
@@ -162,7 +211,7 @@ backend be_tcp
   mode tcp
   balance roundrobin
 {srv}
-""")
+{tls}""")
     elif name == "nginx":
         path = f"{tmp}/nginx-{tag}.conf"
         forward = """      proxy_set_header Host $http_host;
@@ -171,6 +220,21 @@ backend be_tcp
       proxy_set_header X-Forwarded-Host $http_host;
       proxy_set_header Via "1.1 nginx";
 """ if FORWARD_HEADERS else ""
+        # nginx 1.22's ssl_protocols default lacks TLSv1.3: say it (1.2 and 1.3, as
+        # HAProxy and Fulcrum by default). $scheme is https here: X-Forwarded-Proto too.
+        tls = f"""  server {{
+    listen 127.0.0.1:{https} ssl http2;
+    ssl_certificate {CERT.get("cert")};
+    ssl_certificate_key {CERT.get("key")};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+{forward}    }}
+  }}
+""" if https else ""
         write(path, f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes {"auto" if workers == "default" else workers};
@@ -194,7 +258,7 @@ http {{
       proxy_set_header Connection "";
 {forward}    }}
   }}
-}}
+{tls}}}
 stream {{
   upstream tup {{
 {ups}
@@ -207,12 +271,14 @@ stream {{
 """)
     else:
         path = f"{tmp}/fulcrum-{tag}.yaml"
+        tls = (f"  - {{ name: https, bind: 127.0.0.1:{https}, mode: http, default_backend: app, access_log: false, "
+               f"tls: {{ certificates: [ {{ cert: {CERT.get('cert')}, key: {CERT.get('key')} }} ] }} }}\n") if https else ""
         write(path, f"""
 timeouts: {{ connect: 3s, client: 60s, server: 60s, request_header: 60s }}
 frontends:
   - {{ name: http, bind: 127.0.0.1:{http}, mode: http, default_backend: app, access_log: false }}
   - {{ name: tcp, bind: 127.0.0.1:{tcp}, mode: tcp, default_backend: app, access_log: false }}
-backends:
+{tls}backends:
   - name: app
     balance: round_robin
     servers:
@@ -241,6 +307,7 @@ def ports_free():
     ports = list(BACKENDS)
     for name in PROXIES:
         ports += [p for i in range(len(PROXY_THREADS)) for p in load_ports(name, i)]
+        ports += [tls_port(name, i) for i in range(len(PROXY_THREADS))] if TLS else []
         ports += [p for i in range(2 * len(MEMORY_THREADS)) for p in memory_ports(name, i)]
     busy = []
     for port in ports:
@@ -283,9 +350,10 @@ def record_pid(pid):
 class Instance:
     """One running proxy: name, worker setting, ports, process."""
 
-    def __init__(self, tmp, name, workers, http, tcp, tag, log):
+    def __init__(self, tmp, name, workers, http, tcp, tag, log, https=None):
         self.name, self.workers, self.http, self.tcp, self.tag = name, workers, http, tcp, tag
-        path = proxy_config(tmp, name, workers, http, tcp, tag)
+        self.https = https
+        path = proxy_config(tmp, name, workers, http, tcp, tag, https)
         if name == "haproxy":
             cmd = ["haproxy", "-f", path]
         elif name == "nginx":
@@ -301,6 +369,8 @@ class Instance:
         record_pid(self.proc.pid)
         wait_port(http, f"{name} ({tag})")
         wait_port(tcp, f"{name} ({tag})")
+        if https:
+            wait_port(https, f"{name} ({tag})")
         if name == "nginx":  # wait for the workers to be forked (<= 5 s)
             want = CPUS if workers == "default" else int(workers)
             deadline = time.time() + 5
@@ -379,11 +449,13 @@ def parse_ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk(port, connections):
-    """One wrk run: (requests, req/s, p50 ms, p99 ms, errors), or None if wrk failed."""
-    close = ["-H", "Connection: close"] if CLOSE else []
+def wrk(port, connections, scheme="http"):
+    """One wrk run: (requests, req/s, p50 ms, p99 ms, errors), or None if wrk failed.
+    Over https always keep-alive (wrk would resume its TLS session on every new
+    connection: the new-connection row is ab's, below)."""
+    close = ["-H", "Connection: close"] if CLOSE and scheme == "http" else []
     cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{DURATION}s", "--latency", *close,
-           f"http://127.0.0.1:{port}/"]
+           f"{scheme}://127.0.0.1:{port}/"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION + 30).stdout
         requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -402,6 +474,67 @@ def wrk(port, connections):
         errors += sum(int(x) for x in m.groups())
         print(f"  port {port}: {m.group(0)}", file=sys.stderr)
     return requests, rps, p50, p99, errors
+
+
+def ab(port, connections, csv):
+    """One ab run over new TLS 1.3 connections, one request each (HTTP/1.0, no
+    keep-alive; ab makes a new TLS session for every connection and never offers a
+    previous one, so each is a full handshake): (requests, req/s, p50 ms, p99 ms,
+    errors, negotiated), or None if ab failed. ab's own CPU per 1k connections goes
+    to AB_CPU. `csv` is a scratch file for ab's percentiles (its text report rounds
+    them to whole ms)."""
+    cmd = ["ab", "-q", "-r", "-f", "TLS1.3", "-s", "10", "-c", str(connections), "-t", str(DURATION),
+           "-n", str(max(1000, DURATION * 50000)), "-e", csv, f"https://127.0.0.1:{port}/"]
+    try:
+        if os.path.exists(csv):
+            os.unlink(csv)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION + 30).stdout
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        requests = int(re.search(r"Complete requests:\s+(\d+)", out).group(1))
+        rps = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+        with open(csv) as f:
+            pct = dict(line.strip().split(",", 1) for line in f if line[:1].isdigit())
+        p50, p99 = float(pct["50"]), float(pct["99"])
+    except (subprocess.TimeoutExpired, AttributeError, OSError, KeyError, ValueError) as e:
+        print(f"  ab on port {port} failed ({type(e).__name__})", file=sys.stderr)
+        return None
+    errors = 0
+    for pattern in (r"Failed requests:\s+(\d+)", r"Non-2xx responses:\s+(\d+)", r"Write errors:\s+(\d+)"):
+        m = re.search(pattern, out)
+        if m:
+            errors += int(m.group(1))
+    if errors:
+        detail = re.search(r"Failed requests:.*\n(\s+\(.*\))?", out)
+        print(f"  port {port}: ab errors {errors} {detail.group(0).split() if detail else ''}", file=sys.stderr)
+    proto = re.search(r"SSL/TLS Protocol:\s+(\S+)", out)
+    key = re.search(r"Server Temp Key:\s+(.+)", out)
+    negotiated = f"{proto.group(1) if proto else '?'} {key.group(1).strip() if key else ''}".strip()
+    AB_CPU.append(client_cpu * 1e6 / max(requests, 1))
+    return requests, rps, p50, p99, errors, negotiated
+
+
+AB_CPU = []  # ab's own CPU ms per 1k connections, every run
+
+
+def tls_probe(port):
+    """What one TLS frontend negotiates with OpenSSL's client, and the
+    X-Forwarded-Proto the backend saw through it (its /proto echoes the header)."""
+    try:
+        r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "bench.test",
+                            "-brief"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+        text = r.stdout + r.stderr
+        get = lambda label: (re.search(label + r":\s*(.+)", text) or [None, "?"])[1].strip()
+        hs = f"{get('Protocol version')} {get('Ciphersuite')} {get('Server Temp Key')}"
+    except (OSError, subprocess.TimeoutExpired):
+        hs = "handshake failed"
+    try:
+        proto = subprocess.run(["curl", "-sk", "--http1.1", "--max-time", "10", f"https://127.0.0.1:{port}/proto"],
+                               capture_output=True, text=True, timeout=20).stdout.strip() or "(none)"
+    except (OSError, subprocess.TimeoutExpired):
+        proto = "(curl failed)"
+    return f"{hs}, X-Forwarded-Proto at the backend: {proto}"
 
 
 def settle(pids, limit=10.0, step=0.5):
@@ -514,13 +647,16 @@ def peak_rss_mib(pids):
     return status_kib(pids, "VmHWM") / 1024
 
 
-def big_body(port):
+def big_body(port, scheme="http"):
+    """Median MB/s of BIG_RUNS downloads of /big (over https: HTTP/1.1, like http;
+    -k: the benchmark's certificate is self-signed)."""
     speeds = []
+    tls = ["-k", "--http1.1"] if scheme == "https" else []
     for _ in range(BIG_RUNS):
         try:
             out = subprocess.run(
-                ["curl", "-s", "--max-time", "60", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}",
-                 f"http://127.0.0.1:{port}/big"],
+                ["curl", "-s", *tls, "--max-time", "60", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}",
+                 f"{scheme}://127.0.0.1:{port}/big"],
                 capture_output=True, text=True, timeout=90,
             ).stdout.split()
         except subprocess.TimeoutExpired:
@@ -558,6 +694,19 @@ def versions():
     ]
 
 
+def load_cells():
+    """(workers, connections, mode) of every throughput cell, in the order they are
+    measured in a round and printed: per worker setting, http and tcp at each of
+    CONNECTIONS, then (TLS) https keep-alive and https-new (a new TLS connection per
+    request) at TLS_CONNECTIONS."""
+    cells = []
+    for w in PROXY_THREADS:
+        cells += [(w, c, m) for c in CONNECTIONS for m in ("http", "tcp")]
+        if TLS:
+            cells += [(w, TLS_CONNECTIONS, m) for m in ("https", "https-new")]
+    return cells
+
+
 def describe(workers):
     if workers == "default":
         return "default (HAProxy without nbthread, nginx worker_processes auto, fulcrum run without --threads)"
@@ -575,25 +724,36 @@ def main():
     sys.stdout.flush()
     backend, sets, died = None, {}, []
     flog = open(f"{tmp}/fulcrum.log", "w")
-    results, after_load, bodies, memory = {}, {}, {}, []
+    results, after_load, bodies, tls_bodies, memory = {}, {}, {}, {}, []
+    if TLS:
+        CERT.update(make_certificate(tmp))
     try:
         backend = subprocess.Popen(["nginx", "-c", f"{tmp}/backend.conf", "-g", "daemon off;"])
         record_pid(backend.pid)
         for port in BACKENDS:
             wait_port(port, "backend nginx")
         for i, workers in enumerate(PROXY_THREADS):
-            sets[workers] = {name: Instance(tmp, name, workers, *load_ports(name, i), f"load{i}", flog)
+            sets[workers] = {name: Instance(tmp, name, workers, *load_ports(name, i), f"load{i}", flog,
+                                            https=tls_port(name, i) if TLS else None)
                              for name in PROXIES}
         print(f"{ROUNDS} rounds x {DURATION}s, wrk -t{WRK_THREADS} -c{'/'.join(map(str, CONNECTIONS))}"
               f"{' (Connection: close)' if CLOSE else ''}, "
               f"{'forwarding headers added by all three' if FORWARD_HEADERS else 'HAProxy/nginx add no forwarding headers'}")
         for workers, insts in sets.items():
             print(f"workers {describe(workers)}: " + ", ".join(f"{n} {i.shape()}" for n, i in insts.items()))
+        if TLS:
+            print(f"TLS: one self-signed ECDSA P-256 certificate (bench.test) for all three, TLS 1.2 and 1.3 "
+                  f"allowed; https-new: ab -f TLS1.3 -c{TLS_CONNECTIONS}, one HTTP/1.0 request per new "
+                  f"connection, a full handshake each (no resumption); https: wrk -c{TLS_CONNECTIONS} keep-alive; "
+                  f"large body: curl --http1.1. Negotiated with `openssl s_client` (workers {PROXY_THREADS[0]}):")
+            for name, inst in sets[PROXY_THREADS[0]].items():
+                print(f"  {name}: {tls_probe(inst.https)}")
         sys.stdout.flush()
 
         # Throughput: every (workers, connections, mode) cell once per round, the
         # three proxies back to back, who goes first rotating with the round.
-        cells = [(w, c, m) for w in PROXY_THREADS for c in CONNECTIONS for m in ("http", "tcp")]
+        cells = load_cells()
+        ab_csv = os.path.join(tmp, "ab-percentiles.csv")
         for r in range(ROUNDS):
             order = PROXIES[r % 3:] + PROXIES[:r % 3]
             for workers, conns, mode in cells:
@@ -603,7 +763,11 @@ def main():
                         continue
                     pids = inst.pids()
                     cpu0 = cpu_seconds(pids)
-                    run = wrk(inst.http if mode == "http" else inst.tcp, conns)
+                    if mode == "https-new":
+                        run = ab(inst.https, conns, ab_csv)
+                    else:
+                        port = {"http": inst.http, "tcp": inst.tcp, "https": inst.https}[mode]
+                        run = wrk(port, conns, "https" if mode == "https" else "http")
                     cpu = cpu_seconds(pids) - cpu0
                     if not inst.alive():
                         died.append(f"{name} (workers {workers}) exited with {inst.proc.returncode} "
@@ -611,11 +775,12 @@ def main():
                         print(f"  !! {died[-1]}", file=sys.stderr)
                     if run is None:
                         continue
-                    requests, rps, p50, p99, errors = run
+                    requests, rps, p50, p99, errors = run[:5]
                     per_k = cpu * 1e6 / max(requests, 1)
                     results.setdefault((workers, conns, mode, name), []).append((rps, p50, p99, per_k, errors))
-                    print(f"  round {r + 1} w={workers:7} c={conns:<5} {mode:4} {name:8} {rps:9.0f} req/s  "
-                          f"p99 {p99:7.2f} ms  cpu {per_k:5.1f} ms/1k  errors {errors}", file=sys.stderr)
+                    print(f"  round {r + 1} w={workers:7} c={conns:<5} {mode:9} {name:8} {rps:9.0f} req/s  "
+                          f"p99 {p99:7.2f} ms  cpu {per_k:5.1f} ms/1k  errors {errors}"
+                          + (f"  ({run[5]})" if len(run) > 5 and r == 0 else ""), file=sys.stderr)
         for workers, insts in sets.items():
             for name, inst in insts.items():
                 if inst.alive():
@@ -625,6 +790,8 @@ def main():
             for name, inst in sets[workers].items():
                 if inst.alive():
                     bodies[name] = (big_body(inst.http), peak_rss_mib(inst.pids()))
+                if TLS and inst.alive():
+                    tls_bodies[name] = big_body(inst.https, "https")
         for workers, insts in sets.items():
             for name, inst in insts.items():
                 if not inst.alive() and not any(d.startswith(f"{name} (workers {workers})") for d in died):
@@ -642,7 +809,7 @@ def main():
                         count = min(IDLE, HAPROXY_MAXCONN - 20) if name == "haproxy" else IDLE
                         memory.append(memory_run(tmp, flog, name, workers, scenario, run_index, count))
                     run_index += 1
-        report(results, memory, bodies, after_load)
+        report(results, memory, bodies, after_load, tls_bodies)
         for d in died:
             print(f"!! {d}")
         print(f"\n(whole run {time.time() - started:.0f} s)")
@@ -663,6 +830,13 @@ def main():
         flog.close()
         with open(f"{tmp}/fulcrum.log") as f:
             lines = f.read().splitlines()
+        # wrk sends the IP literal of its URL as SNI; rustls ignores it and warns once
+        # per connection (the https rows' wrk connections): counted, not shown.
+        sni = [line for line in lines if "ignoring IP address presented as hostname" in line]
+        if sni:
+            print(f"\nfulcrum: {len(sni)} warning(s) from rustls ignoring an IP address sent as SNI "
+                  f"(wrk's https connections)", file=sys.stderr)
+            lines = [line for line in lines if line not in sni]
         if lines:
             print(f"\nfulcrum wrote {len(lines)} log line(s) (RUST_LOG=warn); last ones:", file=sys.stderr)
             for line in lines[-10:]:
@@ -672,59 +846,81 @@ def main():
 
 
 
-def report(results, memory, bodies, after_load):
+def report(results, memory, bodies, after_load, tls_bodies):
     med = lambda xs, i: statistics.median(x[i] for x in xs)
     ratios = {}  # (workers, conns, mode, other) -> (req/s, cpu, p99)
+    body_ratios = {}  # (scheme, other) -> Fulcrum's MB/s / other's
     if ROUNDS:
         throughput(results, ratios, med)
     memory_tables(memory)
     if bodies or after_load:
         print()
         cols = " | ".join(f"RSS after the load runs, workers {w}" for w in PROXY_THREADS)
-        big = f" {BIG_MB} MiB download (median of {BIG_RUNS}, workers {PROXY_THREADS[0]}) | peak RSS then |" \
-            if bodies else ""
+        big = f" {BIG_MB} MiB download (median of {BIG_RUNS}, workers {PROXY_THREADS[0]}) |" if bodies else ""
+        big += " same over TLS |" if bodies and tls_bodies else ""
+        big += " peak RSS then |" if bodies else ""
         print(f"| proxy |{big} {cols} |")
-        print("|---|" + ("---:|---:|" if bodies else "") + "---:|" * len(PROXY_THREADS))
+        print("|---|" + ("---:|" * big.count("|")) + "---:|" * len(PROXY_THREADS))
+        nan = float("nan")
         for name in PROXIES:
-            speed, peak = bodies.get(name, (float("nan"), float("nan")))
-            big = f" {speed:.0f} MB/s | {peak:.1f} MiB |" if bodies else ""
-            rss = " | ".join(f"{after_load.get((w, name), float('nan')):.1f} MiB" for w in PROXY_THREADS)
+            speed, peak = bodies.get(name, (nan, nan))
+            big = f" {speed:.0f} MB/s |" if bodies else ""
+            big += f" {tls_bodies.get(name, nan):.0f} MB/s |" if bodies and tls_bodies else ""
+            big += f" {peak:.1f} MiB |" if bodies else ""
+            rss = " | ".join(f"{after_load.get((w, name), nan):.1f} MiB" for w in PROXY_THREADS)
             print(f"| {name} |{big} {rss} |")
-    goals(ratios, memory)
+        if bodies:
+            print()
+            print("| large body, Fulcrum / other | vs HAProxy | vs nginx |")
+            print("|---|---:|---:|")
+            for scheme, speeds in (("http", {n: b[0] for n, b in bodies.items()}), ("https", tls_bodies)):
+                if not speeds:
+                    continue
+                cells = []
+                for other in ("haproxy", "nginx"):
+                    r = speeds.get("fulcrum", nan) / speeds.get(other, nan) if speeds.get(other) else nan
+                    body_ratios[(scheme, other)] = r
+                    cells.append("n/a" if r != r else f"{r:.2f}")
+                print(f"| MB/s over {scheme} | {cells[0]} | {cells[1]} |")
+    goals(ratios, memory, body_ratios)
 
 
 def throughput(results, ratios, med):
     print()
+    if TLS:
+        print("https: keep-alive over TLS (wrk); https-new: a new TLS 1.3 connection (full handshake) per request "
+              "(ab), so its req/s is new connections/s and its CPU is per 1k handshakes.")
+        print()
     print("| workers | conns | mode | proxy | req/s | p50 ms | p99 ms | CPU ms / 1k req | errors |")
     print("|---|---:|---|---|---:|---:|---:|---:|---:|")
-    for workers in PROXY_THREADS:
-        for conns in CONNECTIONS:
-            for mode in ("http", "tcp"):
-                for name in PROXIES:
-                    xs = results.get((workers, conns, mode, name))
-                    if not xs:
-                        print(f"| {workers} | {conns} | {mode} | {name} | failed | | | | |")
-                        continue
-                    print(f"| {workers} | {conns} | {mode} | {name} | {med(xs, 0):.0f} | {med(xs, 1):.3f} | "
-                          f"{med(xs, 2):.3f} | {med(xs, 3):.1f} | {sum(x[4] for x in xs)} |")
+    for workers, conns, mode in load_cells():
+        for name in PROXIES:
+            xs = results.get((workers, conns, mode, name))
+            if not xs:
+                print(f"| {workers} | {conns} | {mode} | {name} | failed | | | | |")
+                continue
+            print(f"| {workers} | {conns} | {mode} | {name} | {med(xs, 0):.0f} | {med(xs, 1):.3f} | "
+                  f"{med(xs, 2):.3f} | {med(xs, 3):.1f} | {sum(x[4] for x in xs)} |")
 
     print()
     print("| workers | conns | mode | req/s vs HAProxy | req/s vs nginx | CPU/req vs HAProxy | CPU/req vs nginx "
           "| p99 vs HAProxy | p99 vs nginx |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
-    for workers in PROXY_THREADS:
-        for conns in CONNECTIONS:
-            for mode in ("http", "tcp"):
-                f = results.get((workers, conns, mode, "fulcrum"))
-                cols = {}
-                for other in ("haproxy", "nginx"):
-                    o = results.get((workers, conns, mode, other))
-                    if f and o:
-                        ratios[(workers, conns, mode, other)] = cols[other] = tuple(
-                            med(f, i) / med(o, i) for i in (0, 3, 2))
-                g = lambda other, j: f"{cols[other][j]:.2f}" if other in cols else "n/a"
-                print(f"| {workers} | {conns} | {mode} | {g('haproxy', 0)} | {g('nginx', 0)} | {g('haproxy', 1)} "
-                      f"| {g('nginx', 1)} | {g('haproxy', 2)} | {g('nginx', 2)} |")
+    for workers, conns, mode in load_cells():
+        f = results.get((workers, conns, mode, "fulcrum"))
+        cols = {}
+        for other in ("haproxy", "nginx"):
+            o = results.get((workers, conns, mode, other))
+            if f and o:
+                ratios[(workers, conns, mode, other)] = cols[other] = tuple(
+                    med(f, i) / med(o, i) if med(o, i) else float("nan") for i in (0, 3, 2))
+        g = lambda other, j: f"{cols[other][j]:.2f}" if other in cols else "n/a"
+        print(f"| {workers} | {conns} | {mode} | {g('haproxy', 0)} | {g('nginx', 0)} | {g('haproxy', 1)} "
+              f"| {g('nginx', 1)} | {g('haproxy', 2)} | {g('nginx', 2)} |")
+    if AB_CPU:
+        print()
+        print(f"ab (the https-new client, one process on the same {CPUS} cores) used {statistics.median(AB_CPU):.0f} ms "
+              f"CPU per 1k new connections (median of {len(AB_CPU)} runs, {min(AB_CPU):.0f}-{max(AB_CPU):.0f}).")
 
 
 def memory_tables(memory):
@@ -759,14 +955,14 @@ def memory_tables(memory):
                   f"| {mib('requested')} | {mib('closed')} | {m['accepted']} | {m['phase_secs']:.1f} |")
 
 
-def goals(ratios, memory):
-    """Issue #12's goals against this run: measured figure per cell, and whether all
-    cells meet it."""
+def goals(ratios, memory, body_ratios):
+    """Issue #12's goals and the TLS goals against this run: measured figure per cell,
+    and whether all cells meet it."""
     rows = []
 
     def ratio_goal(label, mode, other, j, target, higher):
-        vals = [(w, c, ratios[(w, c, mode, other)][j]) for w in PROXY_THREADS for c in CONNECTIONS
-                if (w, c, mode, other) in ratios]
+        vals = [(w, c, ratios[(w, c, m, other)][j]) for w, c, m in load_cells()
+                if m == mode and (w, c, mode, other) in ratios]
         if not vals:
             return
         ok = all((v >= target) if higher else (v <= target) for _, _, v in vals)
@@ -780,6 +976,14 @@ def goals(ratios, memory):
     ratio_goal("HTTP p99 vs nginx", "http", "nginx", 2, 1.0, False)
     ratio_goal("TCP req/s vs HAProxy", "tcp", "haproxy", 0, 1.0, True)
     ratio_goal("TCP req/s vs nginx", "tcp", "nginx", 0, 1.0, True)
+    ratio_goal("TLS: new TLS 1.3 connections/s vs HAProxy", "https-new", "haproxy", 0, 1.5, True)
+    ratio_goal("TLS: HTTPS keep-alive req/s vs HAProxy", "https", "haproxy", 0, 1.0, True)
+    ratio_goal("TLS: HTTPS keep-alive req/s vs nginx", "https", "nginx", 0, 1.0, True)
+    for other, label in (("haproxy", "HAProxy"), ("nginx", "nginx")):
+        r = body_ratios.get(("https", other))
+        if r is not None:
+            rows.append((f"TLS: large-body MB/s over TLS vs {label}", ">= 1.0",
+                         "n/a" if r != r else f"{r:.2f} (w={PROXY_THREADS[0]})", "yes" if r >= 1.0 else "no"))
     for workers in MEMORY_THREADS:
         pick = lambda name, sc: next((m for m in memory if m["name"] == name and m["workers"] == workers
                                       and m["scenario"] == sc), None)
@@ -799,7 +1003,8 @@ def goals(ratios, memory):
                          "yes" if share <= 0.25 else "no"))
     if rows:
         print()
-        print("Issue #12 goals (Fulcrum; ratios are Fulcrum / other, from the tables above):")
+        print(f"Goals of issue #12{' and of TLS termination' if TLS else ''} (Fulcrum; ratios are Fulcrum / other, "
+              "from the tables above):")
         print()
         print("| goal | target | measured | met |")
         print("|---|---|---|---|")

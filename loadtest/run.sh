@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: HAProxy, nginx and Fulcrum in front of the same two nginx
 # backends, HTTP and TCP mode, each proxy at its default worker count and at 1 worker,
-# loaded in interleaved rounds by wrk with 64 and 1,000 connections, plus memory per
+# loaded in interleaved rounds by wrk with 64 and 1,000 connections, and over TLS (one
+# ECDSA P-256 certificate for all three; TLS=0 skips it): new TLS 1.3 connections/s
+# (ab, a full handshake per request), keep-alive HTTPS (wrk), plus memory per
 # keep-alive client connection (connected; after one request each, sequential; after
 # one request each, all at once; after closing) and large-body throughput. Everything
 # runs on 127.0.0.0/8, every step is bounded in time, and every process started is
@@ -22,6 +24,10 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
+if [[ "${TLS:-1}" != 0 ]]; then  # the TLS rows: the certificate, new-connection client
+    command -v openssl >/dev/null || need+=(openssl)
+    command -v ab >/dev/null || need+=(apache2-utils)
+fi
 if ((${#need[@]})); then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
