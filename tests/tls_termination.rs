@@ -433,3 +433,21 @@ async fn a_session_resumes_on_another_worker_and_after_a_reload() {
     drop(second);
     lb.shutdown().await;
 }
+
+#[tokio::test]
+async fn clients_that_send_no_client_hello_do_not_hold_back_the_others() {
+    let pki = Pki::new();
+    let a = pki.leaf("a", &["a.test"], false);
+    let app = named_http("app").await;
+    let lb = start(&tls_config(app.addr, &format!("{{certificates: {}}}", certificates(&[&a])))).await;
+    let addr = lb.local_addr("web");
+    // More silent connections than a worker runs handshakes at once.
+    let mut silent = Vec::new();
+    for _ in 0..200 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    wait_for("the silent connections accepted", Duration::from_secs(5), || lb.open_connections() >= 200).await;
+    let stream = connect(addr, any_client(&[]), "a.test").await.expect("handshake while 200 clients stay silent");
+    assert_eq!(get_h1(stream, &[]).await.0, 200);
+    drop(silent);
+}
