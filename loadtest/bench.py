@@ -58,6 +58,8 @@ BIG_RUNS = int(ENV("BIG_RUNS", "3"))
 # https (curl). 0: no TLS at all.
 TLS = ENV("TLS", "1") == "1"
 TLS_CONNECTIONS = int(ENV("TLS_CONNECTIONS", "64"))  # concurrency of both TLS rows
+# https-flood: new TLS clients at once (ab) while the keep-alive HTTPS row is measured.
+FLOOD_CONNECTIONS = int(ENV("FLOOD_CONNECTIONS", "256"))
 BENCH_DIR = ENV("BENCH_DIR")                  # temp dir made by run.sh (it cleans up)
 
 for w in PROXY_THREADS + MEMORY_THREADS:
@@ -518,6 +520,27 @@ def ab(port, connections, csv):
 AB_CPU = []  # ab's own CPU ms per 1k connections, every run
 
 
+def flooded_wrk(port, connections):
+    """The keep-alive HTTPS row (wrk) measured while ab floods the same proxy with
+    FLOOD_CONNECTIONS new TLS 1.3 clients at once: what established clients see of
+    a burst of handshakes (p99 above all)."""
+    url = f"https://127.0.0.1:{port}/"
+    flood = subprocess.Popen(["ab", "-q", "-r", "-f", "TLS1.3", "-s", "10", "-c", str(FLOOD_CONNECTIONS),
+                              "-t", str(DURATION + 3), "-n", str(max(1000, DURATION * 50000)), url],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    record_pid(flood.pid)
+    try:
+        time.sleep(0.5)  # the flood under way before the measurement starts
+        return wrk(port, connections, "https")
+    finally:
+        flood.terminate()
+        try:
+            flood.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            flood.kill()
+            flood.wait()
+
+
 def tls_probe(port):
     """What one TLS frontend negotiates with OpenSSL's client, and the
     X-Forwarded-Proto the backend saw through it (its /proto echoes the header)."""
@@ -697,13 +720,14 @@ def versions():
 def load_cells():
     """(workers, connections, mode) of every throughput cell, in the order they are
     measured in a round and printed: per worker setting, http and tcp at each of
-    CONNECTIONS, then (TLS) https keep-alive and https-new (a new TLS connection per
-    request) at TLS_CONNECTIONS."""
+    CONNECTIONS, then (TLS) https keep-alive, https-new (a new TLS connection per
+    request) and https-flood (keep-alive during a flood of new TLS clients) at
+    TLS_CONNECTIONS."""
     cells = []
     for w in PROXY_THREADS:
         cells += [(w, c, m) for c in CONNECTIONS for m in ("http", "tcp")]
         if TLS:
-            cells += [(w, TLS_CONNECTIONS, m) for m in ("https", "https-new")]
+            cells += [(w, TLS_CONNECTIONS, m) for m in ("https", "https-new", "https-flood")]
     return cells
 
 
@@ -765,6 +789,8 @@ def main():
                     cpu0 = cpu_seconds(pids)
                     if mode == "https-new":
                         run = ab(inst.https, conns, ab_csv)
+                    elif mode == "https-flood":
+                        run = flooded_wrk(inst.https, conns)
                     else:
                         port = {"http": inst.http, "tcp": inst.tcp, "https": inst.https}[mode]
                         run = wrk(port, conns, "https" if mode == "https" else "http")
@@ -889,7 +915,8 @@ def throughput(results, ratios, med):
     print()
     if TLS:
         print("https: keep-alive over TLS (wrk); https-new: a new TLS 1.3 connection (full handshake) per request "
-              "(ab), so its req/s is new connections/s and its CPU is per 1k handshakes.")
+              "(ab), so its req/s is new connections/s and its CPU is per 1k handshakes; https-flood: the https "
+              f"row while ab floods the proxy with {FLOOD_CONNECTIONS} new TLS clients at once.")
         print()
     print("| workers | conns | mode | proxy | req/s | p50 ms | p99 ms | CPU ms / 1k req | errors |")
     print("|---|---:|---|---|---:|---:|---:|---:|---:|")
@@ -979,6 +1006,8 @@ def goals(ratios, memory, body_ratios):
     ratio_goal("TLS: new TLS 1.3 connections/s vs HAProxy", "https-new", "haproxy", 0, 1.5, True)
     ratio_goal("TLS: HTTPS keep-alive req/s vs HAProxy", "https", "haproxy", 0, 1.0, True)
     ratio_goal("TLS: HTTPS keep-alive req/s vs nginx", "https", "nginx", 0, 1.0, True)
+    ratio_goal("TLS: keep-alive HTTPS p99 during a handshake flood vs HAProxy", "https-flood", "haproxy", 2, 1.0, False)
+    ratio_goal("TLS: keep-alive HTTPS p99 during a handshake flood vs nginx", "https-flood", "nginx", 2, 1.0, False)
     for other, label in (("haproxy", "HAProxy"), ("nginx", "nginx")):
         r = body_ratios.get(("https", other))
         if r is not None:
