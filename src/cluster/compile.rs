@@ -55,7 +55,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
                 state,
             });
         }
-        let tls = b.tls.as_ref().and_then(|tls| match crate::tls::client_config(tls) {
+        let tls = b.tls.as_ref().and_then(|tls| match crate::tls::client_config(tls, b.protocol) {
             Ok(compiled) => Some(Arc::new(compiled)),
             Err(err) => {
                 issues.push(Issue::new(format!("backends[{i}].tls"), err.to_string()));
@@ -73,6 +73,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
                 rise: hc.rise.unwrap_or(2),
                 fall: hc.fall.unwrap_or(3),
                 tls: tls.clone().map(super::CheckTls),
+                h2: b.protocol.is_h2(),
             })
         });
         let hash_key = match b.balance {
@@ -82,6 +83,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
         };
         backends.push(Arc::new(Backend {
             tls,
+            protocol: b.protocol,
             name: b.name.clone(),
             balancer: balance::build(b.balance, &members),
             members,

@@ -24,7 +24,7 @@ pub use live::{Live, LiveView, ReloadStats};
 pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendIdleGuard, FrontendStats, TlsHandshakes};
 
 use crate::balance::{Balancer, Member};
-use crate::config::{CheckKind, Config, HashKey, Mode, ResolvedTimeouts, StatusSet};
+use crate::config::{CheckKind, Config, HashKey, Mode, Protocol, ResolvedTimeouts, StatusSet};
 use crate::tls::{TlsFrontend, UpstreamTls};
 use route::RouteTable;
 
@@ -110,6 +110,8 @@ pub struct Backend {
     pub health_check: Option<Arc<CheckSpec>>,
     /// TLS to the servers, if the backend has `tls:`.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// HTTP/1.1 or HTTP/2 to the servers.
+    pub protocol: Protocol,
     /// Counters, kept across reloads.
     pub stats: Arc<BackendStats>,
 }
@@ -148,6 +150,8 @@ pub struct CheckSpec {
     pub fall: u32,
     /// The backend's TLS: probes speak it too.
     pub tls: Option<CheckTls>,
+    /// The backend speaks HTTP/2 to its servers: http probes too.
+    pub h2: bool,
 }
 
 /// A backend's TLS as its health checks use it. Equal only to the same compiled

@@ -149,6 +149,7 @@ mod tests {
             timeouts: Default::default(),
             health_check: None,
             tls: None,
+            protocol: Default::default(),
             stats: Arc::new(BackendStats::new(name)),
         })
     }

@@ -139,6 +139,7 @@ mod tests {
             timeouts: Default::default(),
             health_check: None,
             tls: None,
+            protocol: Default::default(),
             stats: Arc::new(BackendStats::new(name)),
         })
     }

@@ -301,6 +301,31 @@ pub struct Backend {
     /// TLS to the servers (and their health checks).
     #[serde(default)]
     pub tls: Option<BackendTls>,
+    /// The HTTP version spoken to the servers (default http1).
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// `protocol:` of a backend: how HTTP reaches its servers.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, a pooled connection per request in flight.
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    /// HTTP/2 over TLS (ALPN h2), every request of a worker multiplexed on one connection.
+    #[serde(rename = "h2")]
+    H2,
+    /// HTTP/2 over plain TCP (prior knowledge).
+    #[serde(rename = "h2c")]
+    H2c,
+}
+
+impl Protocol {
+    /// HTTP/2, over TLS or not.
+    pub fn is_h2(self) -> bool {
+        matches!(self, Protocol::H2 | Protocol::H2c)
+    }
 }
 
 /// `tls:` of a backend: its servers are spoken to over TLS.

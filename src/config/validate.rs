@@ -287,6 +287,15 @@ impl Validator {
 
     fn backend(&mut self, path: &str, backend: &Backend) {
         self.timeouts(&format!("{path}.timeouts"), &backend.timeouts);
+        match (backend.protocol, &backend.tls) {
+            (Protocol::H2, None) => {
+                self.err(format!("{path}.protocol"), "h2 needs tls (HTTP/2 without TLS is h2c)");
+            }
+            (Protocol::H2c, Some(_)) => {
+                self.err(format!("{path}.protocol"), "h2c is HTTP/2 without TLS; over tls it is h2");
+            }
+            _ => {}
+        }
         if backend.hash_key.is_some() && backend.balance != Balance::ConsistentHash {
             self.err(format!("{path}.hash_key"), "only applies to balance: consistent_hash");
         }

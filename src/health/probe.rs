@@ -51,6 +51,8 @@ pub struct Probe {
 struct HttpProbe {
     request: Vec<u8>,
     expect: StatusSet,
+    /// HTTP/2 (the backend's protocol): the target as a URI instead of `request`.
+    h2: Option<http::Uri>,
 }
 
 impl Probe {
@@ -63,7 +65,9 @@ impl Probe {
                 "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: fulcrum-health-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
                 spec.path
             );
-            HttpProbe { request: request.into_bytes(), expect: spec.expect.clone() }
+            let scheme = if spec.tls.is_some() { "https" } else { "http" };
+            let h2 = spec.h2.then(|| format!("{scheme}://{host}{}", spec.path).parse().ok()).flatten();
+            HttpProbe { request: request.into_bytes(), expect: spec.expect.clone(), h2 }
         });
         let tls = spec.tls.as_ref().map(|tls| {
             let name = tls_name.unwrap_or_else(|| address.ip().into());
@@ -94,20 +98,44 @@ impl Probe {
     /// The HTTP part of the probe, if any, on a connected `stream`.
     async fn exchange(
         &self,
-        mut stream: impl AsyncRead + AsyncWrite + Unpin,
+        mut stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
         connected: &str,
     ) -> Result<String, ProbeError> {
         let Some(http) = &self.http else {
             return Ok(connected.to_string());
         };
-        stream.write_all(&http.request).await.map_err(ProbeError::Io)?;
-        let status = read_status(&mut stream).await?;
+        let status = match &http.h2 {
+            Some(uri) => h2_status(stream, uri).await?,
+            None => {
+                stream.write_all(&http.request).await.map_err(ProbeError::Io)?;
+                read_status(&mut stream).await?
+            }
+        };
         if http.expect.contains(status) {
             Ok(format!("HTTP {status}"))
         } else {
             Err(ProbeError::Status(status))
         }
     }
+}
+
+/// `GET uri` over HTTP/2 on `stream`; the response's status.
+async fn h2_status<S>(stream: S, uri: &http::Uri) -> Result<u16, ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+        .await
+        .map_err(|err| ProbeError::Io(std::io::Error::other(err)))?;
+    // Ends when `sender` is dropped (and the probe with it).
+    tokio::spawn(conn);
+    let request = http::Request::get(uri.clone())
+        .header(http::header::USER_AGENT, "fulcrum-health-check")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|_| ProbeError::Malformed)?;
+    let response = sender.send_request(request).await.map_err(|err| ProbeError::Io(std::io::Error::other(err)))?;
+    Ok(response.status().as_u16())
 }
 
 /// Reads up to the end of the status line and returns the code.
@@ -157,6 +185,7 @@ mod tests {
             rise: 2,
             fall: 3,
             tls: None,
+            h2: false,
         }
     }
 

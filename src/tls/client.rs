@@ -9,7 +9,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use super::TlsError;
-use crate::config::BackendTls;
+use crate::config::{BackendTls, Protocol};
 
 /// A backend's TLS as compiled into a snapshot.
 #[derive(Debug)]
@@ -45,10 +45,10 @@ pub fn server_name(address: &str) -> Option<ServerName<'static>> {
 }
 
 /// Builds the client side of a backend's `tls` (validated: its CAs are loaded).
-pub fn client_config(tls: &BackendTls) -> Result<UpstreamTls, TlsError> {
+pub fn client_config(tls: &BackendTls, protocol: Protocol) -> Result<UpstreamTls, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
-    let config = if tls.verify {
+    let mut config = if tls.verify {
         let mut roots = RootCertStore::empty();
         if let Some(certs) = tls.roots() {
             roots.add_parsable_certificates(certs.iter().cloned());
@@ -58,6 +58,9 @@ pub fn client_config(tls: &BackendTls) -> Result<UpstreamTls, TlsError> {
         let schemes = provider.signature_verification_algorithms.supported_schemes();
         builder.dangerous().with_custom_certificate_verifier(Arc::new(NoVerification(schemes))).with_no_client_auth()
     };
+    // ALPN tells the server which HTTP to expect (a server offering both would
+    // otherwise assume HTTP/1.1).
+    config.alpn_protocols = vec![if protocol.is_h2() { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
     let sni = match &tls.sni {
         None => None,
         Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name.clone()))?),

@@ -86,6 +86,7 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
+    /// An HTTP/1.1 connection goes back to its server's pool at the end.
     release: Option<(SendRequest<RequestBody>, Arc<ServerState>, Worker)>,
     _active: Option<ActiveGuard>,
     /// The access-log line, written when this body is dropped.
@@ -101,10 +102,11 @@ pub struct UpstreamBody {
 pub struct BodyStalled(Duration);
 
 impl UpstreamBody {
-    /// Wraps `inner`; `sender` returns to `server`'s pool when the body completes.
+    /// Wraps `inner`; `sender` (HTTP/1.1) returns to `server`'s pool when the body
+    /// completes.
     pub fn new(
         inner: Incoming,
-        sender: SendRequest<RequestBody>,
+        sender: Option<SendRequest<RequestBody>>,
         server: Arc<ServerState>,
         worker: Worker,
         active: ActiveGuard,
@@ -113,7 +115,7 @@ impl UpstreamBody {
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
-            release: Some((sender, server, worker)),
+            release: sender.map(|sender| (sender, server, worker)),
             _active: Some(active),
             access,
             stall: StallTimer::new(idle_limit),

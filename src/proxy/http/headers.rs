@@ -79,6 +79,14 @@ fn connection_listed(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     listed
 }
 
+/// True when the request's `TE` accepts trailers (`TE: trailers`, as gRPC sends).
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))))
+}
+
 /// True when the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` + `Upgrade`).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)

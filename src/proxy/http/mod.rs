@@ -17,6 +17,7 @@ mod stall;
 mod tls;
 mod tunnel;
 mod upstream;
+mod upstream_h2;
 
 use std::future::Future;
 use std::net::SocketAddr;

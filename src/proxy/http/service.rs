@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::access_log::AccessRecord;
 use super::body::{ResponseBody, UpstreamBody};
 use super::client_state::ClientHandle;
-use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade};
+use super::headers::{accepts_trailers, add_forwarding, strip_hop_by_hop, wants_upgrade};
 use super::host::request_authority;
 use super::reply::error_response;
 use super::request_body::RequestBody;
@@ -176,7 +176,13 @@ impl ConnContext {
             parts.uri = Uri::from(path);
         }
         parts.version = Version::HTTP_11;
+        let trailers = accepts_trailers(&parts.headers);
         strip_hop_by_hop(&mut parts.headers, upgrading);
+        if trailers {
+            // Hop-by-hop, but what it says holds end to end here: trailers are
+            // passed on (gRPC needs it; an HTTP/1.1 server is not sent it).
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let host = parts.headers.get(header::HOST).cloned();
         let client_ip = self.client_ip.get_or_init(|| {
             HeaderValue::from_str(&self.peer.ip().to_string()).expect("an IP address is a valid header value")

@@ -19,7 +19,7 @@ pub fn spawn(
     frontend: Arc<Frontend>,
     client: OnUpgrade,
     server: OnUpgrade,
-    sender: SendRequest<RequestBody>,
+    sender: Option<SendRequest<RequestBody>>,
     active: ActiveGuard,
 ) {
     tasks.spawn(async move {

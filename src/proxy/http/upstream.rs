@@ -24,15 +24,16 @@ use crate::upstream::{ActiveGuard, Pooled, Worker};
 pub struct Exchange {
     /// The server's response (body still streaming).
     pub response: Response<Incoming>,
-    /// The connection, to return to the pool when the body completes.
-    pub sender: SendRequest<RequestBody>,
+    /// The HTTP/1.1 connection, to return to the pool when the body completes
+    /// (an HTTP/2 one stays shared in the pool meanwhile: `None`).
+    pub sender: Option<SendRequest<RequestBody>>,
     /// Index of the server in the backend.
     pub server: usize,
     /// In-flight count on the server, held until the response body completes.
     pub active: ActiveGuard,
 }
 
-enum Failure {
+pub(super) enum Failure {
     /// No byte of the request was sent: another server may be tried.
     Connect(ProxyError, Box<Request<RequestBody>>),
     /// The request (or part of it) reached the server: no other server gets it.
@@ -61,7 +62,7 @@ pub async fn forward(
     Ok(Exchange { response, sender, server, active })
 }
 
-type Sent = (Response<Incoming>, SendRequest<RequestBody>, ActiveGuard);
+pub(super) type Sent = (Response<Incoming>, Option<SendRequest<RequestBody>>, ActiveGuard);
 
 async fn exchange(
     backend: &Backend,
@@ -74,12 +75,18 @@ async fn exchange(
     if let (true, Some(host)) = (name_server, &member.state.host_header) {
         req.headers_mut().insert(http::header::HOST, host.clone());
     }
+    if backend.protocol.is_h2() {
+        return super::upstream_h2::exchange(backend, member, req, worker).await;
+    }
+    // HTTP/1.1 would need `Connection: TE` with it; what it asks of trailers
+    // holds anyway (the response's are passed on).
+    req.headers_mut().remove(http::header::TE);
     let active = member.state.track_request();
     if let Some(sender) = member.state.pool.take::<SendRequest<RequestBody>>(worker) {
         // A replay copy only for requests that may be sent twice (no body, idempotent).
         let spare = replayable.then(|| replay_copy(&req));
         match send(backend, member, sender, req).await {
-            Ok((response, sender)) => return Ok((response, sender, active)),
+            Ok((response, sender)) => return Ok((response, Some(sender), active)),
             Err(SendError::Unsent(back)) => req = *back,
             Err(SendError::Failed(err)) => match spare {
                 Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
@@ -95,23 +102,23 @@ async fn exchange(
         Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
     match send(backend, member, sender, req).await {
-        Ok((response, sender)) => Ok((response, sender, active)),
+        Ok((response, sender)) => Ok((response, Some(sender), active)),
         Err(SendError::Unsent(_)) => Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() })),
         Err(SendError::Failed(err)) => Err(Failure::Sent(err)),
     }
 }
 
-enum SendError {
+pub(super) enum SendError {
     Unsent(Box<Request<RequestBody>>),
     Failed(ProxyError),
 }
 
-async fn send(
+pub(super) async fn send<S: TrySend>(
     backend: &Backend,
     member: &Member,
-    mut sender: SendRequest<RequestBody>,
+    mut sender: S,
     req: Request<RequestBody>,
-) -> Result<(Response<Incoming>, SendRequest<RequestBody>), SendError> {
+) -> Result<(Response<Incoming>, S), SendError> {
     let timeout = backend.timeouts.server;
     // The server's time counts while the upload is its turn and once the body is
     // sent: a body waiting for the client is limited by `timeouts.client` instead.
@@ -124,7 +131,7 @@ async fn send(
     };
     let answered = tokio::select! {
         biased;
-        answered = sender.try_send_request(req) => Ok(answered),
+        answered = sender.try_send(req) => Ok(answered),
         () = deadline => Err(()),
     };
     match answered {
@@ -151,25 +158,62 @@ async fn send(
 
 /// Opens a new HTTP/1.1 connection to `member` (over TLS if the backend says so).
 async fn connect(member: &Member, backend: &Backend) -> Result<SendRequest<RequestBody>, ProxyError> {
+    match open(member, backend).await? {
+        // ACK the server's segments at once: a server writing head and body apart
+        // with Nagle on would otherwise wait for our delayed ACK (see `quick_ack`).
+        ServerStream::Plain(stream) => handshake(member, QuickAck::new(stream)).await,
+        // Beneath TLS the quick ACK cannot see the response head: plain I/O.
+        ServerStream::Tls(stream) => handshake(member, *stream).await,
+    }
+}
+
+/// A connection to a server, before HTTP starts on it.
+pub(super) enum ServerStream {
+    Plain(tokio::net::TcpStream),
+    /// Boxed: rustls's state is large.
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Connects to `member`, and runs the TLS handshake if the backend speaks TLS;
+/// both within `timeouts.connect`.
+pub(super) async fn open(member: &Member, backend: &Backend) -> Result<ServerStream, ProxyError> {
     let started = tokio::time::Instant::now();
     let stream = connect_server(member, backend.timeouts.connect).await?;
     member.state.connections_total.fetch_add(1, Relaxed);
     let (Some(tls), Some(name)) = (&backend.tls, &member.tls_name) else {
-        // ACK the server's segments at once: a server writing head and body apart
-        // with Nagle on would otherwise wait for our delayed ACK (see `quick_ack`).
-        return handshake(member, QuickAck::new(stream)).await;
+        return Ok(ServerStream::Plain(stream));
     };
-    // The TCP connect and the TLS handshake share `timeouts.connect`.
     let deadline = started + backend.timeouts.connect;
     let failed = |source| {
         member.state.connect_errors.fetch_add(1, Relaxed);
         ProxyError::Tls { server: member.name.clone(), address: member.state.key.address, source }
     };
     match tokio::time::timeout_at(deadline, tls.connect(name, stream)).await {
-        // Beneath TLS the quick ACK cannot see the response head: plain I/O.
-        Ok(Ok(stream)) => handshake(member, stream).await,
+        Ok(Ok(stream)) => Ok(ServerStream::Tls(Box::new(stream))),
         Ok(Err(source)) => Err(failed(source)),
         Err(_) => Err(failed(std::io::ErrorKind::TimedOut.into())),
+    }
+}
+
+/// Sends a request on a connection that may turn out closed before taking it.
+pub(super) trait TrySend {
+    /// hyper's `try_send_request`: an unsent request comes back in the error.
+    fn try_send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> impl std::future::Future<
+        Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>,
+    > + Send;
+}
+
+impl TrySend for SendRequest<RequestBody> {
+    fn try_send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> impl std::future::Future<
+        Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>,
+    > + Send {
+        self.try_send_request(req)
     }
 }
 

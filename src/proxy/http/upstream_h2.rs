@@ -1,0 +1,137 @@
+//! HTTP/2 to a backend's servers (`protocol: h2` over TLS, `h2c` without): one
+//! connection per server and worker carries every request in flight to it, as
+//! streams. The connection stays in the server's pool while in use (it is shared,
+//! not lent); a request finding it closed (GOAWAY, reset) gets a new one, once.
+
+use http::uri::{Authority, Scheme};
+use http::{header, Request, Uri, Version};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::request_body::RequestBody;
+use super::upstream::{open, send, Failure, SendError, ServerStream, TrySend};
+use crate::balance::Member;
+use crate::cluster::Backend;
+use crate::proxy::ProxyError;
+use crate::upstream::{Pooled, Worker};
+
+/// Sends `req` to `member` over its shared HTTP/2 connection (opened if needed).
+pub(super) async fn exchange(
+    backend: &Backend,
+    member: &Member,
+    req: Request<RequestBody>,
+    worker: Worker,
+) -> Result<super::upstream::Sent, Failure> {
+    let active = member.state.track_request();
+    let req = for_h2(req, backend, member);
+    let (sender, fresh) = match member.state.pool.take::<SendRequest<RequestBody>>(worker) {
+        Some(shared) => {
+            member.state.pool.put(worker, shared.clone());
+            (shared, false)
+        }
+        None => match connect(member, backend).await {
+            Ok(sender) => {
+                member.state.pool.put(worker, sender.clone());
+                (sender, true)
+            }
+            Err(err) => return Err(Failure::Connect(err, Box::new(req))),
+        },
+    };
+    let req = match send(backend, member, sender, req).await {
+        Ok((response, _)) => return Ok((response, None, active)),
+        Err(SendError::Failed(err)) => return Err(Failure::Sent(err)),
+        // Closed before taking the request: a new connection, unless this one was.
+        Err(SendError::Unsent(req)) if !fresh => *req,
+        Err(SendError::Unsent(_)) => {
+            return Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() }));
+        }
+    };
+    let sender = match connect(member, backend).await {
+        Ok(sender) => sender,
+        Err(err) => return Err(Failure::Connect(err, Box::new(req))),
+    };
+    member.state.pool.put(worker, sender.clone());
+    match send(backend, member, sender, req).await {
+        Ok((response, _)) => Ok((response, None, active)),
+        Err(SendError::Unsent(_)) => Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() })),
+        Err(SendError::Failed(err)) => Err(Failure::Sent(err)),
+    }
+}
+
+/// The request as HTTP/2 carries it: the target's scheme and authority (from
+/// Host, which HTTP/2 sends as `:authority` instead) in the URI.
+fn for_h2(req: Request<RequestBody>, backend: &Backend, member: &Member) -> Request<RequestBody> {
+    let (mut parts, body) = req.into_parts();
+    let authority = parts
+        .headers
+        .remove(header::HOST)
+        .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+        .or_else(|| Authority::try_from(member.state.key.address.to_string()).ok());
+    let scheme = if backend.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
+    let mut uri = Uri::builder().scheme(scheme);
+    if let Some(authority) = authority {
+        uri = uri.authority(authority);
+    }
+    if let Some(path) = parts.uri.path_and_query() {
+        uri = uri.path_and_query(path.clone());
+    } else {
+        uri = uri.path_and_query("/");
+    }
+    if let Ok(uri) = uri.build() {
+        parts.uri = uri;
+    }
+    parts.version = Version::HTTP_2;
+    Request::from_parts(parts, body)
+}
+
+/// Opens an HTTP/2 connection to `member`; it runs in its own task.
+async fn connect(member: &Member, backend: &Backend) -> Result<SendRequest<RequestBody>, ProxyError> {
+    let handshake = |err| ProxyError::Upstream { server: member.name.clone(), source: err };
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    let (sender, spawned) = match open(member, backend).await? {
+        ServerStream::Plain(stream) => {
+            let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.map_err(handshake)?;
+            (sender, tokio::spawn(run(conn, member)))
+        }
+        ServerStream::Tls(stream) => {
+            let (sender, conn) = builder.handshake(TokioIo::new(*stream)).await.map_err(handshake)?;
+            (sender, tokio::spawn(run(conn, member)))
+        }
+    };
+    drop(spawned);
+    Ok(sender)
+}
+
+/// Drives a server connection until it ends.
+fn run<F>(conn: F, member: &Member) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+{
+    let server = member.state.key.server.clone();
+    async move {
+        if let Err(err) = conn.await {
+            tracing::debug!(%server, error = %err, "HTTP/2 server connection ended with an error");
+        }
+    }
+}
+
+impl Pooled for SendRequest<RequestBody> {
+    fn is_ready(&self) -> bool {
+        SendRequest::is_ready(self)
+    }
+    fn is_closed(&self) -> bool {
+        SendRequest::is_closed(self)
+    }
+}
+
+impl TrySend for SendRequest<RequestBody> {
+    fn try_send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> impl std::future::Future<
+        Output = Result<http::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>,
+    > + Send {
+        self.try_send_request(req)
+    }
+}
