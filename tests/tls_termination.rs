@@ -374,6 +374,7 @@ async fn check_names_the_key_of_each_bad_file() {
         - {cert: junk.pem, key: good.key}
         - {cert: missing.pem, key: good.key}
       client_ca: junk.pem
+      ticket_keys: junk.pem
   - {name: plain, bind: 127.0.0.1:0, mode: tcp, default_backend: app, tls: {certificates: [{cert: good.pem, key: good.key}]}}
 backends:
   - { name: app, servers: [{ name: s, address: '127.0.0.1:9' }] }
@@ -391,6 +392,7 @@ backends:
         "frontends[0].tls.certificates[3].cert",
         "frontends[0].tls.certificates[4].cert",
         "frontends[0].tls.client_ca",
+        "frontends[0].tls.ticket_keys",
         "frontends[1].tls",
     ] {
         assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
@@ -450,4 +452,64 @@ async fn clients_that_send_no_client_hello_do_not_hold_back_the_others() {
     let stream = connect(addr, any_client(&[]), "a.test").await.expect("handshake while 200 clients stay silent");
     assert_eq!(get_h1(stream, &[]).await.0, 200);
     drop(silent);
+}
+
+/// Starts `fulcrum run` (the binary) on a TLS frontend at `port` in front of
+/// `server`, with `tls_extra` added to its `tls:` map.
+async fn tls_process(
+    pki: &Pki,
+    leaf: &Leaf,
+    server: std::net::SocketAddr,
+    port: u16,
+    tls_extra: &str,
+) -> std::process::Child {
+    let path = pki.path(&format!("fulcrum-{port}.yaml"));
+    let yaml = format!(
+        "frontends:
+  - {{ name: web, bind: 127.0.0.1:{port}, mode: http, default_backend: app, tls: {{ certificates: {}{tls_extra} }} }}
+backends:
+  - {{ name: app, servers: [{{ name: s, address: '{server}' }}] }}
+",
+        certificates(&[leaf])
+    );
+    std::fs::write(&path, yaml).unwrap();
+    spawn_fulcrum(&["run".as_ref(), "--config".as_ref(), path.as_os_str()], port).await
+}
+
+/// Whether a client that got a session from the first instance resumes it on the second.
+async fn resumes_across(first: u16, second: u16) -> bool {
+    let config = Arc::new(any_client(&[]));
+    let stream = connect_shared(([127, 0, 0, 1], first).into(), Arc::clone(&config), "a.test").await.unwrap();
+    // A request, so the client reads the tickets sent after the handshake.
+    assert_eq!(get_h1(stream, &[]).await.0, 200);
+    let stream = connect_shared(([127, 0, 0, 1], second).into(), config, "a.test").await.unwrap();
+    stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed)
+}
+
+#[tokio::test]
+async fn instances_sharing_a_ticket_keys_file_resume_each_others_sessions() {
+    let pki = Pki::new();
+    let a = pki.leaf("a", &["a.test"], false);
+    let app = named_http("app").await;
+    std::fs::write(
+        pki.path("tickets.keys"),
+        "# newest first\n000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+    )
+    .unwrap();
+    let shared = format!(", ticket_keys: '{}'", pki.path("tickets.keys").display());
+    let (p1, p2, p3, p4) = (free_port(), free_port(), free_port(), free_port());
+    let mut children = vec![
+        tls_process(&pki, &a, app.addr, p1, &shared).await,
+        tls_process(&pki, &a, app.addr, p2, &shared).await,
+        tls_process(&pki, &a, app.addr, p3, "").await,
+        tls_process(&pki, &a, app.addr, p4, "").await,
+    ];
+    let with_file = resumes_across(p1, p2).await;
+    let without = resumes_across(p3, p4).await;
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(with_file, "the same ticket_keys: a session from one instance resumes on the other");
+    assert!(!without, "each process's own keys: no resumption on another instance");
 }

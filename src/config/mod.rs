@@ -76,6 +76,7 @@ impl Config {
                 files.push(pair.key.as_path());
             }
             files.extend(tls.client_ca.as_deref());
+            files.extend(tls.ticket_keys.as_deref());
         }
         files.extend(self.backends.iter().filter_map(|b| b.tls.as_ref()?.ca.as_deref()));
         files

@@ -171,6 +171,12 @@ pub struct FrontendTls {
     /// valid certificate is refused (mTLS).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// Session ticket keys shared by several instances (one per line, 64 hex
+    /// digits; the first encrypts, all decrypt), so a client resumes on any of
+    /// them; rotate by adding a new first line and reloading. Default: keys of this
+    /// process alone, rotated every 6 hours.
+    #[serde(default)]
+    pub ticket_keys: Option<PathBuf>,
     /// The files read and checked, set by validation so compiling never reads a file.
     #[serde(skip)]
     pub(super) loaded: Option<Arc<TlsMaterial>>,

@@ -20,12 +20,16 @@ pub struct TlsMaterial {
     pub certificates: Vec<Certificate>,
     /// Roots client certificates must chain to (mTLS), if any.
     pub client_roots: Option<Vec<CertificateDer<'static>>>,
+    /// Session ticket keys from `ticket_keys`, the encrypting one first.
+    pub ticket_keys: Option<Vec<[u8; 32]>>,
 }
 
 impl PartialEq for TlsMaterial {
     fn eq(&self, other: &Self) -> bool {
         let chains = |m: &TlsMaterial| m.certificates.iter().map(|c| c.key.cert.clone()).collect::<Vec<_>>();
-        chains(self) == chains(other) && self.client_roots == other.client_roots
+        chains(self) == chains(other)
+            && self.client_roots == other.client_roots
+            && self.ticket_keys == other.ticket_keys
     }
 }
 
@@ -75,8 +79,18 @@ pub fn load(path: &str, tls: &FrontendTls, base: &Path, now: i64) -> Result<TlsM
             }
         },
     };
+    let ticket_keys = match &tls.ticket_keys {
+        None => None,
+        Some(file) => match read_ticket_keys(&base.join(file)) {
+            Ok(keys) => Some(keys),
+            Err(message) => {
+                problems.push((format!("{path}.ticket_keys"), message));
+                None
+            }
+        },
+    };
     if problems.is_empty() {
-        Ok(TlsMaterial { certificates, client_roots })
+        Ok(TlsMaterial { certificates, client_roots, ticket_keys })
     } else {
         Err(problems)
     }
@@ -148,6 +162,44 @@ fn read_certs(file: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         return Err(format!("{}: no certificate in the file (PEM expected)", file.display()));
     }
     Ok(certs)
+}
+
+/// Session ticket keys: one per line, 64 hex digits (32 bytes); blank lines and
+/// `#` comments skipped; at least one.
+fn read_ticket_keys(file: &Path) -> Result<Vec<[u8; 32]>, String> {
+    let text = std::fs::read_to_string(file).map_err(|err| format!("{}: cannot read: {err}", file.display()))?;
+    let mut keys = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = parse_hex_key(line).ok_or_else(|| {
+            format!(
+                "{} line {}: a ticket key is 64 hex digits (32 random bytes, e.g. `openssl rand -hex 32`)",
+                file.display(),
+                i + 1
+            )
+        })?;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        return Err(format!("{}: no ticket key in the file", file.display()));
+    }
+    Ok(keys)
+}
+
+fn parse_hex_key(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        key[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(key)
 }
 
 /// `roots` if each can anchor client certificate chains.

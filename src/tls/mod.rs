@@ -7,6 +7,7 @@ mod client;
 mod resolver;
 mod server;
 mod session;
+mod tickets;
 
 pub use client::{client_config, server_name, UpstreamTls};
 pub use resolver::CertificateResolver;

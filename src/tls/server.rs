@@ -11,6 +11,7 @@ use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 use super::resolver::CertificateResolver;
 use super::session;
+use super::tickets::FileTicketer;
 use crate::config::{Alpn, FrontendTls, TlsMaterial, TlsVersion};
 
 /// ALPN offered when the config does not say.
@@ -74,7 +75,10 @@ pub fn server_config(tls: &FrontendTls, material: &TlsMaterial) -> Result<TlsFro
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols =
         tls.alpn.as_deref().unwrap_or(&DEFAULT_ALPN).iter().map(|protocol| protocol.id().to_vec()).collect();
-    config.ticketer = session::ticketer()?;
+    config.ticketer = match material.ticket_keys.as_deref().and_then(FileTicketer::new) {
+        Some(shared) => Arc::new(shared),
+        None => session::ticketer()?,
+    };
     config.session_storage = session::cache();
     let certificates = material
         .certificates
