@@ -17,10 +17,9 @@ use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, DnType};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, HandshakeKind, RootCertStore, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, HandshakeKind, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -44,39 +43,8 @@ fn certificates(leaves: &[&Leaf]) -> String {
 
 /// Accepts any server certificate, offering `schemes` (the ClientHello's
 /// signature algorithms): for tests about which certificate is served.
-#[derive(Debug)]
-struct AcceptAny(Vec<SignatureScheme>);
-
-impl ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.clone()
-    }
+fn accept_any(schemes: Vec<SignatureScheme>) -> Arc<fulcrum::tls::NoVerification> {
+    Arc::new(fulcrum::tls::NoVerification(schemes))
 }
 
 fn all_schemes() -> Vec<SignatureScheme> {
@@ -87,13 +55,13 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// A client trusting nothing in particular (see [`AcceptAny`]).
+/// A client trusting nothing in particular (see [`accept_any`]).
 fn any_client(alpn: &[&[u8]]) -> ClientConfig {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(all_schemes())))
+        .with_custom_certificate_verifier(accept_any(all_schemes()))
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
@@ -211,7 +179,7 @@ async fn ecdsa_goes_to_clients_that_verify_it_and_rsa_to_the_others() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(rsa_only)))
+        .with_custom_certificate_verifier(accept_any(rsa_only))
         .with_no_client_auth();
     let stream = connect(addr, config, "a.test").await.unwrap();
     assert_eq!(served(&stream), rsa.der, "a client verifying only RSA gets the RSA certificate");

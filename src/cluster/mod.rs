@@ -166,3 +166,20 @@ impl PartialEq for CheckTls {
 }
 
 impl Eq for CheckTls {}
+
+/// A backend with no servers, named `name`, for tests where only its identity matters.
+#[cfg(test)]
+pub(crate) fn test_backend(name: &str) -> Arc<Backend> {
+    Arc::new(Backend {
+        name: name.to_string(),
+        balancer: crate::balance::build(crate::config::Balance::RoundRobin, &[]),
+        members: Vec::new(),
+        hash_key: None,
+        retries: 0,
+        timeouts: Default::default(),
+        health_check: None,
+        tls: None,
+        protocol: Default::default(),
+        stats: Arc::new(BackendStats::new(name)),
+    })
+}

@@ -127,7 +127,6 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::BackendStats;
     use crate::config::HeaderMatch;
     use proptest::prelude::*;
 
@@ -138,21 +137,7 @@ mod tests {
         assert_eq!(strip_port("[::1]:80"), "[::1]");
     }
 
-    /// A backend with no servers, named `name`: only its identity matters here.
-    fn backend(name: &str) -> Arc<Backend> {
-        Arc::new(Backend {
-            name: name.to_string(),
-            balancer: crate::balance::build(crate::config::Balance::RoundRobin, &[]),
-            members: Vec::new(),
-            hash_key: None,
-            retries: 0,
-            timeouts: Default::default(),
-            health_check: None,
-            tls: None,
-            protocol: Default::default(),
-            stats: Arc::new(BackendStats::new(name)),
-        })
-    }
+    use crate::cluster::test_backend as backend;
 
     /// A request as the property sees it (owned, to be generated).
     #[derive(Debug, Clone)]

@@ -126,23 +126,9 @@ pub(super) fn compile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::BackendStats;
     use proptest::prelude::*;
 
-    fn backend(name: &str) -> Arc<Backend> {
-        Arc::new(Backend {
-            name: name.to_string(),
-            balancer: crate::balance::build(crate::config::Balance::RoundRobin, &[]),
-            members: Vec::new(),
-            hash_key: None,
-            retries: 0,
-            timeouts: Default::default(),
-            health_check: None,
-            tls: None,
-            protocol: Default::default(),
-            stats: Arc::new(BackendStats::new(name)),
-        })
-    }
+    use crate::cluster::test_backend as backend;
 
     fn table(patterns: &[&str]) -> SniRoutes {
         let routes = patterns

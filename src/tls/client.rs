@@ -69,9 +69,10 @@ pub fn client_config(tls: &BackendTls, protocol: Protocol) -> Result<UpstreamTls
 }
 
 /// `verify: false`: any certificate is accepted (the handshake's signatures are
-/// still checked by rustls's suites; only the chain and name are not).
+/// still checked by rustls's suites; only the chain and name are not). Offers
+/// the signature schemes listed (the ClientHello's `signature_algorithms`).
 #[derive(Debug)]
-struct NoVerification(Vec<SignatureScheme>);
+pub struct NoVerification(pub Vec<SignatureScheme>);
 
 impl ServerCertVerifier for NoVerification {
     fn verify_server_cert(

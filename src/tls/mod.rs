@@ -9,7 +9,7 @@ mod server;
 mod session;
 mod tickets;
 
-pub use client::{client_config, server_name, UpstreamTls};
+pub use client::{client_config, server_name, NoVerification, UpstreamTls};
 pub use resolver::CertificateResolver;
 pub use server::{server_config, ServedCertificate, TlsError, TlsFrontend};
 pub use session::{handshake_info, HandshakeInfo, X_CLIENT_CERT_SUBJECT};
