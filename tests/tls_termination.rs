@@ -481,3 +481,26 @@ async fn instances_sharing_a_ticket_keys_file_resume_each_others_sessions() {
     assert!(with_file, "the same ticket_keys: a session from one instance resumes on the other");
     assert!(!without, "each process's own keys: no resumption on another instance");
 }
+
+#[tokio::test]
+async fn an_idle_tls_connection_goes_dormant_and_serves_its_next_request() {
+    let pki = Pki::new();
+    let a = pki.leaf("a", &["a.test"], false);
+    let app = named_http("app").await;
+    let lb = start(&tls_config(app.addr, &format!("{{certificates: {}}}", certificates(&[&a])))).await;
+    let stream = connect(lb.local_addr("web"), any_client(&[]), "a.test").await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let idle = || lb.snapshot().frontends[0].stats.idle_connections.load(Ordering::SeqCst);
+    for round in 0..3 {
+        let req = hyper::Request::get("/").header("host", "a.test").body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "round {round}");
+        resp.into_body().collect().await.unwrap();
+        // Idle for a second: hyper's connection state is freed, the TLS session kept.
+        wait_for("the TLS connection dormant", Duration::from_secs(5), || idle() == 1).await;
+    }
+    assert_eq!(app.connections.load(Ordering::SeqCst), 1, "one server connection, reused");
+    let counts = &lb.snapshot().frontends[0].stats.tls_handshakes;
+    assert_eq!(counts.tls13.load(Ordering::SeqCst), 1, "one handshake for the three requests");
+}

@@ -14,7 +14,7 @@ use std::task::Poll;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::io::ClientSocket;
+use super::io::Transport;
 use crate::cluster::Frontend;
 
 /// What a dormant connection waits for.
@@ -29,7 +29,7 @@ pub enum Awaiting {
 /// A connection with nothing to do.
 #[derive(Debug)]
 pub struct Dormant {
-    pub socket: ClientSocket,
+    pub socket: Transport,
     /// When the wait runs out: the client is gone for good.
     pub deadline: Instant,
     pub awaiting: Awaiting,
@@ -50,13 +50,18 @@ pub enum Woken {
 
 impl Dormant {
     /// A connection just accepted: its first request is due `request_header` from now.
-    pub fn accepted(socket: ClientSocket, frontend: &Frontend) -> Self {
+    pub fn accepted(socket: Transport, frontend: &Frontend) -> Self {
         let deadline = Instant::now() + frontend.timeouts.request_header;
         Dormant { socket, deadline, awaiting: Awaiting::FirstRequest }
     }
 
+    /// A TLS connection whose handshake is done; its first head is due at `head_due`.
+    pub fn handshaken(tls: Transport, head_due: Instant) -> Self {
+        Dormant { socket: tls, deadline: head_due, awaiting: Awaiting::FirstRequest }
+    }
+
     /// A kept-alive connection whose idle limit runs out at `deadline`.
-    pub fn idle(socket: ClientSocket, deadline: Instant) -> Self {
+    pub fn idle(socket: Transport, deadline: Instant) -> Self {
         Dormant { socket, deadline, awaiting: Awaiting::NextRequest }
     }
 
@@ -76,7 +81,7 @@ impl Dormant {
             }
             // The readiness stays set: what woke this is read by the request's reader.
             match self.socket.poll_read_ready(cx) {
-                Poll::Ready(Ok(_guard)) => return Poll::Ready(Woken::Readable),
+                Poll::Ready(Ok(())) => return Poll::Ready(Woken::Readable),
                 Poll::Ready(Err(err)) => return Poll::Ready(Woken::Failed(err)),
                 Poll::Pending => {}
             }

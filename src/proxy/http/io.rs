@@ -31,6 +31,7 @@ use super::framing::FramingWatch;
 use super::reply::RAW_408;
 use super::stall::StallTimer;
 use crate::cluster::Frontend;
+use crate::tls::HandshakeInfo;
 
 /// A client socket registered with the runtime serving it.
 pub type ClientSocket = AsyncFd<std::net::TcpStream>;
@@ -45,13 +46,22 @@ pub fn register(stream: std::net::TcpStream) -> io::Result<ClientSocket> {
 /// A TLS client connection once its handshake is done.
 pub type TlsClient = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
 
+/// A TLS client connection and what its handshake settled.
+#[derive(Debug)]
+pub struct TlsConnection {
+    /// The stream (rustls over the socket).
+    pub stream: TlsClient,
+    /// What the requests need of the handshake.
+    pub info: HandshakeInfo,
+}
+
 /// What the client's bytes travel over.
 #[derive(Debug)]
-enum Transport {
+pub enum Transport {
     /// Plain TCP, read and written with one syscall each.
     Plain(ClientSocket),
     /// TLS (boxed: rustls's state is large, and plain connections are the common case).
-    Tls(Box<TlsClient>),
+    Tls(Box<TlsConnection>),
 }
 
 impl Transport {
@@ -59,7 +69,24 @@ impl Transport {
     fn socket(&self) -> SockRef<'_> {
         match self {
             Transport::Plain(socket) => SockRef::from(socket.get_ref()),
-            Transport::Tls(tls) => SockRef::from(tls.get_ref().0),
+            Transport::Tls(tls) => SockRef::from(tls.stream.get_ref().0),
+        }
+    }
+
+    /// Ready when the socket has bytes (or an end) to read. For TLS only valid
+    /// when rustls holds nothing decrypted: after the handshake, or a park.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Plain(socket) => socket.poll_read_ready(cx).map_ok(drop),
+            Transport::Tls(tls) => tls.stream.get_ref().0.poll_read_ready(cx),
+        }
+    }
+
+    /// The handshake's outcome, on a TLS connection.
+    pub fn tls_info(&self) -> Option<HandshakeInfo> {
+        match self {
+            Transport::Plain(_) => None,
+            Transport::Tls(tls) => Some(tls.info.clone()),
         }
     }
 }
@@ -90,25 +117,6 @@ impl ClientIo {
     /// keeps. Its time limits are the frontend's `request_header` (the first head
     /// is due at `head_due`) and `client` timeouts.
     pub fn new(
-        stream: ClientSocket,
-        frontend: Arc<Frontend>,
-        peer: SocketAddr,
-        head_due: Instant,
-    ) -> (ClientIo, ClientHandle) {
-        Self::over(Transport::Plain(stream), frontend, peer, head_due)
-    }
-
-    /// Like [`ClientIo::new`], over a TLS connection whose handshake is done.
-    pub fn tls(
-        stream: Box<TlsClient>,
-        frontend: Arc<Frontend>,
-        peer: SocketAddr,
-        head_due: Instant,
-    ) -> (ClientIo, ClientHandle) {
-        Self::over(Transport::Tls(stream), frontend, peer, head_due)
-    }
-
-    fn over(
         stream: Transport,
         frontend: Arc<Frontend>,
         peer: SocketAddr,
@@ -143,11 +151,8 @@ impl ClientIo {
 
     /// The socket, and when its idle limit runs out, if hyper's connection ended
     /// because the client went idle (see [`ClientIo::park_when_idle`]).
-    pub fn into_parked(self) -> Option<(ClientSocket, Instant)> {
-        match self.stream {
-            Transport::Plain(socket) if self.parked => Some((socket, self.timer.idle_until())),
-            _ => None,
-        }
+    pub fn into_parked(self) -> Option<(Transport, Instant)> {
+        self.parked.then(|| (self.stream, self.timer.idle_until()))
     }
 
     /// Waits for the client's first bytes and tells whether they open HTTP/2 with
@@ -334,8 +339,8 @@ impl ClientIo {
             }
             Transport::Tls(tls) => {
                 // Into rustls's buffer, then as much of it as the socket takes now.
-                let written = Pin::new(&mut **tls).poll_write(cx, RAW_408);
-                let flushed = Pin::new(&mut **tls).poll_flush(cx);
+                let written = Pin::new(&mut tls.stream).poll_write(cx, RAW_408);
+                let flushed = Pin::new(&mut tls.stream).poll_flush(cx);
                 matches!(written, Poll::Ready(Ok(n)) if n == RAW_408.len()) && matches!(flushed, Poll::Ready(Ok(())))
             }
         }
@@ -380,7 +385,7 @@ impl AsyncRead for ClientIo {
             Transport::Plain(stream) => stream,
             Transport::Tls(tls) => {
                 let before = buf.filled().len();
-                return match Pin::new(&mut **tls).poll_read(cx, buf) {
+                return match Pin::new(&mut tls.stream).poll_read(cx, buf) {
                     Poll::Ready(Ok(())) => {
                         if buf.filled().len() > before {
                             this.on_received(&buf.filled()[before..]);
@@ -441,7 +446,7 @@ impl AsyncWrite for ClientIo {
         let stream = match &mut this.stream {
             Transport::Plain(stream) => stream,
             Transport::Tls(tls) => {
-                let written = Pin::new(&mut **tls).poll_write(cx, data);
+                let written = Pin::new(&mut tls.stream).poll_write(cx, data);
                 return this.on_write(cx, written);
             }
         };
@@ -470,7 +475,7 @@ impl AsyncWrite for ClientIo {
         let stream = match &mut this.stream {
             Transport::Plain(stream) => stream,
             Transport::Tls(tls) => {
-                let written = Pin::new(&mut **tls).poll_write_vectored(cx, bufs);
+                let written = Pin::new(&mut tls.stream).poll_write_vectored(cx, bufs);
                 return this.on_write(cx, written);
             }
         };
@@ -499,7 +504,7 @@ impl AsyncWrite for ClientIo {
         match &mut this.stream {
             Transport::Plain(_) => Poll::Ready(Ok(())),
             // rustls holds what it could not write yet.
-            Transport::Tls(tls) => match Pin::new(&mut **tls).poll_flush(cx) {
+            Transport::Tls(tls) => match Pin::new(&mut tls.stream).poll_flush(cx) {
                 Poll::Pending => this.poll_write_stall(cx).map_ok(drop),
                 done => done,
             },
@@ -517,7 +522,7 @@ impl AsyncWrite for ClientIo {
                 Poll::Ready(SockRef::from(stream.get_ref()).shutdown(std::net::Shutdown::Write))
             }
             // close_notify, then the write side.
-            Transport::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
+            Transport::Tls(tls) => Pin::new(&mut tls.stream).poll_shutdown(cx),
         }
     }
 }

@@ -37,7 +37,7 @@ use crate::tls::HandshakeInfo;
 use crate::upstream::Worker;
 use client_state::ClientHandle;
 use dormant::{Awaiting, Dormant, Woken};
-use io::ClientIo;
+use io::{ClientIo, Transport};
 use service::ConnContext;
 use tokio::time::Instant;
 
@@ -72,25 +72,33 @@ pub fn serve<H: Send + 'static>(
             tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
             return;
         }
-        if let Some(tls) = &frontend.tls {
+        // A TLS connection is served as soon as its handshake is done: rustls may
+        // already hold its first request, which no socket readiness would announce.
+        let (mut dormant, mut awake) = match &frontend.tls {
             // Boxed: a plain connection's task does not carry a TLS one's state.
-            return Box::pin(client.serve_tls(stream, tls)).await;
-        }
-        let socket = match io::register(stream) {
-            Ok(socket) => socket,
-            Err(err) => {
-                tracing::warn!(frontend = %frontend.name, client = %client.peer, error = %err, "cannot register the client socket");
-                return;
-            }
-        };
-        let mut dormant = Dormant::accepted(socket, frontend);
-        loop {
-            match dormant.wait(frontend, &client.stop).await {
-                Woken::Readable => {}
-                Woken::TimedOut | Woken::Stopped => return,
-                Woken::Failed(err) => {
-                    tracing::debug!(frontend = %frontend.name, client = %client.peer, error = %err, "client socket failed");
+            Some(tls) => match Box::pin(client.handshake(stream, tls)).await {
+                Some((tls, head_due)) => (Dormant::handshaken(tls, head_due), true),
+                None => return,
+            },
+            None => match io::register(stream) {
+                Ok(socket) => (Dormant::accepted(Transport::Plain(socket), frontend), false),
+                Err(err) => {
+                    tracing::warn!(frontend = %frontend.name, client = %client.peer, error = %err, "cannot register the client socket");
                     return;
+                }
+            },
+        };
+        loop {
+            if std::mem::take(&mut awake) {
+                // Straight to serving.
+            } else {
+                match dormant.wait(frontend, &client.stop).await {
+                    Woken::Readable => {}
+                    Woken::TimedOut | Woken::Stopped => return,
+                    Woken::Failed(err) => {
+                        tracing::debug!(frontend = %frontend.name, client = %client.peer, error = %err, "client socket failed");
+                        return;
+                    }
                 }
             }
             // Boxed: what serving takes is allocated only while the connection is awake.
@@ -138,12 +146,18 @@ impl Client {
             Awaiting::FirstRequest => (dormant.deadline, true),
             Awaiting::NextRequest => (Instant::now() + self.frontend.timeouts.request_header, false),
         };
+        let tls = dormant.socket.tls_info();
+        let alpn_h2 = tls.as_ref().map(|info| info.h2);
         let (mut io, handle) = ClientIo::new(dormant.socket, Arc::clone(&self.frontend), self.peer, head_due);
-        let ctx = self.context(&handle, None);
+        let ctx = self.context(&handle, tls);
         if first {
-            let h2 = tokio::select! {
-                sniffed = io.sniff_h2() => sniffed?,
-                _ = self.stop.cancelled() => return Ok(None),
+            // Over TLS, ALPN told; in the clear, the h2 preface does.
+            let h2 = match alpn_h2 {
+                Some(h2) => Some(h2),
+                None => tokio::select! {
+                    sniffed = io.sniff_h2() => sniffed?,
+                    _ = self.stop.cancelled() => return Ok(None),
+                },
             };
             match h2 {
                 None => return Ok(None),

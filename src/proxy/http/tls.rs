@@ -1,9 +1,8 @@
-//! An http frontend's TLS connections: the handshake (bounded by
+//! The handshake of an http frontend's TLS connections: bounded by
 //! `timeouts.request_header` from the accept, counted by outcome, a bounded number
-//! at once per worker), then HTTP/2 or
-//! HTTP/1.1 as ALPN chose, over [`ClientIo`] with the same client limits as plain
-//! connections. A TLS connection keeps its session state while idle (it does not
-//! go dormant: rustls's buffers and keys live with the session).
+//! at once per worker. The connection is then served like a plain one (HTTP/2 or
+//! HTTP/1.1 as ALPN chose, the same client limits; dormant while idle, keeping
+//! only rustls's session state).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,7 +13,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::{on_connection_error, Client, ClientIo};
+use super::io::{TlsConnection, Transport};
+use super::Client;
 use crate::tls::{handshake_info, TlsFrontend};
 
 /// TLS handshakes a worker runs at once, counted from the client's ClientHello to
@@ -36,14 +36,19 @@ thread_local! {
 }
 
 impl Client {
-    /// Serves a connection of a TLS frontend until it closes.
-    pub(super) async fn serve_tls(&self, stream: std::net::TcpStream, tls: &TlsFrontend) {
+    /// Runs the TLS handshake of a connection to a TLS frontend; the connection
+    /// and when its first request head is due, or `None` when it failed (counted).
+    pub(super) async fn handshake(
+        &self,
+        stream: std::net::TcpStream,
+        tls: &TlsFrontend,
+    ) -> Option<(Transport, Instant)> {
         let frontend = &self.frontend;
         let stream = match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(frontend = %frontend.name, client = %self.peer, error = %err, "cannot register the client socket");
-                return;
+                return None;
             }
         };
         // The handshake and the first request head share one deadline.
@@ -59,20 +64,20 @@ impl Client {
         };
         let handshake = tokio::select! {
             done = tokio::time::timeout_at(head_due, handshake) => done,
-            _ = self.stop.cancelled() => return,
+            _ = self.stop.cancelled() => return None,
         };
         let stream = match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(err)) => {
                 counts.failed.fetch_add(1, Relaxed);
                 tracing::debug!(frontend = %frontend.name, client = %self.peer, error = %err, "TLS handshake failed");
-                return;
+                return None;
             }
             Err(_late) => {
                 counts.failed.fetch_add(1, Relaxed);
                 frontend.stats.client_timeouts.first_request.fetch_add(1, Relaxed);
                 tracing::debug!(frontend = %frontend.name, client = %self.peer, "TLS handshake not done within request_header");
-                return;
+                return None;
             }
         };
         let info = handshake_info(stream.get_ref().1);
@@ -80,13 +85,6 @@ impl Client {
             Some(ProtocolVersion::TLSv1_3) => counts.tls13.fetch_add(1, Relaxed),
             _ => counts.tls12.fetch_add(1, Relaxed),
         };
-        let h2 = info.h2;
-        let (io, handle) = ClientIo::tls(Box::new(stream), Arc::clone(frontend), self.peer, head_due);
-        let ctx = self.context(&handle, Some(info));
-        let served =
-            if h2 { self.serve_h2(io, ctx, &handle).await } else { self.serve_h1(io, ctx, &handle).await.map(drop) };
-        if let Err(err) = served {
-            on_connection_error(frontend, self.peer, err.as_ref());
-        }
+        Some((Transport::Tls(Box::new(TlsConnection { stream, info })), head_due))
     }
 }
