@@ -89,9 +89,8 @@ pub fn serve<H: Send + 'static>(
             },
         };
         loop {
-            if std::mem::take(&mut awake) {
-                // Straight to serving.
-            } else {
+            // A connection just handshaken goes straight to serving.
+            if !std::mem::take(&mut awake) {
                 match dormant.wait(frontend, &client.stop).await {
                     Woken::Readable => {}
                     Woken::TimedOut | Woken::Stopped => return,
