@@ -259,3 +259,15 @@ async fn check_wants_tls_for_h2_and_none_for_h2c() {
         .to_string();
     assert!(err.contains("backends[0].protocol") && err.contains("needs tls"), "{err}");
 }
+
+#[tokio::test]
+async fn an_upgrade_request_to_an_http2_backend_gets_the_servers_ordinary_answer() {
+    let (server, _seen) = h2_server(None).await;
+    let lb = start(&config(server, "    protocol: h2c")).await;
+    let mut stream = TcpStream::connect(lb.local_addr("web")).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request).await.unwrap();
+    let reply = read_response(&mut stream).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.ends_with("h2-app"), "{reply}");
+}
