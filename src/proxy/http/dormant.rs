@@ -1,7 +1,7 @@
 //! A client connection with nothing to do: before its first byte, and between
 //! requests once it has been idle a while (see `PARK_AFTER`). It holds its socket
-//! and a deadline, nothing else: no hyper connection, no buffer, no request
-//! state. Whatever its requests allocated was freed when it went dormant, so an
+//! (and, over TLS, rustls's session) and a deadline, nothing else: no hyper
+//! connection, no buffer, no request state. Whatever its requests allocated was freed when it went dormant, so an
 //! idle keep-alive connection costs what a freshly accepted one does, and its
 //! few bytes were allocated at the accept, beside the other connections', not
 //! scattered among the freed pages of its last request.

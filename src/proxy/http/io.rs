@@ -6,10 +6,12 @@
 //! (see [`ClientIo::park_when_idle`]), tells h2 from HTTP/1.x before hyper reads
 //! a byte, and ACKs at once while a request is incomplete.
 //!
-//! It sits on [`AsyncFd`] rather than tokio's `TcpStream` to save a syscall per
-//! request: after a read shorter than the buffer the socket is known to be empty,
-//! so readiness is cleared at once instead of being discovered by one more `recv`
-//! failing with `EAGAIN` (which hyper's keep-alive read otherwise costs every request).
+//! A plain connection sits on [`AsyncFd`] rather than tokio's `TcpStream` to save a
+//! syscall per request: after a read shorter than the buffer the socket is known
+//! to be empty, so readiness is cleared at once instead of being discovered by one
+//! more `recv` failing with `EAGAIN` (which hyper's keep-alive read otherwise costs
+//! every request). A TLS connection reads and writes through rustls (tokio-rustls)
+//! with the same limits; its 408 goes through rustls too.
 
 use std::io;
 use std::net::SocketAddr;
