@@ -323,12 +323,12 @@ async fn a_reload_serves_new_certificates_keeps_open_connections_and_refuses_bad
 #[tokio::test]
 async fn check_names_the_key_of_each_bad_file() {
     let pki = Pki::new();
-    let good = pki.leaf("good", &["a.test"], false);
+    let _good = pki.leaf("good", &["a.test"], false);
     let mut params = CertificateParams::new(vec!["old.test".to_string()]).unwrap();
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    let expired = pki.leaf_with("expired", params, false);
-    let other = pki.leaf("other", &["b.test"], false);
+    let _expired = pki.leaf_with("expired", params, false);
+    let _other = pki.leaf("other", &["b.test"], false);
     std::fs::write(pki.path("junk.pem"), "not a certificate\n").unwrap();
     let yaml = "frontends:
   - name: web
@@ -347,7 +347,6 @@ async fn check_names_the_key_of_each_bad_file() {
 backends:
   - { name: app, servers: [{ name: s, address: '127.0.0.1:9' }] }
 ";
-    let _ = (&good, &other, &expired);
     let path = pki.path("fulcrum.yaml");
     std::fs::write(&path, yaml).unwrap();
     // Relative paths resolve against the config file's directory, from anywhere.

@@ -133,7 +133,7 @@ impl ConnContext {
         let key = backend.hash_key.as_ref().and_then(|k| self.hash(k, &req));
         let method = req.method().clone();
         let path = req.uri().path_and_query().cloned();
-        let (request, client_upgrade) = self.prepare(&now.frontend, req, host);
+        let (request, client_upgrade) = self.prepare(&now.frontend, req, host, backend.protocol.is_h2());
         let mut response = match forward(&backend, key, request, name_server, self.worker).await {
             Ok(exchange) => self.relay(&now, &backend, exchange, client_upgrade, method, path),
             Err(err) => self.fail(&now, Some(&backend), err, &method, path.as_ref()),
@@ -164,6 +164,7 @@ impl ConnContext {
         frontend: &Frontend,
         mut req: Request<Incoming>,
         host: Option<HeaderValue>,
+        to_h2: bool,
     ) -> (Request<RequestBody>, Option<hyper::upgrade::OnUpgrade>) {
         let upgrading = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -176,11 +177,12 @@ impl ConnContext {
             parts.uri = Uri::from(path);
         }
         parts.version = Version::HTTP_11;
-        let trailers = accepts_trailers(&parts.headers);
+        // Hop-by-hop, but what it says holds end to end: trailers are passed on.
+        // An HTTP/2 server gets it (gRPC needs it); an HTTP/1.1 one would need
+        // `Connection: TE` with it, and is not sent it.
+        let trailers = to_h2 && accepts_trailers(&parts.headers);
         strip_hop_by_hop(&mut parts.headers, upgrading);
         if trailers {
-            // Hop-by-hop, but what it says holds end to end here: trailers are
-            // passed on (gRPC needs it; an HTTP/1.1 server is not sent it).
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
         let host = parts.headers.get(header::HOST).cloned();

@@ -78,9 +78,6 @@ async fn exchange(
     if backend.protocol.is_h2() {
         return super::upstream_h2::exchange(backend, member, req, worker).await;
     }
-    // HTTP/1.1 would need `Connection: TE` with it; what it asks of trailers
-    // holds anyway (the response's are passed on).
-    req.headers_mut().remove(http::header::TE);
     let active = member.state.track_request();
     if let Some(sender) = member.state.pool.take::<SendRequest<RequestBody>>(worker) {
         // A replay copy only for requests that may be sent twice (no body, idempotent).

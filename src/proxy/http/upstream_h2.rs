@@ -89,18 +89,18 @@ async fn connect(member: &Member, backend: &Backend) -> Result<SendRequest<Reque
     let handshake = |err| ProxyError::Upstream { server: member.name.clone(), source: err };
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
-    let (sender, spawned) = match open(member, backend).await? {
+    match open(member, backend).await? {
         ServerStream::Plain(stream) => {
             let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.map_err(handshake)?;
-            (sender, tokio::spawn(run(conn, member)))
+            tokio::spawn(run(conn, member));
+            Ok(sender)
         }
         ServerStream::Tls(stream) => {
             let (sender, conn) = builder.handshake(TokioIo::new(*stream)).await.map_err(handshake)?;
-            (sender, tokio::spawn(run(conn, member)))
+            tokio::spawn(run(conn, member));
+            Ok(sender)
         }
-    };
-    drop(spawned);
-    Ok(sender)
+    }
 }
 
 /// Drives a server connection until it ends.
