@@ -333,9 +333,14 @@ impl Instance {
         self.shared.live.workers.loads()
     }
 
-    /// Open client connections right now.
+    /// Open client connections right now (parked ones included).
     pub fn open_connections(&self) -> usize {
         self.shared.tasks.len()
+    }
+
+    /// Idle plain client connections waiting in the workers' parks right now.
+    pub fn parked_connections(&self) -> usize {
+        self.shared.live.workers.parked()
     }
 }
 

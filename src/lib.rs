@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod epoll;
 pub mod fd_limit;
 pub mod health;
 pub mod instance;

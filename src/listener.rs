@@ -197,6 +197,7 @@ pub async fn accept_loop(
                     worker: workers.worker(target),
                     stop: slot.stop.clone(),
                     tasks: tasks.clone(),
+                    park: workers.park(target),
                 };
                 launch(proxy::http::serve(client, stream, seat), target, worker, &workers, &tasks);
             }
@@ -207,12 +208,14 @@ pub async fn accept_loop(
 
 /// What an open connection holds, given back when it ends: its places under the
 /// limits and its count on the worker serving it.
-struct Seat {
+#[derive(Debug)]
+pub struct Seat {
     _admitted: Admitted,
     _placed: Placed,
 }
 
 /// The places a connection holds under the limits while it is open.
+#[derive(Debug)]
 struct Admitted {
     /// Under the frontend's `max_connections`, if it has one.
     _frontend: Option<OwnedSemaphorePermit>,

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
+use crate::proxy::http::Park;
 use crate::upstream::Worker;
 
 /// Open client connections of one worker, on a cache line of its own (every accept
@@ -35,11 +36,13 @@ pub struct Workers {
     handles: Vec<Handle>,
     /// Open client connections per worker.
     load: Arc<[Load]>,
+    /// Where each worker's idle plain connections wait.
+    parks: Arc<[Arc<Park>]>,
 }
 
 impl Default for Workers {
     fn default() -> Self {
-        Workers { handles: Vec::new(), load: Arc::new([Load::default()]) }
+        Workers { handles: Vec::new(), load: Arc::new([Load::default()]), parks: Arc::new([Arc::new(Park::new())]) }
     }
 }
 
@@ -91,7 +94,8 @@ impl Workers {
             handles.push(handle);
         }
         let load = (0..count.max(1)).map(|_| Load::default()).collect();
-        Ok(Workers { handles, load })
+        let parks = (0..count.max(1)).map(|_| Arc::new(Park::new())).collect();
+        Ok(Workers { handles, load, parks })
     }
 
     /// Picks the worker for a connection accepted on worker `accepted`: that one,
@@ -126,6 +130,16 @@ impl Workers {
         Worker { index: index % self.count(), count: self.count() }
     }
 
+    /// Where worker `index` parks its idle plain connections.
+    pub fn park(&self, index: usize) -> Arc<Park> {
+        Arc::clone(&self.parks[index % self.parks.len()])
+    }
+
+    /// Connections parked (idle, plain) on all workers right now.
+    pub fn parked(&self) -> usize {
+        self.parks.iter().map(|park| park.len()).sum()
+    }
+
     /// Runs `future` on worker `index`, or on the current runtime without workers.
     pub fn spawn_on<F>(&self, index: usize, future: F)
     where
@@ -144,7 +158,11 @@ mod tests {
     use super::*;
 
     fn workers(count: usize) -> Workers {
-        Workers { handles: Vec::new(), load: (0..count).map(|_| Load::default()).collect() }
+        Workers {
+            handles: Vec::new(),
+            load: (0..count).map(|_| Load::default()).collect(),
+            parks: (0..count).map(|_| Arc::new(Park::new())).collect(),
+        }
     }
 
     #[test]

@@ -56,6 +56,8 @@ impl Body for EchoThenTrailers {
 #[derive(Default)]
 struct Seen {
     connections: AtomicUsize,
+    /// Connections the server has finished with (closed after a GOAWAY, or lost).
+    closed: AtomicUsize,
     requests: Mutex<Vec<(http::Version, Option<HeaderValue>)>>,
 }
 
@@ -83,6 +85,7 @@ async fn h2_server_with(
             tokio::spawn(async move {
                 let answered = Arc::new(tokio::sync::Notify::new());
                 let notify = Arc::clone(&answered);
+                let finished = Arc::clone(&state);
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     state.requests.lock().unwrap().push((req.version(), req.headers().get("te").cloned()));
                     notify.notify_one();
@@ -101,11 +104,16 @@ async fn h2_server_with(
                         let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(tcp), service));
                         if goaway_after_one {
                             tokio::select! {
-                                _ = conn.as_mut() => return,
-                                _ = answered.notified() => conn.as_mut().graceful_shutdown(),
+                                _ = conn.as_mut() => {}
+                                _ = answered.notified() => {
+                                    conn.as_mut().graceful_shutdown();
+                                    let _ = conn.await;
+                                }
                             }
+                        } else {
+                            let _ = conn.await;
                         }
-                        let _ = conn.await;
+                        finished.closed.fetch_add(1, Ordering::SeqCst);
                     }
                     Some(acceptor) => {
                         let Ok(stream) = acceptor.accept(tcp).await else { return };
@@ -243,10 +251,13 @@ async fn a_server_that_closes_its_http2_connection_gets_a_new_one() {
     for i in 0..4 {
         let (status, _, body) = get(addr, "/", &[]).await;
         assert_eq!((status, &body[..]), (200, &b"h2-app"[..]), "request {i}");
+        // The server's GOAWAY has closed that connection before the next request
+        // (which could otherwise still be taken on it, inside the GOAWAY's grace).
+        let closed = || seen.closed.load(Ordering::SeqCst) == i + 1;
+        wait_for("the server's connection closed", Duration::from_secs(5), closed).await;
     }
     assert_eq!(seen.requests.lock().unwrap().len(), 4);
-    // A request racing the GOAWAY may still be taken on the old connection.
-    assert!(seen.connections.load(Ordering::SeqCst) >= 3, "new connections after each GOAWAY");
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 4, "a new connection after each GOAWAY");
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! An HTTP/1.1 keep-alive connection between requests holds no request state and
 //! no buffer: hyper's connection ends when the client has been idle for a second
-//! and a new one starts with the next request. These tests show it happens (the frontend's
-//! `idle_connections` gauge) and that nothing of HTTP changes across it.
+//! and a new one starts with the next request. A plain one meanwhile waits in its
+//! worker's park, with no task: so does one that has not sent its first byte yet.
+//! These tests show it happens (the frontend's `idle_connections` gauge, the
+//! parked count) and that nothing of HTTP changes across it.
 
 mod common;
 
@@ -124,4 +126,80 @@ async fn shutdown_closes_idle_connections_at_once() {
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty());
+}
+
+fn parked(lb: &fulcrum::instance::Instance, count: usize) -> impl FnMut() -> bool + '_ {
+    move || lb.parked_connections() == count
+}
+
+#[tokio::test]
+async fn idle_plain_connections_wait_parked_and_wake_for_each_request() {
+    let app = named_http("app").await;
+    let lb = start(&config(app.addr, "{client: 30s}")).await;
+    let mut stream = TcpStream::connect(lb.local_addr("web")).await.unwrap();
+    wait_for("parked from the accept", Duration::from_secs(5), parked(&lb, 1)).await;
+    assert_eq!(lb.open_connections(), 1, "a parked connection is still open");
+    assert_eq!(idle(&lb), 0, "no request yet: not a kept-alive idle connection");
+    for round in 0..3 {
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let got = read_until(&mut stream, "app").await;
+        assert!(got.starts_with("HTTP/1.1 200 "), "round {round}: {got}");
+        wait_for("parked after the request", Duration::from_secs(5), parked(&lb, 1)).await;
+        assert_eq!(idle(&lb), 1, "round {round}");
+        assert_eq!(lb.open_connections(), 1, "round {round}");
+    }
+    assert_eq!(app.requests.load(Ordering::SeqCst), 3);
+    drop(stream);
+    wait_for("closed", Duration::from_secs(5), || lb.open_connections() == 0).await;
+    assert_eq!((lb.parked_connections(), idle(&lb)), (0, 0));
+}
+
+#[tokio::test]
+async fn many_parked_connections_waking_at_once_are_all_served() {
+    // More than one batch of the epoll set's readiness.
+    const CLIENTS: usize = 300;
+    let app = named_http("app").await;
+    let lb = start(&config(app.addr, "{client: 30s}")).await;
+    let addr = lb.local_addr("web");
+    let mut streams = Vec::new();
+    for _ in 0..CLIENTS {
+        streams.push(TcpStream::connect(addr).await.unwrap());
+    }
+    wait_for("all parked", Duration::from_secs(10), parked(&lb, CLIENTS)).await;
+    for stream in &mut streams {
+        stream.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    }
+    for (index, stream) in streams.iter_mut().enumerate() {
+        let got = read_until(stream, "app").await;
+        assert!(got.starts_with("HTTP/1.1 200 "), "client {index}: {got}");
+    }
+    assert_eq!(app.requests.load(Ordering::SeqCst), CLIENTS);
+    wait_for("all parked again", Duration::from_secs(10), parked(&lb, CLIENTS)).await;
+    assert_eq!(idle(&lb), CLIENTS as u64);
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_the_listener_closes_its_parked_connections() {
+    let app = named_http("app").await;
+    let yaml = config(app.addr, "{client: 30s}");
+    let (lb, file) = start_file(&yaml).await;
+    let addr = lb.local_addr("web");
+    let mut fresh = TcpStream::connect(addr).await.unwrap();
+    let mut kept_alive = TcpStream::connect(addr).await.unwrap();
+    kept_alive.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    read_until(&mut kept_alive, "app").await;
+    wait_for("both parked", Duration::from_secs(5), parked(&lb, 2)).await;
+    // The frontend moves to another address: the old listener stops.
+    let port = free_port();
+    reload_with(&lb, &file, &yaml.replace("bind: 127.0.0.1:0", &format!("bind: 127.0.0.1:{port}"))).await;
+    for (name, stream) in [("fresh", &mut fresh), ("kept alive", &mut kept_alive)] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: still open"))
+            .unwrap();
+        assert!(rest.is_empty(), "{name}: {}", String::from_utf8_lossy(&rest));
+    }
+    wait_for("none parked", Duration::from_secs(5), parked(&lb, 0)).await;
+    assert_eq!(idle(&lb), 0);
 }

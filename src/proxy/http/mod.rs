@@ -10,6 +10,7 @@ mod framing;
 mod headers;
 mod host;
 mod io;
+mod park;
 mod reply;
 mod request_body;
 mod service;
@@ -33,12 +34,16 @@ pub use host::{request_authority, HostError, InvalidAuthority, RequestAuthority}
 pub use request_body::RequestBody;
 
 use crate::cluster::{Frontend, LiveFrontend};
+use crate::listener::Seat;
 use crate::tls::HandshakeInfo;
 use crate::upstream::Worker;
 use client_state::ClientHandle;
 use dormant::{Awaiting, Dormant, Woken};
 use io::{ClientIo, Transport};
+pub use park::Park;
+use park::Parked;
 use service::ConnContext;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::time::Instant;
 
 /// Serves one client connection of an http frontend until it closes, or until
@@ -49,64 +54,147 @@ use tokio::time::Instant;
 /// the frontend it was accepted on; each request is routed and forwarded by the
 /// frontend `live` holds when its head arrives.
 ///
-/// A connection alternates between [`Dormant`], holding only its socket while the
-/// client sends nothing, and awake, served by hyper with everything a request
-/// needs, allocated when it wakes and freed when it goes dormant again.
+/// A connection alternates between dormant, while the client sends nothing, and
+/// awake, served by hyper with everything a request needs, allocated when it
+/// wakes and freed when it goes dormant again. A dormant plain connection waits
+/// in its worker's [`Park`], with no task; a TLS one (whose rustls state must
+/// live on anyway) waits in its task as a [`Dormant`].
 ///
 /// A plain fn returning the future, not an `async fn`: an async fn's arguments
 /// take their space in its state twice (as arguments and as locals); here the
-/// captured `client` is used in place.
+/// captured values are used in place.
 #[allow(clippy::manual_async_fn)]
-pub fn serve<H: Send + 'static>(
-    client: Client,
-    stream: std::net::TcpStream,
-    held: H,
-) -> impl Future<Output = ()> + Send + 'static {
+pub fn serve(client: Client, stream: std::net::TcpStream, seat: Seat) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        // Dropped with this future, when the connection ends.
-        let _held = &held;
-        let client = &client;
+        // Boxed once for the connection's life: see `Parked::conn`.
+        let conn = Box::new(Connection::open(client, seat));
+        let client = &conn.client;
         let frontend = &client.frontend;
-        let _open = frontend.stats.open_connection();
         if frontend.http.is_none() {
             tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
             return;
         }
         // A TLS connection is served as soon as its handshake is done: rustls may
         // already hold its first request, which no socket readiness would announce.
-        let (mut dormant, mut awake) = match &frontend.tls {
+        let (dormant, awake) = match &frontend.tls {
             // Boxed: a plain connection's task does not carry a TLS one's state.
             Some(tls) => match Box::pin(client.handshake(stream, tls)).await {
                 Some((tls, head_due)) => (Dormant::handshaken(tls, head_due), true),
                 None => return,
             },
-            None => match io::register(stream) {
-                Ok(socket) => (Dormant::accepted(Transport::Plain(socket), frontend), false),
-                Err(err) => {
-                    tracing::warn!(frontend = %frontend.name, client = %client.peer, error = %err, "cannot register the client socket");
-                    return;
-                }
-            },
-        };
-        loop {
-            // A connection just handshaken goes straight to serving.
-            if !std::mem::take(&mut awake) {
-                match dormant.wait(frontend, &client.stop).await {
-                    Woken::Readable => {}
-                    Woken::TimedOut | Woken::Stopped => return,
-                    Woken::Failed(err) => {
-                        tracing::debug!(frontend = %frontend.name, client = %client.peer, error = %err, "client socket failed");
-                        return;
+            // Most clients send their request with the connection: served at once.
+            // The others wait in the park from the start.
+            None => match stream.peek(&mut [0u8]) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    let deadline = Instant::now() + frontend.timeouts.request_header;
+                    let park = Arc::clone(&client.park);
+                    let parked = Parked { conn, socket: stream, deadline, awaiting: Awaiting::FirstRequest };
+                    match park.hold(parked) {
+                        Ok(()) => return,
+                        Err(parked) => return run_unparked(parked).await,
                     }
                 }
+                // Bytes, an end of stream or an error: hyper reads which.
+                _ => match io::register(stream) {
+                    Ok(socket) => (Dormant::accepted(Transport::Plain(socket), frontend), true),
+                    Err(err) => {
+                        tracing::warn!(frontend = %frontend.name, client = %client.peer, error = %err, "cannot register the client socket");
+                        return;
+                    }
+                },
+            },
+        };
+        run(conn, dormant, awake).await
+    }
+}
+
+/// Serves a connection that leaves the park: its client sent something.
+pub(super) fn resume(parked: Parked) {
+    let tasks = parked.conn.client.tasks.clone();
+    tasks.spawn(async move {
+        let Parked { conn, socket, deadline, awaiting } = parked;
+        match io::register(socket) {
+            Ok(socket) => {
+                let dormant = Dormant { socket: Transport::Plain(socket), deadline, awaiting };
+                run(conn, dormant, true).await
             }
-            // Boxed: what serving takes is allocated only while the connection is awake.
-            match Box::pin(client.serve(dormant)).await {
-                Ok(Some(again)) => dormant = again,
-                Ok(None) => return,
-                Err(err) => return on_connection_error(frontend, client.peer, err.as_ref()),
+            Err(err) => {
+                let client = &conn.client;
+                tracing::warn!(frontend = %client.frontend.name, client = %client.peer, error = %err, "cannot register the client socket");
             }
         }
+    });
+}
+
+/// Serves a connection the park could not take: it waits in this task.
+async fn run_unparked(parked: Parked) {
+    let Parked { conn, socket, deadline, awaiting } = parked;
+    match io::register(socket) {
+        Ok(socket) => run(conn, Dormant { socket: Transport::Plain(socket), deadline, awaiting }, false).await,
+        Err(err) => {
+            let client = &conn.client;
+            tracing::warn!(frontend = %client.frontend.name, client = %client.peer, error = %err, "cannot register the client socket");
+        }
+    }
+}
+
+/// Alternates between serving the connection (from `dormant`, at once if
+/// `awake`) and waiting for its next request, until it ends or, plain, is parked.
+async fn run(conn: Box<Connection>, mut dormant: Dormant, mut awake: bool) {
+    loop {
+        if !std::mem::take(&mut awake) {
+            if matches!(dormant.socket, Transport::Plain(_)) {
+                let Dormant { socket: Transport::Plain(socket), deadline, awaiting } = dormant else { unreachable!() };
+                // Deregistered from tokio: the park watches it now.
+                let socket = socket.into_inner();
+                let park = Arc::clone(&conn.client.park);
+                match park.hold(Parked { conn, socket, deadline, awaiting }) {
+                    Ok(()) => return,
+                    Err(parked) => return Box::pin(run_unparked(parked)).await,
+                }
+            }
+            let client = &conn.client;
+            match dormant.wait(&client.frontend, &client.stop).await {
+                Woken::Readable => {}
+                Woken::TimedOut | Woken::Stopped => return,
+                Woken::Failed(err) => {
+                    tracing::debug!(frontend = %client.frontend.name, client = %client.peer, error = %err, "client socket failed");
+                    return;
+                }
+            }
+        }
+        let client = &conn.client;
+        // Boxed: what serving takes is allocated only while the connection is awake.
+        match Box::pin(client.serve(dormant)).await {
+            Ok(Some(again)) => dormant = again,
+            Ok(None) => return,
+            Err(err) => return on_connection_error(&client.frontend, client.peer, err.as_ref()),
+        }
+    }
+}
+
+/// A client connection from its accept to its close: its client, its places
+/// under the limits, and its count among the frontend's open connections.
+#[derive(Debug)]
+pub struct Connection {
+    /// Who the connection serves, and how.
+    pub client: Client,
+    _seat: Seat,
+}
+
+impl Connection {
+    /// Counts the connection open on its frontend until it drops.
+    fn open(client: Client, seat: Seat) -> Self {
+        let stats = &client.frontend.stats;
+        stats.connections_total.fetch_add(1, Relaxed);
+        stats.active_connections.fetch_add(1, Relaxed);
+        Connection { client, _seat: seat }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.client.frontend.stats.active_connections.fetch_sub(1, Relaxed);
     }
 }
 
@@ -125,6 +213,8 @@ pub struct Client {
     pub stop: CancellationToken,
     /// Where upgraded tunnels run, so a drain waits for them too.
     pub tasks: TaskTracker,
+    /// Where the connection waits, plain, while its client sends nothing.
+    pub park: Arc<Park>,
 }
 
 type ConnError = Box<dyn std::error::Error + Send + Sync>;
