@@ -274,6 +274,16 @@ impl Instance {
         if let Some(previous) = previous {
             retire_removed_servers(previous, next);
         }
+        // The servers' limits as the new config has them (their state is shared with
+        // the previous snapshot, so only once it is published); new servers, or
+        // raised limits, make room for whoever waits.
+        for backend in &next.backends {
+            backend.stats.queue.set_enabled(backend.queue.is_some());
+            for member in &backend.members {
+                member.state.limit.store(member.max_connections, Relaxed);
+                member.state.offer_to_waiters();
+            }
+        }
         listeners.retain(|address, slot| match next.frontend_for_bind(*address) {
             Some(frontend) => {
                 slot.frontend.store(Arc::clone(frontend));

@@ -155,6 +155,13 @@ fn backends(families: &mut Families, snapshot: &Snapshot) {
     let up_servers = families.gauge("fulcrum_backend_up_servers", "Servers currently up.", &["backend"]);
     let retries =
         families.counter("fulcrum_backend_retries_total", "Connect failures retried on another server.", &["backend"]);
+    let queue_length =
+        families.gauge("fulcrum_backend_queue_length", "Requests/connections waiting for a server.", &["backend"]);
+    let queue_refused = families.counter(
+        "fulcrum_backend_queue_timeouts_total",
+        "Waits that ended in 503 (timeout, full queue, or an expected wait past the timeout).",
+        &["backend"],
+    );
     let labels = &["backend", "server"];
     let up = families.gauge("fulcrum_server_up", "1 if the server takes traffic, else 0.", labels);
     let weight = families.gauge("fulcrum_server_weight", "Configured weight (0 = no new traffic).", labels);
@@ -177,6 +184,12 @@ fn backends(families: &mut Families, snapshot: &Snapshot) {
         up_servers.with_label_values(&[b.name.as_str()]).set(b.up_servers() as i64);
         retries.with_label_values(&[b.name.as_str()]).inc_by(b.stats.retries.load(Relaxed));
         families.histogram(b.stats.response_duration.clone());
+        let queue = &b.stats.queue;
+        queue_length.with_label_values(&[b.name.as_str()]).set(queue.len() as i64);
+        queue_refused.with_label_values(&[b.name.as_str()]).inc_by(queue.refused.load(Relaxed));
+        if b.queue.is_some() {
+            families.histogram(queue.wait.clone());
+        }
         for m in &b.members {
             let s = &m.state;
             let names = [b.name.as_str(), m.name.as_str()];

@@ -109,10 +109,29 @@ pub struct BackendReport {
     pub responses: [u64; 5],
     /// Connect failures retried on another server.
     pub retries: u64,
+    /// The backend's queue, if it has one.
+    pub queue: Option<QueueReport>,
     /// Whether servers are health-checked.
     pub health_checked: bool,
     /// Servers in config order.
     pub servers: Vec<ServerReport>,
+}
+
+/// A backend's wait queue.
+#[derive(Debug, Serialize)]
+pub struct QueueReport {
+    /// Waiting right now.
+    pub length: usize,
+    /// Most that may wait.
+    pub max: usize,
+    /// Longest wait, in milliseconds.
+    pub timeout_ms: u64,
+    /// Waits ended in a 503 so far (timeout, full, expected wait too long).
+    pub refused: u64,
+    /// Waits that ended (served or refused) so far.
+    pub waits: u64,
+    /// Their mean, in milliseconds.
+    pub mean_wait_ms: f64,
 }
 
 /// One server.
@@ -232,6 +251,18 @@ fn backend(b: &Backend, balance: Option<crate::config::Balance>, now: u64) -> Ba
         up_servers: b.up_servers(),
         responses: b.stats.responses.each_ref().map(|c| c.load(Relaxed)),
         retries: b.stats.retries.load(Relaxed),
+        queue: b.queue.map(|settings| {
+            let queue = &b.stats.queue;
+            let waits = queue.wait.get_sample_count();
+            QueueReport {
+                length: queue.len(),
+                max: settings.max,
+                timeout_ms: settings.timeout.as_millis() as u64,
+                refused: queue.refused.load(Relaxed),
+                waits,
+                mean_wait_ms: if waits == 0 { 0.0 } else { queue.wait.get_sample_sum() * 1000.0 / waits as f64 },
+            }
+        }),
         health_checked: b.health_check.is_some(),
         servers: b.members.iter().map(|m| server(m, now)).collect(),
     }

@@ -10,7 +10,7 @@ const REFRESH_SECONDS: u32 = 3;
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}\
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}\
-.meta{color:#555;margin-bottom:1em}.bad{color:#b00020;font-weight:600}\
+.meta{color:#555;margin-bottom:1em}.bad{color:#b00020;font-weight:600}.warn{color:#9a6700;font-weight:600}\
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0002;margin-bottom:.6em}\
 th,td{padding:.3em .7em;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}\
 th{background:#f0f0f0;font-weight:600}th.l{text-align:left}td:first-child,th:first-child{text-align:left}\
@@ -145,6 +145,15 @@ fn backend(html: &mut String, b: &BackendReport) {
         server(html, s, b.health_checked);
     }
     html.push_str("</table>");
+    if let Some(q) = &b.queue {
+        let class = if q.length > 0 { " class=\"warn\"" } else { "" };
+        let _ = write!(
+            html,
+            "<p class=\"queue\">Queue: <span{class}>{} waiting</span> (max {}, timeout {} ms) &middot; {} waits, \
+             mean {:.1} ms &middot; {} refused (503)</p>",
+            q.length, q.max, q.timeout_ms, q.waits, q.mean_wait_ms, q.refused,
+        );
+    }
 }
 
 fn server(html: &mut String, s: &ServerReport, checked: bool) {

@@ -29,6 +29,8 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
 
     let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(config.backends.len());
     for (i, b) in config.backends.iter().enumerate() {
+        let stats =
+            carry.backends.get(b.name.as_str()).cloned().unwrap_or_else(|| Arc::new(BackendStats::new(&b.name)));
         let mut members = Vec::with_capacity(b.servers.len());
         for (j, s) in b.servers.iter().enumerate() {
             let Some(address) = s.resolved_address() else {
@@ -43,6 +45,8 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             // this process waits for its first check instead of receiving traffic blind.
             let state =
                 carry.servers.get(&key).cloned().unwrap_or_else(|| ServerState::new(key, b.health_check.is_none()));
+            // A server belongs to one backend for life (its identity names it).
+            state.attach_queue(&stats.queue);
             // An IP address is a name too (verified against the certificate's IP SANs).
             let tls_name =
                 b.tls.as_ref().map(|_| crate::tls::server_name(&s.address).unwrap_or_else(|| address.ip().into()));
@@ -81,7 +85,12 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             config::Balance::ConsistentHash => Some(b.hash_key.clone().unwrap_or(HashKey::SourceIp)),
             _ => None,
         };
+        let queue = b.queue.as_ref().map(|queue| super::QueueSettings {
+            max: queue.max.unwrap_or(config::Queue::DEFAULT_MAX),
+            timeout: queue.timeout.map_or(config::Queue::DEFAULT_TIMEOUT, |d| d.0),
+        });
         backends.push(Arc::new(Backend {
+            queue,
             tls,
             protocol: b.protocol,
             name: b.name.clone(),
@@ -91,7 +100,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             retries: b.retries.unwrap_or(0),
             timeouts: b.timeouts.resolve(global),
             health_check,
-            stats: carry.backends.get(b.name.as_str()).cloned().unwrap_or_else(|| Arc::new(BackendStats::new(&b.name))),
+            stats,
         }));
     }
     let by_name: HashMap<&str, &Arc<Backend>> = backends.iter().map(|b| (b.name.as_str(), b)).collect();

@@ -112,8 +112,19 @@ pub struct Backend {
     pub tls: Option<Arc<UpstreamTls>>,
     /// HTTP/1.1 or HTTP/2 to the servers.
     pub protocol: Protocol,
-    /// Counters, kept across reloads.
+    /// Where requests wait for a server slot; `None`: refused at once.
+    pub queue: Option<QueueSettings>,
+    /// Counters (and the wait queue), kept across reloads.
     pub stats: Arc<BackendStats>,
+}
+
+/// A backend's `queue:`, with defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Most requests waiting at once.
+    pub max: usize,
+    /// Longest wait.
+    pub timeout: Duration,
 }
 
 impl Backend {
@@ -180,6 +191,7 @@ pub(crate) fn test_backend(name: &str) -> Arc<Backend> {
         health_check: None,
         tls: None,
         protocol: Default::default(),
+        queue: None,
         stats: Arc::new(BackendStats::new(name)),
     })
 }

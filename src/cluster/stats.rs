@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use prometheus::{Histogram, HistogramOpts};
 
-use crate::upstream::DURATION_BUCKETS;
+use std::sync::Arc;
+
+use crate::upstream::{WaitQueue, DURATION_BUCKETS};
 
 /// Counters of one frontend; the data path updates them, `/metrics` reads them.
 #[derive(Debug, Default)]
@@ -139,6 +141,8 @@ pub struct BackendStats {
     pub response_duration: Histogram,
     /// Connect failures retried on another server.
     pub retries: AtomicU64,
+    /// Requests waiting for a server slot.
+    pub queue: Arc<WaitQueue>,
 }
 
 impl BackendStats {
@@ -154,6 +158,7 @@ impl BackendStats {
             responses: Default::default(),
             response_duration: Histogram::with_opts(opts).expect("static histogram options are valid"),
             retries: AtomicU64::new(0),
+            queue: Arc::new(WaitQueue::new(name)),
         }
     }
 

@@ -310,6 +310,29 @@ pub struct Backend {
     /// The HTTP version spoken to the servers (default http1).
     #[serde(default)]
     pub protocol: Protocol,
+    /// Where requests wait when every usable server is at its `max_connections`;
+    /// absent: they are refused at once (503, tcp: closed).
+    #[serde(default)]
+    pub queue: Option<Queue>,
+}
+
+/// `queue:` of a backend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Most requests waiting at once (default 1000); beyond: 503.
+    #[serde(default)]
+    pub max: Option<usize>,
+    /// Longest wait (default 5s); then 503.
+    #[serde(default, with = "opt_duration")]
+    pub timeout: Option<HumanDuration>,
+}
+
+impl Queue {
+    /// Most waiters when `max` is unset.
+    pub const DEFAULT_MAX: usize = 1000;
+    /// Longest wait when `timeout` is unset.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 }
 
 /// `protocol:` of a backend: how HTTP reaches its servers.

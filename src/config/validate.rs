@@ -12,6 +12,9 @@ use super::schema::*;
 
 /// Highest server weight accepted.
 pub const MAX_WEIGHT: u32 = 256;
+/// Most requests a backend's queue may hold.
+const MAX_QUEUE: usize = 1_000_000;
+
 /// Most connect retries accepted.
 pub const MAX_RETRIES: u32 = 16;
 /// Most weight units in one consistent-hash backend: each unit is 400 points on the
@@ -321,6 +324,16 @@ impl Validator {
         }
         if let Some(check) = &backend.health_check {
             self.health_check(&format!("{path}.health_check"), check);
+        }
+        if let Some(queue) = &backend.queue {
+            self.number(format!("{path}.queue.max"), queue.max, 1, MAX_QUEUE);
+            self.duration(format!("{path}.queue.timeout"), queue.timeout, HOUR);
+            if backend.servers.iter().all(|server| server.max_connections == 0) {
+                self.err(
+                    format!("{path}.queue"),
+                    "no server has max_connections, so nothing would ever wait: set servers[].max_connections",
+                );
+            }
         }
     }
 

@@ -44,6 +44,7 @@ impl HealthChecks {
                 for member in &backend.members {
                     if member.state.set_up(true) {
                         tracing::info!(backend = %backend.name, server = %member.name, "health check removed; server is UP");
+                        member.state.offer_to_waiters();
                     }
                 }
                 continue;

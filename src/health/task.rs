@@ -54,6 +54,9 @@ pub async fn run(
         if let Some(up) = machine.record(ok) {
             if state.set_up(up) {
                 log_transition(&state.key, up, &detail);
+                if up {
+                    state.offer_to_waiters();
+                }
             }
         }
         state.record_check(CheckResult { ok, detail, at_ms: unix_ms(), duration: started.elapsed() });

@@ -34,6 +34,21 @@ pub enum ProxyError {
         /// Backend name.
         backend: String,
     },
+    /// Every usable server was at its `max_connections` and the backend's queue
+    /// was full, or the expected wait already longer than the queue's timeout.
+    #[error("backend {backend}: every server is at max_connections and the queue is full")]
+    QueueFull {
+        /// Backend name.
+        backend: String,
+    },
+    /// The request waited in the backend's queue for the queue's whole timeout.
+    #[error("backend {backend}: no server slot within the queue timeout ({timeout:?})")]
+    QueueTimeout {
+        /// Backend name.
+        backend: String,
+        /// The queue's timeout.
+        timeout: Duration,
+    },
     /// The server refused or reset the connect.
     #[error("connect to server {server} ({address}) failed: {source}")]
     Connect {
@@ -100,7 +115,10 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::ClientBody { timed_out: true, .. } => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::NoRoute | ProxyError::NoServer { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoRoute
+            | ProxyError::NoServer { .. }
+            | ProxyError::QueueFull { .. }
+            | ProxyError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
             | ProxyError::Upstream { .. }

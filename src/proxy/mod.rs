@@ -6,6 +6,7 @@ pub mod error;
 pub mod http;
 pub mod quick_ack;
 pub mod retry;
+pub mod slot;
 pub mod sni;
 pub mod tcp;
 

@@ -9,6 +9,7 @@ use super::error::ProxyError;
 use crate::balance::{Member, Tried};
 use crate::cluster::Backend;
 use crate::log_limit::LogLimit;
+use crate::upstream::ActiveGuard;
 
 /// Failed attempts handed to another server, across every backend.
 static RETRYING: LogLimit = LogLimit::per_second();
@@ -23,7 +24,8 @@ pub enum Attempt<T, S> {
     Fail(ProxyError),
 }
 
-/// Runs `attempt` on servers of `backend` picked for `key` until one is `Done`,
+/// Runs `attempt` on servers of `backend` picked for `key` (each with a slot
+/// reserved on the server, see [`super::slot::acquire`]) until one is `Done`,
 /// one `Fail`s, the retries are used up, or no untried server is left. `carry`
 /// is what an attempt consumes and a retry gets back (the request, for HTTP).
 /// Returns the index of the server that answered.
@@ -34,18 +36,27 @@ pub async fn on_servers<'b, T, S, F, Fut>(
     mut attempt: F,
 ) -> Result<(usize, T), ProxyError>
 where
-    F: FnMut(&'b Member, S) -> Fut,
+    F: FnMut(&'b Member, ActiveGuard, S) -> Fut,
     Fut: Future<Output = Attempt<T, S>>,
 {
     let mut tried = Tried::default();
     let mut last_error = None;
     for round in 0..=backend.retries {
-        let Some((index, member)) = backend.pick(key, &tried) else { break };
+        let (index, slot) = match super::slot::acquire(backend, key, &tried).await {
+            Ok(found) => found,
+            // Nothing left to try: the first failure says what went wrong.
+            Err(err @ ProxyError::NoServer { .. }) if last_error.is_some() => {
+                drop(err);
+                break;
+            }
+            Err(err) => return Err(err),
+        };
+        let member = &backend.members[index];
         if round > 0 {
             backend.stats.retries.fetch_add(1, Relaxed);
         }
         tried.insert(index);
-        match attempt(member, carry).await {
+        match attempt(member, slot, carry).await {
             Attempt::Done(value) => return Ok((index, value)),
             Attempt::Fail(err) => return Err(err),
             Attempt::Retry(err, back) => {

@@ -48,13 +48,14 @@ pub async fn serve(frontend: Arc<Frontend>, client: TcpStream, peer: SocketAddr)
         Some(HashKey::SourceIp) => Some(hash_ip(peer)),
         _ => None,
     };
-    let connect = |member, ()| async move {
+    let connect = |member, slot, ()| async move {
         match connect_server(member, backend.timeouts.connect).await {
-            Ok(stream) => Attempt::Done(stream),
+            Ok(stream) => Attempt::Done((stream, slot)),
+            // The slot goes back with the failure.
             Err(err) => Attempt::Retry(err, ()),
         }
     };
-    let (index, upstream) = match on_servers(backend, key, (), connect).await {
+    let (index, (upstream, _slot)) = match on_servers(backend, key, (), connect).await {
         Ok(found) => found,
         Err(err) => {
             if let Some(repeats) = NO_SERVER.check() {
@@ -64,7 +65,7 @@ pub async fn serve(frontend: Arc<Frontend>, client: TcpStream, peer: SocketAddr)
         }
     };
     let member = &backend.members[index];
-    let _active = member.state.track_connection();
+    member.state.connections_total.fetch_add(1, Relaxed);
     let idle = Idle::new(frontend.timeouts.client, backend.timeouts.server);
     let up = Counted::new(Some(&frontend.stats.received_bytes));
     let down = Counted::new(Some(&frontend.stats.sent_bytes));

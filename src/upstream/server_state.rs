@@ -4,12 +4,13 @@
 //! these same atomics; there is no second set of counters.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{Histogram, HistogramOpts};
 
+use super::wait_queue::WaitQueue;
 use super::PoolSlot;
 
 /// Identity of a server across reloads: a reload that keeps all three keeps the state.
@@ -31,6 +32,10 @@ pub struct ServerState {
     up: AtomicBool,
     /// Connections open to the server right now (TCP sessions and pooled HTTP connections in use).
     pub active: AtomicU64,
+    /// `max_connections` as the current config has it (0: unlimited).
+    pub limit: AtomicU64,
+    /// The backend's wait queue: a slot freed goes to its oldest waiter.
+    queue: OnceLock<Arc<WaitQueue>>,
     /// Connections opened to the server.
     pub connections_total: AtomicU64,
     /// Connects that failed (refused, timed out, unreachable).
@@ -101,6 +106,8 @@ impl ServerState {
             key,
             up: AtomicBool::new(up),
             active: AtomicU64::new(0),
+            limit: AtomicU64::new(0),
+            queue: OnceLock::new(),
             connections_total: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
@@ -154,20 +161,88 @@ impl ServerState {
     }
 
     /// Counts an HTTP request in flight on the server until the guard drops (the
-    /// connection itself may be pooled and reused).
+    /// connection itself may be pooled and reused), whatever the server's limit.
     pub fn track_request(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Relaxed);
-        ActiveGuard(Arc::clone(self))
+        self.active.fetch_add(1, SeqCst);
+        self.guard()
+    }
+
+    /// Takes one of the server's slots (a request in flight, or a tcp session)
+    /// if it is up and below its `limit`; the slot is held until the guard drops.
+    /// Exact across workers: the count never goes above the limit.
+    pub fn try_reserve(self: &Arc<Self>) -> Option<ActiveGuard> {
+        if !self.is_up() {
+            return None;
+        }
+        let limit = self.limit.load(Relaxed);
+        if limit == 0 {
+            self.active.fetch_add(1, SeqCst);
+        } else {
+            self.active.fetch_update(SeqCst, SeqCst, |active| (active < limit).then_some(active + 1)).ok()?;
+        }
+        Some(self.guard())
+    }
+
+    /// Hands the waiters of the backend's queue what room the server has: after it
+    /// came up, or a reload gave it (or its backend) room.
+    pub fn offer_to_waiters(self: &Arc<Self>) {
+        if let Some(queue) = self.queue.get() {
+            if !queue.is_empty() {
+                queue.offer(self);
+            }
+        }
+    }
+
+    /// Ties the server to its backend's wait queue (once: a server belongs to one
+    /// backend for its whole life).
+    pub fn attach_queue(&self, queue: &Arc<WaitQueue>) {
+        let _ = self.queue.set(Arc::clone(queue));
+    }
+
+    fn guard(self: &Arc<Self>) -> ActiveGuard {
+        // Timed only where a queue wants the mean (the clock read is not free).
+        let since = self.queue.get().filter(|queue| queue.enabled()).map(|_| Instant::now());
+        ActiveGuard { server: Arc::clone(self), since, quiet: false }
     }
 }
 
-/// Keeps a server's `active` count raised while alive.
+/// Keeps a server's `active` count raised while alive; on drop the slot goes to
+/// the oldest waiter of the backend's queue, if any.
 #[derive(Debug)]
-pub struct ActiveGuard(Arc<ServerState>);
+pub struct ActiveGuard {
+    server: Arc<ServerState>,
+    since: Option<Instant>,
+    quiet: bool,
+}
+
+impl ActiveGuard {
+    /// The server the slot is on.
+    pub fn server(&self) -> &Arc<ServerState> {
+        &self.server
+    }
+
+    /// Gives the slot back without handing it to a waiter: for a waiter that was
+    /// handed a slot it cannot use (the server drained meanwhile), which would only
+    /// go round the other waiters, who cannot use it either.
+    pub fn release_quietly(mut self) {
+        self.quiet = true;
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Relaxed);
+        let server = &self.server;
+        server.active.fetch_sub(1, SeqCst);
+        if let Some(queue) = server.queue.get() {
+            if let Some(since) = self.since {
+                queue.observe_hold(since.elapsed());
+            }
+            // After the decrement (SeqCst): a waiter that joined before it is seen
+            // here, one that joins after it finds the slot free when it looks again.
+            if !self.quiet && !queue.is_empty() {
+                queue.offer(server);
+            }
+        }
     }
 }
 

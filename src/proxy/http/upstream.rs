@@ -51,8 +51,8 @@ pub async fn forward(
     worker: Worker,
 ) -> Result<Exchange, ProxyError> {
     let replayable = is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
-    let (server, (response, sender, active)) = on_servers(backend, key, req, |member, req| async move {
-        match exchange(backend, member, req, replayable, name_server, worker).await {
+    let (server, (response, sender, active)) = on_servers(backend, key, req, |member, active, req| async move {
+        match exchange(backend, member, active, req, replayable, name_server, worker).await {
             Ok(sent) => Attempt::Done(sent),
             Err(Failure::Connect(err, unsent)) => Attempt::Retry(err, *unsent),
             Err(Failure::Sent(err)) => Attempt::Fail(err),
@@ -67,6 +67,7 @@ pub(super) type Sent = (Response<Incoming>, Option<SendRequest<RequestBody>>, Ac
 async fn exchange(
     backend: &Backend,
     member: &Member,
+    active: ActiveGuard,
     mut req: Request<RequestBody>,
     replayable: bool,
     name_server: bool,
@@ -76,9 +77,8 @@ async fn exchange(
         req.headers_mut().insert(http::header::HOST, host.clone());
     }
     if backend.protocol.is_h2() {
-        return super::upstream_h2::exchange(backend, member, req, worker).await;
+        return super::upstream_h2::exchange(backend, member, active, req, worker).await;
     }
-    let active = member.state.track_request();
     if let Some(sender) = member.state.pool.take::<SendRequest<RequestBody>>(worker) {
         // A replay copy only for requests that may be sent twice (no body, idempotent).
         let spare = replayable.then(|| replay_copy(&req));

@@ -13,16 +13,16 @@ use super::upstream::{open, send, Failure, SendError, ServerStream, TrySend};
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::ProxyError;
-use crate::upstream::{Pooled, Worker};
+use crate::upstream::{ActiveGuard, Pooled, Worker};
 
 /// Sends `req` to `member` over its shared HTTP/2 connection (opened if needed).
 pub(super) async fn exchange(
     backend: &Backend,
     member: &Member,
+    active: ActiveGuard,
     req: Request<RequestBody>,
     worker: Worker,
 ) -> Result<super::upstream::Sent, Failure> {
-    let active = member.state.track_request();
     let req = for_h2(req, backend, member);
     let (sender, fresh) = match member.state.pool.take::<SendRequest<RequestBody>>(worker) {
         Some(shared) => {
