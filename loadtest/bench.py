@@ -12,9 +12,15 @@ each, full handshake, ab), keep-alive HTTPS requests (wrk) and the large body ov
 https. Then, on fresh proxy processes, the RSS per idle keep-alive client
 connection: connected with no request, after one request each sent one after
 another, after one request each sent all at once, and after the connections close.
-Prints the tables, Fulcrum's ratios and the goals of issue #12 and of TLS termination.
+With GUNICORN (default), before the memory test: two gunicorn servers with 2 sync
+workers each (a 200 ms handler) behind one more HAProxy (per-server `maxconn 2` and
+its queue), Fulcrum (`max_connections: 2` and `queue:`) and nginx (round robin, no
+queue), 40 wrk clients through each in turn (issue #14).
+Prints the tables, Fulcrum's ratios and the goals of issues #12 and #14 and of TLS
+termination.
 """
 
+import http.client
 import os
 import re
 import resource
@@ -60,6 +66,12 @@ TLS = ENV("TLS", "1") == "1"
 TLS_CONNECTIONS = int(ENV("TLS_CONNECTIONS", "64"))  # concurrency of both TLS rows
 # https-flood: new TLS clients at once (ab) while the keep-alive HTTPS row is measured.
 FLOOD_CONNECTIONS = int(ENV("FLOOD_CONNECTIONS", "256"))
+# 1: the gunicorn row (issue #14): two gunicorn servers, 2 sync workers each, a
+# 200 ms handler, behind HAProxy and Fulcrum with 2 connections per server and a
+# queue, and nginx (no queue); GUNICORN_CLIENTS wrk connections for GUNICORN_SECS
+# through each. 0: skipped (and gunicorn not needed).
+GUNICORN = ENV("GUNICORN", "1") == "1"
+GUNICORN_SECS = int(ENV("GUNICORN_SECS", "10"))
 BENCH_DIR = ENV("BENCH_DIR")                  # temp dir made by run.sh (it cleans up)
 
 for w in PROXY_THREADS + MEMORY_THREADS:
@@ -89,6 +101,19 @@ CPUS = os.cpu_count()
 
 PROXIES = ("haproxy", "nginx", "fulcrum")
 BACKENDS = [18081, 18082]
+
+# The gunicorn row: the two gunicorn servers, and one proxy of each kind in front of
+# them (18611 haproxy, 18612 nginx, 18613 fulcrum).
+GUNICORN_SERVERS = [18601, 18602]
+GUNICORN_WORKERS = 2         # sync workers per server: requests each serves at once
+GUNICORN_SLOTS = 2           # HAProxy maxconn / Fulcrum max_connections per server
+GUNICORN_SLEEP = 0.2         # seconds the handler sleeps
+GUNICORN_CLIENTS = 40        # wrk connections
+GUNICORN_WRK_TIMEOUT = 30    # wrk --timeout, s: longer than any wait in the queue
+
+
+def gunicorn_port(name):
+    return 18610 + PROXIES.index(name) + 1
 
 
 def tls_port(name, setting_index):
@@ -163,6 +188,25 @@ def make_certificate(tmp):
 CERT = {}  # filled by main() when TLS: {"cert", "key", "pem"}
 
 
+def haproxy_forward(proto):
+    """The request headers Fulcrum always adds, for an HAProxy backend section
+    (FORWARD_HEADERS)."""
+    return f"""  option forwardfor
+  http-request set-header X-Forwarded-Proto {proto}
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request add-header Via "1.1 haproxy"
+""" if FORWARD_HEADERS else ""
+
+
+# The same for an nginx `location` (FORWARD_HEADERS); nginx also passes the client's Host.
+NGINX_FORWARD = """      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header Via "1.1 nginx";
+""" if FORWARD_HEADERS else ""
+
+
 def proxy_config(tmp, name, workers, http, tcp, tag, https=None):
     """Write one proxy's config (with an https frontend on `https` if given); returns
     its path."""
@@ -173,11 +217,7 @@ def proxy_config(tmp, name, workers, http, tcp, tag, https=None):
         path = f"{tmp}/haproxy-{tag}.cfg"
         # Unset nbthread is HAProxy 2.6's default: one thread per CPU it may run on.
         nbthread = "" if workers == "default" else f"  nbthread {workers}\n"
-        forward = lambda proto: f"""  option forwardfor
-  http-request set-header X-Forwarded-Proto {proto}
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  http-request add-header Via "1.1 haproxy"
-""" if FORWARD_HEADERS else ""
+        forward = haproxy_forward
         # Same as be_http but its own section, so the proto header says https.
         tls = f"""frontend fe_https
   mode http
@@ -216,12 +256,7 @@ backend be_tcp
 {tls}""")
     elif name == "nginx":
         path = f"{tmp}/nginx-{tag}.conf"
-        forward = """      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $http_host;
-      proxy_set_header Via "1.1 nginx";
-""" if FORWARD_HEADERS else ""
+        forward = NGINX_FORWARD
         # nginx 1.22's ssl_protocols default lacks TLSv1.3: say it (1.2 and 1.3, as
         # HAProxy and Fulcrum by default). $scheme is https here: X-Forwarded-Proto too.
         tls = f"""  server {{
@@ -286,10 +321,97 @@ frontends:
     servers:
 {fsrv}
 """)
-        check = subprocess.run([FULCRUM, "check", "--config", path], capture_output=True, text=True, timeout=30)
-        if check.returncode != 0:
-            sys.exit(f"fulcrum check rejected the benchmark config {path}:\n{check.stderr}")
+        fulcrum_check(path)
     return path
+
+
+def fulcrum_check(path):
+    check = subprocess.run([FULCRUM, "check", "--config", path], capture_output=True, text=True, timeout=30)
+    if check.returncode != 0:
+        sys.exit(f"fulcrum check rejected the benchmark config {path}:\n{check.stderr}")
+
+
+GUNICORN_APP = f"""import time
+
+
+def app(environ, start_response):
+    time.sleep({GUNICORN_SLEEP})
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+    return [b"ok\\n"]
+"""
+
+
+def gunicorn_configs(tmp):
+    """The gunicorn row's files: the WSGI app (gunicorn_app.py: sleeps GUNICORN_SLEEP,
+    answers 200 `ok\\n`) and one config per proxy in front of the two gunicorn servers,
+    on its gunicorn_port. HAProxy and Fulcrum let GUNICORN_SLOTS requests at once reach
+    each server and queue the rest (30 s at most); open-source nginx has no such queue:
+    plain round robin, the excess waits in gunicorn's listen backlog. Timeouts as in the
+    load sets. Fulcrum's config is checked here, before anything runs. Returns
+    {proxy: config path}."""
+    write(f"{tmp}/gunicorn_app.py", GUNICORN_APP)
+    write(f"{tmp}/latency.lua", WRK_LATENCY_LUA)
+    paths = {name: f"{tmp}/{name}-gunicorn.{ext}" for name, ext in zip(PROXIES, ("cfg", "conf", "yaml"))}
+    srv = "\n".join(f"  server g{i} 127.0.0.1:{p} maxconn {GUNICORN_SLOTS}" for i, p in enumerate(GUNICORN_SERVERS))
+    write(paths["haproxy"], f"""
+global
+  maxconn 1000
+defaults
+  timeout connect 3s
+  timeout client 60s
+  timeout server 60s
+  timeout queue 30s
+frontend fe_gunicorn
+  mode http
+  bind 127.0.0.1:{gunicorn_port("haproxy")}
+  default_backend be_gunicorn
+backend be_gunicorn
+  mode http
+  balance roundrobin
+{haproxy_forward("http")}{srv}
+""")
+    ups = "\n".join(f"    server 127.0.0.1:{p};" for p in GUNICORN_SERVERS)
+    write(paths["nginx"], f"""
+worker_processes auto;
+pid {tmp}/nginx-gunicorn.pid;
+error_log {tmp}/nginx-gunicorn.err;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  upstream gunicorn {{
+{ups}
+  }}
+  server {{
+    listen 127.0.0.1:{gunicorn_port("nginx")};
+    client_header_timeout 60s;
+    client_body_timeout 60s;
+    send_timeout 60s;
+    location / {{
+      proxy_pass http://gunicorn;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_connect_timeout 3s;
+      proxy_send_timeout 60s;
+      proxy_read_timeout 60s;
+{NGINX_FORWARD}    }}
+  }}
+}}
+""")
+    fsrv = "\n".join(f"      - {{ name: g{i}, address: 127.0.0.1:{p}, max_connections: {GUNICORN_SLOTS} }}"
+                     for i, p in enumerate(GUNICORN_SERVERS))
+    write(paths["fulcrum"], f"""
+timeouts: {{ connect: 3s, client: 60s, server: 60s, request_header: 60s }}
+frontends:
+  - {{ name: http, bind: 127.0.0.1:{gunicorn_port("fulcrum")}, mode: http, default_backend: gunicorn, access_log: false }}
+backends:
+  - name: gunicorn
+    balance: round_robin
+    queue: {{ max: 1000, timeout: 30s }}
+    servers:
+{fsrv}
+""")
+    fulcrum_check(paths["fulcrum"])
+    return paths
 
 
 def wait_port(port, what, limit=10.0):
@@ -311,6 +433,8 @@ def ports_free():
         ports += [p for i in range(len(PROXY_THREADS)) for p in load_ports(name, i)]
         ports += [tls_port(name, i) for i in range(len(PROXY_THREADS))] if TLS else []
         ports += [p for i in range(2 * len(MEMORY_THREADS)) for p in memory_ports(name, i)]
+    if GUNICORN:
+        ports += GUNICORN_SERVERS + [gunicorn_port(name) for name in PROXIES]
     busy = []
     for port in ports:
         try:
@@ -350,12 +474,14 @@ def record_pid(pid):
 
 
 class Instance:
-    """One running proxy: name, worker setting, ports, process."""
+    """One running proxy: name, worker setting, ports, process. `config`: a config
+    already written (the gunicorn row's, listening on `http` only; tcp None) instead
+    of the load set's."""
 
-    def __init__(self, tmp, name, workers, http, tcp, tag, log, https=None):
+    def __init__(self, tmp, name, workers, http, tcp, tag, log, https=None, config=None):
         self.name, self.workers, self.http, self.tcp, self.tag = name, workers, http, tcp, tag
         self.https = https
-        path = proxy_config(tmp, name, workers, http, tcp, tag, https)
+        path = config or proxy_config(tmp, name, workers, http, tcp, tag, https)
         if name == "haproxy":
             cmd = ["haproxy", "-f", path]
         elif name == "nginx":
@@ -370,7 +496,8 @@ class Instance:
                                      stderr=log if name == "fulcrum" else None, env=env)
         record_pid(self.proc.pid)
         wait_port(http, f"{name} ({tag})")
-        wait_port(tcp, f"{name} ({tag})")
+        if tcp:
+            wait_port(tcp, f"{name} ({tag})")
         if https:
             wait_port(https, f"{name} ({tag})")
         if name == "nginx":  # wait for the workers to be forked (<= 5 s)
@@ -451,19 +578,34 @@ def parse_ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk(port, connections, scheme="http"):
+def wrk(port, connections, scheme="http", duration=None, timeout=None, stats=None, threads=None, script=None):
     """One wrk run: (requests, req/s, p50 ms, p99 ms, errors), or None if wrk failed.
     Over https always keep-alive (wrk would resume its TLS session on every new
-    connection: the new-connection row is ab's, below)."""
+    connection: the new-connection row is ab's, below). `duration`: seconds instead of
+    DURATION; `timeout`: wrk's --timeout in s (default 2); `stats`: a dict that gets
+    the max latency in ms ("max") and wrk's error lines ("detail"); `threads`: instead
+    of WRK_THREADS; `script`: a wrk Lua script, e.g. WRK_LATENCY_LUA's (then p50, p99
+    and max are its microseconds, not wrk's text, which has 3 significant digits)."""
+    duration = duration or DURATION
     close = ["-H", "Connection: close"] if CLOSE and scheme == "http" else []
-    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{DURATION}s", "--latency", *close,
+    limit = ["--timeout", f"{timeout}s"] if timeout else []
+    limit += ["-s", script] if script else []
+    cmd = ["wrk", f"-t{threads or WRK_THREADS}", f"-c{connections}", f"-d{duration}s", *limit, "--latency", *close,
            f"{scheme}://127.0.0.1:{port}/"]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION + 30).stdout
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
         requests = int(re.search(r"(\d+) requests in", out).group(1))
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
         p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
         p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+        if stats is not None:  # Latency   avg   stdev   max   +/- stdev
+            stats["max"] = parse_ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1))
+            stats["detail"] = "; ".join(re.findall(r"(?:Socket errors|Non-2xx or 3xx responses):.*", out))
+        exact = re.search(r"latency_us p50 (\d+) p99 (\d+) max (\d+)", out)
+        if exact:
+            p50, p99 = int(exact.group(1)) / 1000, int(exact.group(2)) / 1000
+            if stats is not None:
+                stats["max"] = int(exact.group(3)) / 1000
     except (subprocess.TimeoutExpired, AttributeError) as e:
         print(f"  wrk on port {port} failed ({type(e).__name__})", file=sys.stderr)
         return None
@@ -476,6 +618,15 @@ def wrk(port, connections, scheme="http"):
         errors += sum(int(x) for x in m.groups())
         print(f"  port {port}: {m.group(0)}", file=sys.stderr)
     return requests, rps, p50, p99, errors
+
+
+# wrk's latency figures in microseconds, for wrk(script=...): its text report prints
+# e.g. "2.01s", so 10 ms steps around the gunicorn row's ~2 s.
+WRK_LATENCY_LUA = """done = function(summary, latency, requests)
+  io.write(string.format("latency_us p50 %d p99 %d max %d\\n",
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
 
 
 def ab(port, connections, csv):
@@ -558,6 +709,154 @@ def tls_probe(port):
     except (OSError, subprocess.TimeoutExpired):
         proto = "(curl failed)"
     return f"{hs}, X-Forwarded-Proto at the backend: {proto}"
+
+
+def gunicorn_cmd():
+    """How to start gunicorn: its script (Debian's `gunicorn` package), else the
+    module in this Python (pip)."""
+    exe = shutil.which("gunicorn")
+    return [exe] if exe else [sys.executable, "-m", "gunicorn"]
+
+
+def gunicorn_get(port, limit):
+    """GET / straight from one gunicorn server: True if it answered 200 `ok\\n`
+    within `limit` s."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=limit)
+    try:
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        return r.status == 200 and r.read() == b"ok\n"
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def gunicorn_busy():
+    """Connections to the gunicorn servers not finished yet: their server side
+    ESTABLISHED or CLOSE_WAIT (accepted, or still waiting in the listen backlog,
+    including those the proxy has given up on: gunicorn still serves them)."""
+    ports = {f"{p:04X}" for p in GUNICORN_SERVERS}
+    busy = 0
+    try:
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[1].rsplit(":", 1)[1] in ports and cols[3] in ("01", "08"):
+                    busy += 1
+    except OSError:
+        pass
+    return busy
+
+
+def gunicorn_idle(limit):
+    """Wait (<= `limit` s) until nothing is left for the gunicorn servers to do (no
+    connection to them for 0.5 s: a proxy may still be sending what it had queued)
+    and each answers a request of its own. True if so."""
+    deadline = time.time() + limit
+    quiet_since = None
+    while time.time() < deadline:
+        if gunicorn_busy():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.time()
+        elif time.time() - quiet_since >= 0.5:
+            break
+        time.sleep(0.1)
+    for port in GUNICORN_SERVERS:
+        while not gunicorn_get(port, max(0.5, min(5.0, deadline - time.time()))):
+            if time.time() >= deadline:
+                return False
+            time.sleep(0.2)
+    return time.time() < deadline
+
+
+def stop_gunicorn(master):
+    """SIGTERM to the master (it stops its workers; --graceful-timeout 5), SIGKILL
+    after 10 s; then any worker still there."""
+    workers = children(master.pid)
+    if master.poll() is None:
+        master.send_signal(signal.SIGTERM)
+    try:
+        master.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        master.kill()
+        master.wait()
+    for pid in workers:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"gunicorn" in f.read():
+                    os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def gunicorn_row(tmp, log, paths):
+    """Issue #14's row: two gunicorn servers (GUNICORN_WORKERS sync workers each,
+    the app of gunicorn_configs) and one proxy of each kind in front of them (their
+    default worker counts), all started here and stopped at the end; then, one proxy
+    after another, `wrk -t1 -c40 -d$GUNICORN_SECS --timeout 30s` through it, each run
+    starting once the servers have nothing left to do. Returns {proxy: {"rps", "p50",
+    "p99", "max", "errors", "detail"}} for the proxies measured."""
+    out, masters, insts = {}, [], {}
+    started = time.time()
+    try:
+        for port in GUNICORN_SERVERS:
+            g = subprocess.Popen(gunicorn_cmd() + [
+                "--workers", str(GUNICORN_WORKERS), "--worker-class", "sync", "--bind", f"127.0.0.1:{port}",
+                "--backlog", "2048", "--timeout", "300", "--graceful-timeout", "5", "--chdir", tmp,
+                "--error-logfile", f"{tmp}/gunicorn-{port}.log", "gunicorn_app:app"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            record_pid(g.pid)
+            masters.append(g)
+        ready = gunicorn_idle(30)
+        for g in masters:  # in case a master is killed hard
+            for pid in children(g.pid):
+                record_pid(pid)
+        if not ready:
+            print(f"  !! gunicorn did not answer on {GUNICORN_SERVERS} within 30 s: no gunicorn row "
+                  f"(its logs: {tmp}/gunicorn-*.log)", file=sys.stderr)
+            return out
+        for name in PROXIES:
+            insts[name] = Instance(tmp, name, "default", gunicorn_port(name), None, "gunicorn", log,
+                                   config=paths[name])
+        print("  gunicorn row: " + ", ".join(f"{n} {i.shape()}" for n, i in insts.items())
+              + f", gunicorn {'/'.join(str(len(children(g.pid))) for g in masters)} workers", file=sys.stderr)
+        for name in PROXIES:
+            if not gunicorn_idle(60):
+                print(f"  !! gunicorn still busy or not answering after 60 s (before {name})", file=sys.stderr)
+            stats = {}
+            run = wrk(gunicorn_port(name), GUNICORN_CLIENTS, duration=GUNICORN_SECS, timeout=GUNICORN_WRK_TIMEOUT,
+                      stats=stats, threads=1, script=f"{tmp}/latency.lua")
+            if not insts[name].alive():
+                print(f"  !! {name} (gunicorn row) exited with {insts[name].proc.returncode}", file=sys.stderr)
+            if run is None:
+                continue
+            _, rps, p50, p99, errors = run
+            out[name] = {"rps": rps, "p50": p50, "p99": p99, "max": stats.get("max", float("nan")),
+                         "errors": errors, "detail": stats.get("detail", "")}
+            print(f"  gunicorn {name:8} {rps:6.1f} req/s  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  "
+                  f"max {out[name]['max']:7.1f} ms  errors {errors}"
+                  + (f"  ({out[name]['detail']})" if out[name]["detail"] else ""), file=sys.stderr)
+    finally:
+        for inst in insts.values():
+            inst.stop()
+        for g in masters:
+            stop_gunicorn(g)
+        noted = []
+        for port in GUNICORN_SERVERS:
+            try:
+                with open(f"{tmp}/gunicorn-{port}.log") as f:
+                    noted += [f"{port}: {line.strip()}" for line in f
+                              if any(k in line for k in ("[WARNING]", "[ERROR]", "[CRITICAL]"))]
+            except OSError:
+                pass
+        if noted:
+            print(f"  gunicorn logged {len(noted)} warning/error line(s); last ones:", file=sys.stderr)
+            for line in noted[-5:]:
+                print(f"    {line}", file=sys.stderr)
+        print(f"  gunicorn row done in {time.time() - started:.0f} s", file=sys.stderr)
+    return out
 
 
 def settle(pids, limit=10.0, step=0.5):
@@ -716,6 +1015,7 @@ def versions():
         f"haproxy: {first_line(['haproxy', '-v'])}",
         f"nginx: {first_line(['nginx', '-v'])}",
         f"wrk: {first_line(['wrk', '-v'])}",
+        *([f"gunicorn: {first_line(gunicorn_cmd() + ['--version'])}"] if GUNICORN else []),
         f"fulcrum: {commit}",
     ]
 
@@ -746,12 +1046,17 @@ def main():
     ports_free()
     tmp = BENCH_DIR or tempfile.mkdtemp(prefix="fulcrum-bench-")
     backend_config(tmp)
+    if GUNICORN:
+        if not shutil.which("gunicorn") and subprocess.run([sys.executable, "-c", "import gunicorn"],
+                                                           capture_output=True).returncode != 0:
+            sys.exit("gunicorn not found (run.sh installs it; GUNICORN=0 skips its row)")
+        gunicorn_paths = gunicorn_configs(tmp)  # Fulcrum's checked now, not after the load runs
     for line in versions():
         print(line)
     sys.stdout.flush()
     backend, sets, died = None, {}, []
     flog = open(f"{tmp}/fulcrum.log", "w")
-    results, after_load, bodies, tls_bodies, memory = {}, {}, {}, {}, []
+    results, after_load, bodies, tls_bodies, memory, queue = {}, {}, {}, {}, [], {}
     if TLS:
         CERT.update(make_certificate(tmp))
     try:
@@ -828,6 +1133,10 @@ def main():
                 inst.stop()
         print(f"  load runs done after {time.time() - started:.0f} s", file=sys.stderr)
 
+        # gunicorn behind a queue (issue #14): its own servers and proxies.
+        if GUNICORN:
+            queue = gunicorn_row(tmp, flog, gunicorn_paths)
+
         # Memory: a fresh process per proxy and scenario, so one scenario's freed
         # heap does not hide the next one's growth.
         if IDLE:
@@ -838,7 +1147,7 @@ def main():
                         count = min(IDLE, HAPROXY_MAXCONN - 20) if name == "haproxy" else IDLE
                         memory.append(memory_run(tmp, flog, name, workers, scenario, run_index, count))
                     run_index += 1
-        report(results, memory, bodies, after_load, tls_bodies)
+        report(results, memory, bodies, after_load, tls_bodies, queue)
         for d in died:
             print(f"!! {d}")
         print(f"\n(whole run {time.time() - started:.0f} s)")
@@ -875,12 +1184,14 @@ def main():
 
 
 
-def report(results, memory, bodies, after_load, tls_bodies):
+def report(results, memory, bodies, after_load, tls_bodies, queue):
     med = lambda xs, i: statistics.median(x[i] for x in xs)
     ratios = {}  # (workers, conns, mode, other) -> (req/s, cpu, p99)
     body_ratios = {}  # (scheme, other) -> Fulcrum's MB/s / other's
     if ROUNDS:
         throughput(results, ratios, med)
+    if GUNICORN:
+        gunicorn_table(queue)
     memory_tables(memory)
     if bodies or after_load:
         print()
@@ -911,7 +1222,33 @@ def report(results, memory, bodies, after_load, tls_bodies):
                     body_ratios[(scheme, other)] = r
                     cells.append("n/a" if r != r else f"{r:.2f}")
                 print(f"| MB/s over {scheme} | {cells[0]} | {cells[1]} |")
-    goals(ratios, memory, body_ratios)
+    goals(ratios, memory, body_ratios, queue)
+
+
+def gunicorn_table(queue):
+    slots = len(GUNICORN_SERVERS) * GUNICORN_WORKERS
+    print()
+    print(f"gunicorn sync workers ({len(GUNICORN_SERVERS)} servers x {GUNICORN_WORKERS} workers, "
+          f"{GUNICORN_SLEEP * 1000:.0f} ms handler), {GUNICORN_CLIENTS} clients")
+    print()
+    print(f"wrk -t1 -c{GUNICORN_CLIENTS} -d{GUNICORN_SECS}s --timeout {GUNICORN_WRK_TIMEOUT}s, one run per proxy. "
+          f"{slots} workers x {1 / GUNICORN_SLEEP:.0f} req/s each: the ceiling is {slots / GUNICORN_SLEEP:.0f} req/s. "
+          f"HAProxy and Fulcrum send at most {GUNICORN_SLOTS} requests at once to each server and queue the rest; "
+          f"open-source nginx has no such queue: it passes every request on at once and the excess waits in "
+          f"gunicorn's listen backlog.")
+    print()
+    setup = {"haproxy": f"`maxconn {GUNICORN_SLOTS}` per server, `timeout queue 30s`",
+             "nginx": "round robin, no queue (open-source nginx has none)",
+             "fulcrum": f"`max_connections: {GUNICORN_SLOTS}` per server, `queue: {{max: 1000, timeout: 30s}}`"}
+    print("| proxy | in front of gunicorn | req/s | p50 ms | p99 ms | max ms | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name in PROXIES:
+        q = queue.get(name)
+        if not q:
+            print(f"| {name} | {setup[name]} | failed | | | | |")
+            continue
+        print(f"| {name} | {setup[name]} | {q['rps']:.1f} | {q['p50']:.0f} | {q['p99']:.0f} | {q['max']:.0f} "
+              f"| {q['errors']} |")
 
 
 def throughput(results, ratios, med):
@@ -985,9 +1322,9 @@ def memory_tables(memory):
                   f"| {mib('requested')} | {mib('closed')} | {m['accepted']} | {m['phase_secs']:.1f} |")
 
 
-def goals(ratios, memory, body_ratios):
-    """Issue #12's goals and the TLS goals against this run: measured figure per cell,
-    and whether all cells meet it."""
+def goals(ratios, memory, body_ratios, queue):
+    """Issue #12's goals, the TLS goals and issue #14's (the gunicorn row) against this
+    run: measured figure per cell, and whether all cells meet it."""
     rows = []
 
     def ratio_goal(label, mode, other, j, target, higher):
@@ -1033,9 +1370,22 @@ def goals(ratios, memory, body_ratios):
             rows.append((f"returned after the burst (d), workers {workers}", "<= 25% of the burst's peak kept",
                          f"{kept / 1024:.1f} of {grown / 1024:.1f} MiB kept ({share:.0%})",
                          "yes" if share <= 0.25 else "no"))
+    if GUNICORN:
+        f, h = queue.get("fulcrum"), queue.get("haproxy")
+        if f and h and h["p99"] and h["rps"]:
+            # Fast 503s would make a low p99: met only without more errors than HAProxy.
+            p99 = f["p99"] / h["p99"]
+            # Three decimals: the p99s are ~2 s apiece, so 1.00 could still be "no".
+            shown = (f"p99 {p99:.3f}x ({f['p99']:.1f} vs {h['p99']:.1f} ms), req/s {f['rps'] / h['rps']:.2f}x "
+                     f"({f['rps']:.1f} vs {h['rps']:.1f}), errors {f['errors']} vs {h['errors']}")
+            rows.append(("gunicorn queue: p99 <= HAProxy's", "<= 1.0x HAProxy", shown,
+                         "yes" if p99 <= 1.0 and f["errors"] <= h["errors"] else "no"))
+        else:
+            rows.append(("gunicorn queue: p99 <= HAProxy's", "<= 1.0x HAProxy", "n/a (a run failed)", "no"))
     if rows:
         print()
-        print(f"Goals of issue #12{' and of TLS termination' if TLS else ''} (Fulcrum; ratios are Fulcrum / other, "
+        issues = "issues #12 and #14" if GUNICORN else "issue #12"
+        print(f"Goals of {issues}{' and of TLS termination' if TLS else ''} (Fulcrum; ratios are Fulcrum / other, "
               "from the tables above):")
         print()
         print("| goal | target | measured | met |")

@@ -5,12 +5,18 @@
 # ECDSA P-256 certificate for all three; TLS=0 skips it): new TLS 1.3 connections/s
 # (ab, a full handshake per request), keep-alive HTTPS (wrk), plus memory per
 # keep-alive client connection (connected; after one request each, sequential; after
-# one request each, all at once; after closing) and large-body throughput. Everything
-# runs on 127.0.0.0/8, every step is bounded in time, and every process started is
-# stopped on exit.
+# one request each, all at once; after closing) and large-body throughput; and
+# gunicorn behind a queue (issue #14; GUNICORN=0 skips it): two gunicorn servers with
+# 2 sync workers each and a 200 ms handler, behind HAProxy (maxconn 2 per server +
+# its queue), Fulcrum (max_connections: 2 + queue:) and nginx (no queue), 40 wrk
+# clients for GUNICORN_SECS (default 10) through each. Everything runs on
+# 127.0.0.0/8, every step is bounded in time, and every process started is stopped
+# on exit.
 #
-#   bash loadtest/run.sh                      # defaults: ~6.5 minutes after the build
-#   ROUNDS=1 DURATION=2 IDLE=2000 BIG_RUNS=1 bash loadtest/run.sh   # quick check (~1.5 min)
+#   bash loadtest/run.sh                      # defaults: ~10 minutes after the build
+#   ROUNDS=1 DURATION=2 IDLE=2000 BIG_RUNS=1 bash loadtest/run.sh   # quick check (~2 min)
+#   ROUNDS=0 BIG_RUNS=0 IDLE=0 TLS=0 GUNICORN_SECS=5 PROXY_THREADS=default bash loadtest/run.sh
+#                                             # the gunicorn row alone (~40 s)
 #
 # Knobs and the meaning of each column: loadtest/README.md.
 set -euo pipefail
@@ -33,6 +39,17 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The gunicorn row: Debian's gunicorn (the `gunicorn` script; python3-gunicorn is the
+# module), else from PyPI into this python3 (bench.py then runs `python3 -m gunicorn`).
+if [[ "${GUNICORN:-1}" != 0 ]] && ! command -v gunicorn >/dev/null && ! python3 -c 'import gunicorn' 2>/dev/null; then
+    echo "installing: gunicorn"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends gunicorn >/dev/null; }; then
+        echo "no gunicorn package from apt: pip install gunicorn"
+        python3 -m pip install -q --break-system-packages gunicorn
+    fi
 fi
 
 # Shared target dir: if another build holds the lock, cargo waits for it.
