@@ -172,6 +172,8 @@ fn backends(families: &mut Families, snapshot: &Snapshot) {
     let checks = families.counter("fulcrum_server_checks_total", "Health probes run.", labels);
     let check_failures = families.counter("fulcrum_server_check_failures_total", "Failed health checks.", labels);
     let changes = families.counter("fulcrum_server_state_changes_total", "up<->down transitions.", labels);
+    let ejections = families.counter("fulcrum_server_ejections_total", "Outlier ejections.", labels);
+    let ejected = families.gauge("fulcrum_server_ejected", "1 while ejected by outlier detection.", labels);
     let idle = families.gauge(
         "fulcrum_server_idle_pooled_connections",
         "Idle keep-alive connections pooled for reuse.",
@@ -202,6 +204,8 @@ fn backends(families: &mut Families, snapshot: &Snapshot) {
             checks.with_label_values(&names).inc_by(s.checks_total.load(Relaxed));
             check_failures.with_label_values(&names).inc_by(s.check_failures.load(Relaxed));
             changes.with_label_values(&names).inc_by(s.state_changes.load(Relaxed));
+            ejections.with_label_values(&names).inc_by(s.ejections.load(Relaxed));
+            ejected.with_label_values(&names).set(i64::from(s.is_ejected()));
             idle.with_label_values(&names).set(s.pool.idle_count() as i64);
             families.histogram(s.response_duration.clone());
             if b.health_check.is_some() {

@@ -165,6 +165,12 @@ pub struct ServerReport {
     pub idle_pooled_connections: usize,
     /// The most recent health probe.
     pub last_check: Option<CheckReport>,
+    /// Ejected by outlier detection right now.
+    pub ejected: bool,
+    /// Outlier ejections so far.
+    pub ejections: u64,
+    /// Ramping up after coming up (`slow_start`): the share of its weight it gets now.
+    pub ramp: Option<f64>,
 }
 
 /// One health probe.
@@ -274,6 +280,7 @@ pub fn balance_name(kind: crate::config::Balance) -> &'static str {
         crate::config::Balance::RoundRobin => "round_robin",
         crate::config::Balance::LeastConn => "least_conn",
         crate::config::Balance::ConsistentHash => "consistent_hash",
+        crate::config::Balance::Random => "random",
     }
 }
 
@@ -294,6 +301,9 @@ fn server(m: &Member, now: u64) -> ServerReport {
         state_changes: s.state_changes.load(Relaxed),
         seconds_since_change: ago(s.last_change_ms.load(Relaxed)),
         idle_pooled_connections: s.pool.idle_count(),
+        ejected: s.is_ejected(),
+        ejections: s.ejections.load(Relaxed),
+        ramp: s.ramp(m.slow_start_ms),
         last_check: s.last_check.lock().expect("last check poisoned").as_ref().map(|c| CheckReport {
             ok: c.ok,
             detail: c.detail.clone(),

@@ -14,9 +14,9 @@ h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}\
 table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px #0002;margin-bottom:.6em}\
 th,td{padding:.3em .7em;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}\
 th{background:#f0f0f0;font-weight:600}th.l{text-align:left}td:first-child,th:first-child{text-align:left}\
-td.l{text-align:left}.up{background:#d9f2dd}.down{background:#f9d6d9}.backup{color:#666;font-style:italic}\
+td.l{text-align:left}.up{background:#d9f2dd}.down{background:#f9d6d9}.ejected{background:#fcebc7}.backup{color:#666;font-style:italic}\
 .pill{display:inline-block;padding:0 .5em;border-radius:.7em;font-weight:600}\
-.pill.up{color:#14632a}.pill.down{color:#8a0014}";
+.pill.up{color:#14632a}.pill.down{color:#8a0014}.pill.ejected{color:#8a5a00}";
 
 /// Renders the page.
 pub fn render(report: &StatusReport) -> String {
@@ -157,7 +157,16 @@ fn backend(html: &mut String, b: &BackendReport) {
 }
 
 fn server(html: &mut String, s: &ServerReport, checked: bool) {
-    let state = if s.up { "up" } else { "down" };
+    let state = match (s.up, s.ejected) {
+        (false, _) => "down",
+        (true, true) => "ejected",
+        (true, false) => "up",
+    };
+    // A ramping server shows the share of its weight it gets now.
+    let weight = match s.ramp {
+        Some(ramp) => format!("{} <small>({:.0}% slow start)</small>", s.weight, ramp * 100.0),
+        None => s.weight.to_string(),
+    };
     let last_check = match (&s.last_check, checked) {
         (Some(c), _) => format!(
             "{} {} ({:.1} ms, {} ago)",
@@ -178,7 +187,7 @@ fn server(html: &mut String, s: &ServerReport, checked: bool) {
         if s.backup { " (backup)" } else { "" },
         esc(&s.address),
         state.to_uppercase(),
-        s.weight,
+        weight,
         s.active_connections,
         s.connections_total,
         s.http_requests,

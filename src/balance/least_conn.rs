@@ -1,8 +1,8 @@
 //! Least connections, relative to weight.
 //!
 //! A server's load is `(active + 1) / weight` (the `+ 1` counts the connection we are
-//! about to add, so heavier servers win ties at zero). Scores are compared by
-//! cross-multiplying, without division. Among equal scores the scan starts at a
+//! about to add, so heavier servers win ties at zero); a server ramping up after it
+//! came up (`slow_start`) counts with its ramped weight. Among equal scores the scan starts at a
 //! rotating offset, so idle servers share the traffic instead of the first one taking it.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -30,24 +30,17 @@ impl Balancer for LeastConn {
         }
         let backup = active_tier_is_backup(members);
         let start = self.offset.fetch_add(1, Relaxed) % n;
-        let mut best: Option<(usize, u128)> = None;
-        let mut best_weight = 1u128;
+        let mut best: Option<(usize, f64)> = None;
         for step in 0..n {
             let index = (start + step) % n;
             if !eligible(members, index, backup, tried) {
                 continue;
             }
             let member = &members[index];
-            let load = u128::from(member.state.active()) + 1;
-            let weight = u128::from(member.weight);
-            // load / weight < best_load / best_weight
-            let better = match best {
-                None => true,
-                Some((_, best_load)) => load * best_weight < best_load * weight,
-            };
-            if better {
-                best = Some((index, load));
-                best_weight = weight;
+            // A server ramping up (slow start) counts as lighter in weight.
+            let score = (member.state.active() + 1) as f64 / member.effective_weight();
+            if best.is_none_or(|(_, best_score)| score < best_score) {
+                best = Some((index, score));
             }
         }
         best.map(|(index, _)| index)
@@ -58,6 +51,23 @@ impl Balancer for LeastConn {
 mod tests {
     use super::*;
     use crate::balance::test_members;
+
+    #[test]
+    fn a_server_ramping_up_counts_as_lighter() {
+        let mut members = test_members(&[("a", 1, false), ("b", 1, false)]);
+        for member in &mut members {
+            member.slow_start_ms = 10_000;
+        }
+        // b came up 1 s ago: weight x 0.19. With a at 2 in flight and b at 0,
+        // b scores 1 / 0.19 = 5.3 against a's 3 / 1: a still wins.
+        members[1].state.ramp_from(crate::upstream::unix_ms() - 1_000);
+        let lc = LeastConn::new(&members);
+        let _held: Vec<_> = (0..2).map(|_| members[0].state.track_request()).collect();
+        assert_eq!(lc.pick(&members, None, &Tried::default()), Some(0));
+        // Without the ramp, the idle server wins.
+        members[1].state.ramp_from(0);
+        assert_eq!(lc.pick(&members, None, &Tried::default()), Some(1));
+    }
 
     #[test]
     fn picks_the_server_with_fewest_connections() {

@@ -3,12 +3,14 @@
 
 mod consistent_hash;
 mod least_conn;
+mod power_of_two;
 mod round_robin;
 
 use std::sync::Arc;
 
 pub use consistent_hash::ConsistentHash;
 pub use least_conn::LeastConn;
+pub use power_of_two::PowerOfTwo;
 pub use round_robin::RoundRobin;
 
 use crate::config::Balance;
@@ -27,18 +29,37 @@ pub struct Member {
     pub max_connections: u64,
     /// Live health and counters.
     pub state: Arc<ServerState>,
+    /// A PROXY protocol header goes first on each connection to the server.
+    pub send_proxy: Option<crate::config::ProxyVersion>,
+    /// The backend's `slow_start` in ms (0: none): a server that comes up ramps
+    /// its weight from 10% to 100% over it.
+    pub slow_start_ms: u64,
     /// The name the server is known by in TLS (its address's host as configured),
     /// when its backend speaks TLS to it.
     pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 impl Member {
-    /// Can take new traffic at all (up, weight > 0, below its connection cap).
+    /// Can take new traffic at all (up, not ejected, weight > 0, below its connection cap).
     #[inline]
     pub fn usable(&self) -> bool {
         self.weight > 0
             && self.state.is_up()
             && (self.max_connections == 0 || self.state.active() < self.max_connections)
+            && !self.state.is_ejected()
+    }
+
+    /// The share of its weight the server gets now: below 1 while it ramps up
+    /// after coming up (`slow_start`), else 1.
+    #[inline]
+    pub fn ramp(&self) -> f64 {
+        self.state.ramp(self.slow_start_ms).unwrap_or(1.0)
+    }
+
+    /// Its weight as balancing sees it now (ramped).
+    #[inline]
+    pub fn effective_weight(&self) -> f64 {
+        f64::from(self.weight) * self.ramp()
     }
 }
 
@@ -85,12 +106,14 @@ pub trait Balancer: Send + Sync + std::fmt::Debug {
     fn pick(&self, members: &[Member], key: Option<u64>, tried: &Tried) -> Option<usize>;
 }
 
-/// Builds the balancer `kind` over `members`.
-pub fn build(kind: Balance, members: &[Member]) -> Box<dyn Balancer> {
+/// Builds the balancer `kind` over `members`; `hash_balance_factor` bounds the
+/// loads of `consistent_hash`.
+pub fn build(kind: Balance, members: &[Member], hash_balance_factor: Option<f64>) -> Box<dyn Balancer> {
     match kind {
         Balance::RoundRobin => Box::new(RoundRobin::new(members)),
         Balance::LeastConn => Box::new(LeastConn::new(members)),
-        Balance::ConsistentHash => Box::new(ConsistentHash::new(members)),
+        Balance::ConsistentHash => Box::new(ConsistentHash::new(members, hash_balance_factor)),
+        Balance::Random => Box::new(PowerOfTwo::new(members)),
     }
 }
 
@@ -112,6 +135,8 @@ pub(crate) fn test_members(spec: &[(&str, u32, bool)]) -> Vec<Member> {
             weight,
             backup,
             max_connections: 0,
+            send_proxy: None,
+            slow_start_ms: 0,
             state: ServerState::new(
                 ServerKey {
                     backend: "test".into(),

@@ -35,19 +35,35 @@ impl RoundRobin {
             return None;
         }
         let start = self.cursor.fetch_add(1, Relaxed);
+        // A server ramping up (slow start) takes its turn with the probability of
+        // its ramp; a turn it lets go passes on. Should every candidate let its
+        // turn go, the first one takes it after all.
+        let mut passed = None;
         for step in 0..sequence.len() {
             let index = sequence[(start + step) % sequence.len()] as usize;
-            if eligible(members, index, backup, tried) {
-                if step > 0 {
-                    // The skipped slots are consumed, so the server after a down one
-                    // does not get its share twice.
-                    self.cursor.fetch_add(step, Relaxed);
-                }
-                return Some(index);
+            if !eligible(members, index, backup, tried) {
+                continue;
             }
+            let ramp = members[index].ramp();
+            if ramp < 1.0 && unit_interval(start.wrapping_add(step)) >= ramp {
+                passed.get_or_insert(index);
+                continue;
+            }
+            if step > 0 {
+                // The skipped slots are consumed, so the server after a down one
+                // does not get its share twice.
+                self.cursor.fetch_add(step, Relaxed);
+            }
+            return Some(index);
         }
-        None
+        passed
     }
+}
+
+/// A number in [0, 1) spread evenly over successive `n` (a fixed mix, no state).
+fn unit_interval(n: usize) -> f64 {
+    let mixed = super::hash_key(&(n as u64).to_le_bytes());
+    (mixed >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Balancer for RoundRobin {
@@ -98,6 +114,43 @@ fn gcd(a: u64, b: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn share_of_b(members: &[Member]) -> f64 {
+        let rr = RoundRobin::new(members);
+        let picks = 10_000;
+        let b = (0..picks).filter(|_| rr.pick(members, None, &Tried::default()) == Some(1)).count();
+        b as f64 / picks as f64
+    }
+
+    #[test]
+    fn a_server_ramping_up_gets_a_share_rising_with_its_ramp() {
+        let mut members = test_members(&[("a", 1, false), ("b", 1, false)]);
+        for member in &mut members {
+            member.slow_start_ms = 30_000;
+        }
+        let now = crate::upstream::unix_ms();
+        // 3 s into 30 s: weight x 0.19, share 0.19 / 1.19 = 16%.
+        members[1].state.ramp_from(now - 3_000);
+        let early = share_of_b(&members);
+        assert!((0.10..0.22).contains(&early), "early share {early}");
+        // 27 s in: weight x 0.91, share 48%.
+        members[1].state.ramp_from(now - 27_000);
+        let late = share_of_b(&members);
+        assert!((0.42..0.52).contains(&late), "late share {late}");
+        // Ramp over: an even split, and the ramp is forgotten.
+        members[1].state.ramp_from(now - 31_000);
+        assert_eq!(share_of_b(&members), 0.5);
+        assert_eq!(members[1].state.ramp(30_000), None);
+    }
+
+    #[test]
+    fn a_ramping_server_alone_still_takes_every_request() {
+        let mut members = test_members(&[("a", 1, false)]);
+        members[0].slow_start_ms = 30_000;
+        members[0].state.ramp_from(crate::upstream::unix_ms());
+        let rr = RoundRobin::new(&members);
+        assert!((0..100).all(|_| rr.pick(&members, None, &Tried::default()) == Some(0)));
+    }
     use crate::balance::test_members;
 
     fn picks(balancer: &RoundRobin, members: &[Member], n: usize) -> Vec<&'static str> {

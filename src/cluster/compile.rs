@@ -43,8 +43,15 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             let key = ServerKey { backend: b.name.clone(), server: s.name.clone(), address };
             // Without health checks a server is always up. With them, a server new to
             // this process waits for its first check instead of receiving traffic blind.
-            let state =
-                carry.servers.get(&key).cloned().unwrap_or_else(|| ServerState::new(key, b.health_check.is_none()));
+            let state = carry.servers.get(&key).cloned().unwrap_or_else(|| {
+                let state = ServerState::new(key, b.health_check.is_none());
+                // Added by a reload: a newcomer ramps up (slow start) once it is up;
+                // the servers of the first config all start together.
+                if previous.is_some() {
+                    state.ramp_when_up();
+                }
+                state
+            });
             // A server belongs to one backend for life (its identity names it).
             state.attach_queue(&stats.queue);
             // An IP address is a name too (verified against the certificate's IP SANs).
@@ -56,6 +63,8 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
                 weight: s.weight,
                 backup: s.backup,
                 max_connections: s.max_connections as u64,
+                send_proxy: s.send_proxy,
+                slow_start_ms: b.slow_start.map_or(0, |d| d.0.as_millis() as u64),
                 state,
             });
         }
@@ -89,12 +98,23 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             max: queue.max.unwrap_or(config::Queue::DEFAULT_MAX),
             timeout: queue.timeout.map_or(config::Queue::DEFAULT_TIMEOUT, |d| d.0),
         });
+        let outlier = b.outlier_detection.as_ref().map(|o| super::OutlierSettings {
+            consecutive_failures: o.consecutive_failures.unwrap_or(config::OutlierDetection::DEFAULT_FAILURES),
+            ejection_time: o.ejection_time.map_or(config::OutlierDetection::DEFAULT_EJECTION, |d| d.0),
+            max_ejected_percent: o.max_ejected_percent.unwrap_or(config::OutlierDetection::DEFAULT_MAX_EJECTED_PERCENT),
+        });
+        let sticky = b.sticky.as_ref().map(|sticky| super::StickySettings {
+            values: members.iter().map(|m| super::sticky_value(&b.name, &sticky.cookie, &m.name)).collect(),
+            cookie: sticky.cookie.clone(),
+        });
         backends.push(Arc::new(Backend {
             queue,
+            outlier,
+            sticky,
             tls,
             protocol: b.protocol,
             name: b.name.clone(),
-            balancer: balance::build(b.balance, &members),
+            balancer: balance::build(b.balance, &members, b.hash_balance_factor),
             members,
             hash_key,
             retries: b.retries.unwrap_or(0),
@@ -157,6 +177,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             max_header_bytes,
             http: (f.mode == crate::config::Mode::Http).then(|| super::server_settings(max_header_bytes)),
             access_log: f.access_log,
+            proxy_protocol: f.proxy_protocol,
             tls,
             stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
         }));

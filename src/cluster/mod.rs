@@ -87,6 +87,8 @@ pub struct Frontend {
     pub access_log: bool,
     /// TLS terminated here (http frontends with `tls:`).
     pub tls: Option<Arc<TlsFrontend>>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// Counters, kept across reloads.
     pub stats: Arc<FrontendStats>,
 }
@@ -114,8 +116,40 @@ pub struct Backend {
     pub protocol: Protocol,
     /// Where requests wait for a server slot; `None`: refused at once.
     pub queue: Option<QueueSettings>,
+    /// Passive health: servers failing in live traffic are ejected for a while.
+    pub outlier: Option<OutlierSettings>,
+    /// Sticky sessions by cookie.
+    pub sticky: Option<StickySettings>,
     /// Counters (and the wait queue), kept across reloads.
     pub stats: Arc<BackendStats>,
+}
+
+/// A backend's `outlier_detection:`, with defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierSettings {
+    /// Failures in a row that eject a server.
+    pub consecutive_failures: u32,
+    /// The first ejection's length (doubled for each further one, up to 10x).
+    pub ejection_time: Duration,
+    /// Most servers ejected at once, in percent (rounded up).
+    pub max_ejected_percent: u32,
+}
+
+/// A backend's `sticky:`: the cookie and each server's value in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickySettings {
+    /// The cookie's name.
+    pub cookie: String,
+    /// Per member (same order): the cookie's value naming that server, a keyed
+    /// hash of its name (the same on every instance with this config).
+    pub values: Vec<String>,
+}
+
+impl StickySettings {
+    /// The member a cookie value names, if any.
+    pub fn member(&self, value: &str) -> Option<usize> {
+        self.values.iter().position(|v| v == value)
+    }
 }
 
 /// A backend's `queue:`, with defaults applied.
@@ -178,12 +212,20 @@ impl PartialEq for CheckTls {
 
 impl Eq for CheckTls {}
 
+/// The sticky cookie's value for server `server` of `backend`: a keyed hash of its
+/// name (key: the backend's and the cookie's names), so every instance with the
+/// same config agrees, and the value tells nothing of the server's address.
+pub fn sticky_value(backend: &str, cookie: &str, server: &str) -> String {
+    let seed = xxhash_rust::xxh3::xxh3_64(format!("fulcrum-sticky\0{backend}\0{cookie}").as_bytes());
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64_with_seed(server.as_bytes(), seed))
+}
+
 /// A backend with no servers, named `name`, for tests where only its identity matters.
 #[cfg(test)]
 pub(crate) fn test_backend(name: &str) -> Arc<Backend> {
     Arc::new(Backend {
         name: name.to_string(),
-        balancer: crate::balance::build(crate::config::Balance::RoundRobin, &[]),
+        balancer: crate::balance::build(crate::config::Balance::RoundRobin, &[], None),
         members: Vec::new(),
         hash_key: None,
         retries: 0,
@@ -192,6 +234,8 @@ pub(crate) fn test_backend(name: &str) -> Arc<Backend> {
         tls: None,
         protocol: Default::default(),
         queue: None,
+        outlier: None,
+        sticky: None,
         stats: Arc::new(BackendStats::new(name)),
     })
 }

@@ -143,6 +143,9 @@ pub struct BackendStats {
     pub retries: AtomicU64,
     /// Requests waiting for a server slot.
     pub queue: Arc<WaitQueue>,
+    /// Held while deciding an outlier ejection, so concurrent ones cannot eject
+    /// more than `max_ejected_percent` between them.
+    pub ejecting: std::sync::Mutex<()>,
 }
 
 impl BackendStats {
@@ -159,6 +162,7 @@ impl BackendStats {
             response_duration: Histogram::with_opts(opts).expect("static histogram options are valid"),
             retries: AtomicU64::new(0),
             queue: Arc::new(WaitQueue::new(name)),
+            ejecting: std::sync::Mutex::new(()),
         }
     }
 

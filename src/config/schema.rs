@@ -149,6 +149,10 @@ pub struct Frontend {
     /// Terminate TLS on this frontend (http only).
     #[serde(default)]
     pub tls: Option<FrontendTls>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) whose
+    /// client address is the one used everywhere (logs, X-Forwarded-For, hashing).
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// `tls:` of an http frontend: TLS is terminated here.
@@ -278,6 +282,8 @@ pub enum Balance {
     LeastConn,
     /// Ketama ring over `hash_key`.
     ConsistentHash,
+    /// Power of two choices: two random usable servers, the less loaded wins.
+    Random,
 }
 
 /// One entry of `backends:`.
@@ -314,6 +320,51 @@ pub struct Backend {
     /// absent: they are refused at once (503, tcp: closed).
     #[serde(default)]
     pub queue: Option<Queue>,
+    /// consistent_hash only: no server above this factor x the mean load; an
+    /// over-loaded server's keys go on round the ring (bounded loads).
+    #[serde(default)]
+    pub hash_balance_factor: Option<f64>,
+    /// A server that comes up ramps its weight from 10% to 100% over this long.
+    #[serde(default, with = "opt_duration")]
+    pub slow_start: Option<HumanDuration>,
+    /// Passive health: ejects servers failing in live traffic.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Sticky sessions by an inserted cookie.
+    #[serde(default)]
+    pub sticky: Option<Sticky>,
+}
+
+/// `outlier_detection:` of a backend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Failures in a row (5xx, connect errors, resets, timeouts) that eject (default 5).
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// First ejection's length (default 30s); doubled for each further one, up to 10x.
+    #[serde(default, with = "opt_duration")]
+    pub ejection_time: Option<HumanDuration>,
+    /// Most servers ejected at once, in percent of the backend's, rounded up (default 50).
+    #[serde(default)]
+    pub max_ejected_percent: Option<u32>,
+}
+
+impl OutlierDetection {
+    /// Failures in a row when unset.
+    pub const DEFAULT_FAILURES: u32 = 5;
+    /// First ejection when unset.
+    pub const DEFAULT_EJECTION: std::time::Duration = std::time::Duration::from_secs(30);
+    /// Ejected share when unset.
+    pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+}
+
+/// `sticky:` of a backend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Sticky {
+    /// The cookie's name.
+    pub cookie: String,
 }
 
 /// `queue:` of a backend.
@@ -408,6 +459,19 @@ pub struct Server {
     /// Used only when no non-backup server is up.
     #[serde(default)]
     pub backup: bool,
+    /// Send a PROXY protocol header (v1 or v2) first on every connection to the server.
+    #[serde(default)]
+    pub send_proxy: Option<ProxyVersion>,
+}
+
+/// `send_proxy:` of a server: the PROXY protocol version it expects.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyVersion {
+    /// The text header (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 impl Server {

@@ -184,6 +184,10 @@ impl Validator {
         backends: &HashMap<&str, &Backend>,
         binds: &mut HashMap<SocketAddr, String>,
     ) {
+        // PENDING(proxy_protocol): refused until accepts read the header.
+        if frontend.proxy_protocol {
+            self.err(format!("{path}.proxy_protocol"), "not supported by this build yet");
+        }
         if frontend.bind.addrs().is_empty() {
             self.err(format!("{path}.bind"), "at least one address is required");
         }
@@ -324,6 +328,40 @@ impl Validator {
         }
         if let Some(check) = &backend.health_check {
             self.health_check(&format!("{path}.health_check"), check);
+        }
+        if let Some(factor) = backend.hash_balance_factor {
+            if backend.balance != Balance::ConsistentHash {
+                self.err(format!("{path}.hash_balance_factor"), "only applies to balance: consistent_hash");
+            } else if !(factor > 1.0 && factor <= 100.0) {
+                self.err(
+                    format!("{path}.hash_balance_factor"),
+                    "must be above 1.0 (1.25 is a good start) and at most 100",
+                );
+            }
+        }
+        self.duration(format!("{path}.slow_start"), backend.slow_start, HOUR);
+        if let Some(outlier) = &backend.outlier_detection {
+            let path = format!("{path}.outlier_detection");
+            self.number(format!("{path}.consecutive_failures"), outlier.consecutive_failures, 1, 1000);
+            self.duration(format!("{path}.ejection_time"), outlier.ejection_time, HOUR);
+            self.number(format!("{path}.max_ejected_percent"), outlier.max_ejected_percent, 1, 100);
+        }
+        // PENDING(sticky): refused until the data path honours it.
+        if backend.sticky.is_some() {
+            self.err(format!("{path}.sticky"), "not supported by this build yet");
+        }
+        // PENDING(proxy_protocol): refused until connects send the header.
+        for (j, server) in backend.servers.iter().enumerate() {
+            if server.send_proxy.is_some() {
+                self.err(format!("{path}.servers[{j}].send_proxy"), "not supported by this build yet");
+            }
+        }
+        if let Some(sticky) = &backend.sticky {
+            let valid = !sticky.cookie.is_empty()
+                && sticky.cookie.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                self.err(format!("{path}.sticky.cookie"), format!("{:?} is not a valid cookie name", sticky.cookie));
+            }
         }
         if let Some(queue) = &backend.queue {
             self.number(format!("{path}.queue.max"), queue.max, 1, MAX_QUEUE);

@@ -127,6 +127,20 @@ impl ProxyError {
         }
     }
 
+    /// True when the server is to blame (outlier detection counts these): it
+    /// could not be reached, reset or closed on the request, or took too long.
+    pub fn is_server_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. }
+                | ProxyError::ConnectTimeout { .. }
+                | ProxyError::Tls { .. }
+                | ProxyError::Upstream { .. }
+                | ProxyError::ServerClosed { .. }
+                | ProxyError::ServerTimeout { .. }
+        )
+    }
+
     /// True when the failure happened before the request left for a server, so
     /// another server may be tried.
     pub fn is_connect_failure(&self) -> bool {

@@ -4,6 +4,7 @@ pub mod connect;
 pub mod copy;
 pub mod error;
 pub mod http;
+pub mod outlier;
 pub mod quick_ack;
 pub mod retry;
 pub mod slot;

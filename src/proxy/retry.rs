@@ -32,17 +32,35 @@ pub enum Attempt<T, S> {
 pub async fn on_servers<'b, T, S, F, Fut>(
     backend: &'b Backend,
     key: Option<u64>,
+    carry: S,
+    attempt: F,
+) -> Result<(usize, T), ProxyError>
+where
+    T: Verdict,
+    F: FnMut(&'b Member, ActiveGuard, S) -> Fut,
+    Fut: Future<Output = Attempt<T, S>>,
+{
+    on_servers_preferring(backend, key, None, carry, attempt).await
+}
+
+/// [`on_servers`], trying server `prefer` first when it can take the request
+/// (a sticky session's server).
+pub async fn on_servers_preferring<'b, T, S, F, Fut>(
+    backend: &'b Backend,
+    key: Option<u64>,
+    mut prefer: Option<usize>,
     mut carry: S,
     mut attempt: F,
 ) -> Result<(usize, T), ProxyError>
 where
+    T: Verdict,
     F: FnMut(&'b Member, ActiveGuard, S) -> Fut,
     Fut: Future<Output = Attempt<T, S>>,
 {
     let mut tried = Tried::default();
     let mut last_error = None;
     for round in 0..=backend.retries {
-        let (index, slot) = match super::slot::acquire(backend, key, &tried).await {
+        let (index, slot) = match super::slot::acquire(backend, key, prefer.take(), &tried).await {
             Ok(found) => found,
             // Nothing left to try: the first failure says what went wrong.
             Err(err @ ProxyError::NoServer { .. }) if last_error.is_some() => {
@@ -57,9 +75,16 @@ where
         }
         tried.insert(index);
         match attempt(member, slot, carry).await {
-            Attempt::Done(value) => return Ok((index, value)),
-            Attempt::Fail(err) => return Err(err),
+            Attempt::Done(value) => {
+                super::outlier::record(backend, index, value.server_failed());
+                return Ok((index, value));
+            }
+            Attempt::Fail(err) => {
+                super::outlier::record(backend, index, err.is_server_failure());
+                return Err(err);
+            }
             Attempt::Retry(err, back) => {
+                super::outlier::record(backend, index, err.is_server_failure());
                 if let Some(repeats) = RETRYING.check() {
                     tracing::warn!(backend = %backend.name, server = %member.name, error = %err, "connect failed; trying another server{repeats}");
                 }
@@ -69,4 +94,24 @@ where
         }
     }
     Err(last_error.unwrap_or_else(|| ProxyError::NoServer { backend: backend.name.clone() }))
+}
+
+/// What an attempt that got through says of its server, for outlier detection.
+pub trait Verdict {
+    /// The server failed all the same (an HTTP 5xx).
+    fn server_failed(&self) -> bool;
+}
+
+/// HTTP: the response head, the connection, the slot.
+impl<C> Verdict for (http::Response<hyper::body::Incoming>, C, ActiveGuard) {
+    fn server_failed(&self) -> bool {
+        self.0.status().is_server_error()
+    }
+}
+
+/// TCP: connected.
+impl Verdict for (tokio::net::TcpStream, ActiveGuard) {
+    fn server_failed(&self) -> bool {
+        false
+    }
 }

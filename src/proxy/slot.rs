@@ -16,10 +16,25 @@ use crate::cluster::{Backend, QueueSettings};
 use crate::upstream::{ActiveGuard, WaitQueue};
 
 /// A slot on server `index` of `backend` for a request hashed to `key` (servers
-/// in `tried` are skipped): at once when a server has room and nobody waits,
-/// otherwise through the backend's queue.
-pub async fn acquire(backend: &Backend, key: Option<u64>, tried: &Tried) -> Result<(usize, ActiveGuard), ProxyError> {
+/// in `tried` are skipped; `prefer`, a sticky session's server, first if it can
+/// take it): at once when a server has room and nobody waits, otherwise through
+/// the backend's queue.
+pub async fn acquire(
+    backend: &Backend,
+    key: Option<u64>,
+    prefer: Option<usize>,
+    tried: &Tried,
+) -> Result<(usize, ActiveGuard), ProxyError> {
     let queue = &backend.stats.queue;
+    // A sticky session's server, while it can take the request itself.
+    if let Some(index) = prefer.filter(|&index| index < backend.members.len()) {
+        let backup_tier = active_tier_is_backup(&backend.members);
+        if could_take(&backend.members, index, backup_tier, tried) && !backend.members[index].state.is_ejected() {
+            if let Some(guard) = backend.members[index].state.try_reserve() {
+                return Ok((index, guard));
+            }
+        }
+    }
     // While anyone waits, a newcomer queues behind: freed slots go to the waiters.
     if queue.is_empty() || backend.queue.is_none() {
         if let Some(found) = reserve(backend, key, tried) {

@@ -4,7 +4,7 @@
 //! these same atomics; there is no second set of counters.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -34,6 +34,21 @@ pub struct ServerState {
     pub active: AtomicU64,
     /// `max_connections` as the current config has it (0: unlimited).
     pub limit: AtomicU64,
+    /// Unix time (ms) the server last came up (or back from an ejection), while it
+    /// ramps up under `slow_start`; 0: not ramping.
+    ramp_from_ms: AtomicU64,
+    /// Ramp up the first time it comes up too (a server added by a reload).
+    ramp_first_up: AtomicBool,
+    /// Failures in a row seen in live traffic (outlier detection).
+    failures: AtomicU32,
+    /// Unix time (ms) an ejection ends; 0: not ejected.
+    ejected_until_ms: AtomicU64,
+    /// Ejections in a row without a healthy spell between them (each doubles the next).
+    ejection_streak: AtomicU32,
+    /// Unix time (ms) the last ejection ended (or ends).
+    last_ejection_end_ms: AtomicU64,
+    /// Outlier ejections so far.
+    pub ejections: AtomicU64,
     /// The backend's wait queue: a slot freed goes to its oldest waiter.
     queue: OnceLock<Arc<WaitQueue>>,
     /// Connections opened to the server.
@@ -107,6 +122,13 @@ impl ServerState {
             up: AtomicBool::new(up),
             active: AtomicU64::new(0),
             limit: AtomicU64::new(0),
+            ramp_from_ms: AtomicU64::new(0),
+            ramp_first_up: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejection_streak: AtomicU32::new(0),
+            last_ejection_end_ms: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
             queue: OnceLock::new(),
             connections_total: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
@@ -128,14 +150,109 @@ impl ServerState {
         self.up.load(Relaxed)
     }
 
-    /// Publishes a health verdict; returns true when it flipped the state.
+    /// Publishes a health verdict; returns true when it flipped the state. A server
+    /// that comes back up ramps up (`slow_start`); so does one coming up for the
+    /// first time if a reload added it.
     pub fn set_up(&self, up: bool) -> bool {
         let flipped = self.up.swap(up, Relaxed) != up;
         if flipped {
-            self.state_changes.fetch_add(1, Relaxed);
-            self.last_change_ms.store(unix_ms(), Relaxed);
+            let before = self.state_changes.fetch_add(1, Relaxed);
+            let now = unix_ms();
+            self.last_change_ms.store(now, Relaxed);
+            if up && (before > 0 || self.ramp_first_up.load(Relaxed)) {
+                self.ramp_from_ms.store(now, Relaxed);
+            }
         }
         flipped
+    }
+
+    /// Marks a server added by a reload: it ramps up from when it is up (now, if it is).
+    pub fn ramp_when_up(&self) {
+        self.ramp_first_up.store(true, Relaxed);
+        if self.is_up() {
+            self.ramp_from_ms.store(unix_ms(), Relaxed);
+        }
+    }
+
+    /// Share of its weight a server gets while ramping up over `slow_start_ms`: 10%
+    /// when it comes up, 100% at the end; `None` when it is not ramping.
+    #[inline]
+    pub fn ramp(&self, slow_start_ms: u64) -> Option<f64> {
+        let from = self.ramp_from_ms.load(Relaxed);
+        if from == 0 || slow_start_ms == 0 {
+            return None;
+        }
+        let elapsed = unix_ms().saturating_sub(from);
+        if elapsed >= slow_start_ms {
+            // Done: later picks need not read the clock.
+            let _ = self.ramp_from_ms.compare_exchange(from, 0, Relaxed, Relaxed);
+            return None;
+        }
+        Some(0.1 + 0.9 * elapsed as f64 / slow_start_ms as f64)
+    }
+
+    /// Ejected by outlier detection right now. An ejection that ran out ends here,
+    /// and the server ramps up again from then.
+    #[inline]
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Relaxed);
+        if until == 0 {
+            return false;
+        }
+        if unix_ms() < until {
+            return true;
+        }
+        if self.ejected_until_ms.compare_exchange(until, 0, Relaxed, Relaxed).is_ok() {
+            self.ramp_from_ms.store(until, Relaxed);
+        }
+        false
+    }
+
+    /// Unix time (ms) the current ejection ends; 0 when not ejected (or it ran out).
+    pub fn ejected_until_ms(&self) -> u64 {
+        if self.is_ejected() {
+            self.ejected_until_ms.load(Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Starts a ramp as if the server had come up at `at_ms` (tests of slow start).
+    #[doc(hidden)]
+    pub fn ramp_from(&self, at_ms: u64) {
+        self.ramp_from_ms.store(at_ms, Relaxed);
+    }
+
+    /// Records how a request (or connect) on this server went, for outlier
+    /// detection; true when failures in a row have reached `consecutive` (and
+    /// stay so until an ejection resets them).
+    pub fn record_outcome(&self, failed: bool, consecutive: u32) -> bool {
+        if !failed {
+            self.failures.store(0, Relaxed);
+            return false;
+        }
+        self.failures.fetch_add(1, Relaxed) + 1 >= consecutive
+    }
+
+    /// Ejects the server for `base` doubled for each ejection in a row (at most 10x
+    /// `base`); the streak is forgotten after a healthy spell as long as the longest
+    /// ejection. Returns how long.
+    pub fn eject(&self, base: Duration) -> Duration {
+        let now = unix_ms();
+        let longest = base.saturating_mul(10);
+        // The last ejection ended a healthy spell ago: start again from `base`.
+        let last_end = self.last_ejection_end_ms.load(Relaxed);
+        if last_end != 0 && now.saturating_sub(last_end) > longest.as_millis() as u64 {
+            self.ejection_streak.store(0, Relaxed);
+        }
+        let streak = self.ejection_streak.fetch_add(1, Relaxed).min(4);
+        let length = base.saturating_mul(1 << streak).min(longest);
+        let until = now + length.as_millis() as u64;
+        self.ejected_until_ms.store(until, Relaxed);
+        self.last_ejection_end_ms.store(until, Relaxed);
+        self.failures.store(0, Relaxed);
+        self.ejections.fetch_add(1, Relaxed);
+        length
     }
 
     /// Records a health probe's outcome (called by the server's health task only).
@@ -171,7 +288,7 @@ impl ServerState {
     /// if it is up and below its `limit`; the slot is held until the guard drops.
     /// Exact across workers: the count never goes above the limit.
     pub fn try_reserve(self: &Arc<Self>) -> Option<ActiveGuard> {
-        if !self.is_up() {
+        if !self.is_up() || self.is_ejected() {
             return None;
         }
         let limit = self.limit.load(Relaxed);
