@@ -194,6 +194,7 @@ pub async fn accept_loop(
                     live: Arc::clone(&slot.frontend),
                     frontend,
                     peer,
+                    local: slot.local,
                     worker: workers.worker(target),
                     stop: slot.stop.clone(),
                     tasks: tasks.clone(),

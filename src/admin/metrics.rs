@@ -82,6 +82,8 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
         labels,
     );
     let requests = families.counter("fulcrum_frontend_http_requests_total", "HTTP requests received.", labels);
+    let rate_limited =
+        families.counter("fulcrum_frontend_rate_limited_total", "Requests answered 429 by the rate limit.", labels);
     let received = families.counter("fulcrum_frontend_received_bytes_total", "Bytes received from clients.", labels);
     let sent = families.counter("fulcrum_frontend_sent_bytes_total", "Bytes sent to clients.", labels);
     let responses = families.counter(
@@ -133,6 +135,7 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
         idle.with_label_values(&name).set(s.idle_connections.load(Relaxed) as i64);
         rejected.with_label_values(&name).inc_by(s.rejected_connections.load(Relaxed));
         requests.with_label_values(&name).inc_by(s.http_requests.load(Relaxed));
+        rate_limited.with_label_values(&name).inc_by(s.rate_limited.load(Relaxed));
         received.with_label_values(&name).inc_by(s.received_bytes.load(Relaxed));
         sent.with_label_values(&name).inc_by(s.sent_bytes.load(Relaxed));
         for (class, count) in CLASSES.iter().zip(&s.responses) {
@@ -154,7 +157,7 @@ fn backends(families: &mut Families, snapshot: &Snapshot) {
     );
     let up_servers = families.gauge("fulcrum_backend_up_servers", "Servers currently up.", &["backend"]);
     let retries =
-        families.counter("fulcrum_backend_retries_total", "Connect failures retried on another server.", &["backend"]);
+        families.counter("fulcrum_backend_retries_total", "Failed attempts retried on another server.", &["backend"]);
     let queue_length =
         families.gauge("fulcrum_backend_queue_length", "Requests/connections waiting for a server.", &["backend"]);
     let queue_refused = families.counter(

@@ -117,7 +117,9 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             balancer: balance::build(b.balance, &members, b.hash_balance_factor),
             members,
             hash_key,
-            retries: b.retries.unwrap_or(0),
+            // Listing what to retry asks for a retry: one unless `retries` says.
+            retries: b.retries.unwrap_or(if b.retry_on.is_some() { 1 } else { 0 }),
+            retry_on: super::RetryPolicy::from_list(b.retry_on.as_deref()),
             timeouts: b.timeouts.resolve(global),
             health_check,
             stats,
@@ -178,6 +180,11 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             http: (f.mode == crate::config::Mode::Http).then(|| super::server_settings(max_header_bytes)),
             access_log: f.access_log,
             proxy_protocol: f.proxy_protocol,
+            needs_local: config.backends.iter().flat_map(|b| &b.servers).any(|s| s.send_proxy.is_some()),
+            rate_limit: f.rate_limit.as_ref().map(|limit| {
+                let per = limit.per.map_or(std::time::Duration::from_secs(1), |d| d.0);
+                crate::proxy::rate_limit::Limit::new(limit.requests, per, limit.burst.unwrap_or(limit.requests))
+            }),
             tls,
             stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),
         }));

@@ -89,6 +89,13 @@ pub struct Frontend {
     pub tls: Option<Arc<TlsFrontend>>,
     /// Connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Some server of the config is sent PROXY headers, which name the address a
+    /// client connected to: on a wildcard bind it is looked up at the accept (one
+    /// `getsockname`), and only then.
+    pub needs_local: bool,
+    /// Requests per client address (http), beyond which 429; the buckets are in
+    /// `stats.rate_table`.
+    pub rate_limit: Option<crate::proxy::rate_limit::Limit>,
     /// Counters, kept across reloads.
     pub stats: Arc<FrontendStats>,
 }
@@ -104,8 +111,10 @@ pub struct Backend {
     pub balancer: Box<dyn Balancer>,
     /// consistent_hash only.
     pub hash_key: Option<HashKey>,
-    /// Connect failures retried on another server.
+    /// Failed attempts retried on another server (see `retry_on`).
     pub retries: u32,
+    /// What is retried.
+    pub retry_on: RetryPolicy,
     /// Timeouts with global defaults applied (connect and server apply here).
     pub timeouts: ResolvedTimeouts,
     /// Active health checking, if configured.
@@ -122,6 +131,53 @@ pub struct Backend {
     pub sticky: Option<StickySettings>,
     /// Counters (and the wait queue), kept across reloads.
     pub stats: Arc<BackendStats>,
+}
+
+/// A backend's `retry_on:` as flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// A failed connect (nothing reached the server): any request.
+    pub connect_failure: bool,
+    /// Reset or closed before the answer: idempotent requests without a body.
+    pub reset: bool,
+    /// No answer within `timeouts.server`: idempotent requests without a body.
+    pub timeout: bool,
+    /// These statuses from the server: idempotent requests without a body.
+    pub statuses: [bool; 3],
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { connect_failure: true, reset: false, timeout: false, statuses: [false; 3] }
+    }
+}
+
+impl RetryPolicy {
+    /// The policy `retry_on` lists (the default without it: connect failures).
+    pub fn from_list(list: Option<&[crate::config::RetryOn]>) -> Self {
+        use crate::config::RetryOn;
+        let Some(list) = list else { return RetryPolicy::default() };
+        let has = |what| list.contains(&what);
+        RetryPolicy {
+            connect_failure: has(RetryOn::ConnectFailure),
+            reset: has(RetryOn::Reset),
+            timeout: has(RetryOn::Timeout),
+            statuses: [has(RetryOn::Status502), has(RetryOn::Status503), has(RetryOn::Status504)],
+        }
+    }
+
+    /// A server's answer with this status is retried.
+    pub fn on_status(&self, status: u16) -> bool {
+        match status {
+            502..=504 => self.statuses[usize::from(status - 502)],
+            _ => false,
+        }
+    }
+
+    /// Anything is retried after the request has been sent (a copy must be kept).
+    pub fn after_send(&self) -> bool {
+        self.reset || self.timeout || self.statuses.iter().any(|&on| on)
+    }
 }
 
 /// A backend's `outlier_detection:`, with defaults applied.
@@ -229,6 +285,7 @@ pub(crate) fn test_backend(name: &str) -> Arc<Backend> {
         members: Vec::new(),
         hash_key: None,
         retries: 0,
+        retry_on: RetryPolicy::default(),
         timeouts: Default::default(),
         health_check: None,
         tls: None,

@@ -33,6 +33,11 @@ pub struct FrontendStats {
     pub client_timeouts: ClientTimeouts,
     /// TLS handshakes, by outcome.
     pub tls_handshakes: TlsHandshakes,
+    /// Requests answered 429 by the frontend's rate limit.
+    pub rate_limited: AtomicU64,
+    /// The rate limit's buckets, one per client (kept across reloads with the
+    /// counters, so a reload does not hand every client a fresh burst).
+    pub rate_table: crate::proxy::rate_limit::RateTable,
 }
 
 /// TLS handshakes of a frontend, by outcome and version.

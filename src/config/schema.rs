@@ -149,6 +149,9 @@ pub struct Frontend {
     /// Terminate TLS on this frontend (http only).
     #[serde(default)]
     pub tls: Option<FrontendTls>,
+    /// Requests per client address, beyond which 429 (http frontends).
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
     /// Every connection starts with a PROXY protocol header (v1 or v2) whose
     /// client address is the one used everywhere (logs, X-Forwarded-For, hashing).
     #[serde(default)]
@@ -333,6 +336,64 @@ pub struct Backend {
     /// Sticky sessions by an inserted cookie.
     #[serde(default)]
     pub sticky: Option<Sticky>,
+    /// What a request is retried on another server for (default: connect_failure).
+    #[serde(default)]
+    pub retry_on: Option<Vec<RetryOn>>,
+}
+
+/// One entry of `retry_on:` (a status may be written as a number or a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryOn {
+    /// The connect failed (refused, timed out, TLS): nothing reached the server.
+    ConnectFailure,
+    /// The server reset or closed the connection before answering.
+    Reset,
+    /// The server did not answer within `timeouts.server`.
+    Timeout,
+    /// The server answered 502.
+    Status502,
+    /// The server answered 503.
+    Status503,
+    /// The server answered 504.
+    Status504,
+}
+
+impl RetryOn {
+    const EXPECTED: &'static str = "connect_failure, reset, timeout, 502, 503 or 504";
+
+    fn from_word(word: &str) -> Option<Self> {
+        Some(match word {
+            "connect_failure" => RetryOn::ConnectFailure,
+            "reset" => RetryOn::Reset,
+            "timeout" => RetryOn::Timeout,
+            "502" => RetryOn::Status502,
+            "503" => RetryOn::Status503,
+            "504" => RetryOn::Status504,
+            _ => return None,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RetryOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(RetryOn::EXPECTED)
+            }
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<RetryOn, E> {
+                RetryOn::from_word(word).ok_or_else(|| E::custom(format!("{word:?}: expected {}", RetryOn::EXPECTED)))
+            }
+            fn visit_u64<E: serde::de::Error>(self, code: u64) -> Result<RetryOn, E> {
+                self.visit_str(&code.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, code: i64) -> Result<RetryOn, E> {
+                self.visit_str(&code.to_string())
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `outlier_detection:` of a backend.
@@ -462,6 +523,32 @@ pub struct Server {
     /// Send a PROXY protocol header (v1 or v2) first on every connection to the server.
     #[serde(default)]
     pub send_proxy: Option<ProxyVersion>,
+}
+
+/// `rate_limit:` of a frontend: a token bucket per client.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Tokens added per `per`.
+    pub requests: u32,
+    /// The period `requests` are counted over (default 1s).
+    #[serde(default, with = "opt_duration")]
+    pub per: Option<HumanDuration>,
+    /// Bucket size: requests at once after a quiet spell (default `requests`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// What a bucket belongs to.
+    #[serde(default)]
+    pub key: RateLimitKey,
+}
+
+/// `key:` of a rate limit.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitKey {
+    /// The client's address (from the PROXY header when the frontend takes one).
+    #[default]
+    SourceIp,
 }
 
 /// `send_proxy:` of a server: the PROXY protocol version it expects.

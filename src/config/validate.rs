@@ -184,9 +184,14 @@ impl Validator {
         backends: &HashMap<&str, &Backend>,
         binds: &mut HashMap<SocketAddr, String>,
     ) {
-        // PENDING(proxy_protocol): refused until accepts read the header.
-        if frontend.proxy_protocol {
-            self.err(format!("{path}.proxy_protocol"), "not supported by this build yet");
+        if let Some(limit) = &frontend.rate_limit {
+            let limit_path = format!("{path}.rate_limit");
+            if frontend.mode != Mode::Http {
+                self.err(&limit_path, "only applies to http frontends");
+            }
+            self.number(format!("{limit_path}.requests"), Some(limit.requests), 1, 10_000_000);
+            self.duration(format!("{limit_path}.per"), limit.per, HOUR);
+            self.number(format!("{limit_path}.burst"), limit.burst, 1, 10_000_000);
         }
         if frontend.bind.addrs().is_empty() {
             self.err(format!("{path}.bind"), "at least one address is required");
@@ -345,16 +350,6 @@ impl Validator {
             self.number(format!("{path}.consecutive_failures"), outlier.consecutive_failures, 1, 1000);
             self.duration(format!("{path}.ejection_time"), outlier.ejection_time, HOUR);
             self.number(format!("{path}.max_ejected_percent"), outlier.max_ejected_percent, 1, 100);
-        }
-        // PENDING(sticky): refused until the data path honours it.
-        if backend.sticky.is_some() {
-            self.err(format!("{path}.sticky"), "not supported by this build yet");
-        }
-        // PENDING(proxy_protocol): refused until connects send the header.
-        for (j, server) in backend.servers.iter().enumerate() {
-            if server.send_proxy.is_some() {
-                self.err(format!("{path}.servers[{j}].send_proxy"), "not supported by this build yet");
-            }
         }
         if let Some(sticky) = &backend.sticky {
             let valid = !sticky.cookie.is_empty()

@@ -18,6 +18,7 @@ pub use machine::RiseFall;
 pub use probe::{Probe, ProbeError};
 
 use crate::cluster::{CheckSpec, Snapshot};
+use crate::config::ProxyVersion;
 use crate::upstream::{ServerKey, ServerState};
 
 /// The running health tasks, by server.
@@ -30,6 +31,8 @@ pub struct HealthChecks {
 struct Running {
     spec: Arc<CheckSpec>,
     state: Arc<ServerState>,
+    /// The server's `send_proxy`: a change restarts its probes.
+    send_proxy: Option<ProxyVersion>,
     stop: CancellationToken,
 }
 
@@ -50,25 +53,26 @@ impl HealthChecks {
                 continue;
             };
             for member in &backend.members {
-                let task = (Arc::clone(spec), Arc::clone(&member.state), member.tls_name.clone());
+                let task = (Arc::clone(spec), Arc::clone(&member.state), member.tls_name.clone(), member.send_proxy);
                 wanted.insert(member.state.key.clone(), task);
             }
         }
         running.retain(|key, task| {
-            let keep =
-                wanted.get(key).is_some_and(|(spec, state, _)| *task.spec == **spec && Arc::ptr_eq(&task.state, state));
+            let keep = wanted.get(key).is_some_and(|(spec, state, _, send_proxy)| {
+                *task.spec == **spec && Arc::ptr_eq(&task.state, state) && task.send_proxy == *send_proxy
+            });
             if !keep {
                 task.stop.cancel();
             }
             keep
         });
-        for (key, (spec, state, tls_name)) in wanted {
+        for (key, (spec, state, tls_name, send_proxy)) in wanted {
             if running.contains_key(&key) {
                 continue;
             }
             let stop = parent.child_token();
-            tokio::spawn(task::run(Arc::clone(&state), Arc::clone(&spec), tls_name, stop.clone()));
-            running.insert(key, Running { spec, state, stop });
+            tokio::spawn(task::run(Arc::clone(&state), Arc::clone(&spec), tls_name, send_proxy, stop.clone()));
+            running.insert(key, Running { spec, state, send_proxy, stop });
         }
     }
 

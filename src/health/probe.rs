@@ -1,4 +1,5 @@
-//! One health probe: a TCP connect, or an HTTP `GET` whose status is checked.
+//! One health probe: a TCP connect, or an HTTP `GET` whose status is checked;
+//! after a PROXY header (LOCAL / UNKNOWN) to a server that expects one.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::cluster::CheckSpec;
-use crate::config::{CheckKind, StatusSet};
+use crate::config::{CheckKind, ProxyVersion, StatusSet};
+use crate::proxy::proxy_protocol::Outgoing;
 use crate::tls::UpstreamTls;
 
 /// Why a probe failed (shown on the status page and in the transition log).
@@ -45,6 +47,10 @@ pub struct Probe {
     /// The backend's TLS and the server's name in it: the probe speaks TLS too
     /// (a tcp check then passes once the handshake does).
     tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
+    /// The PROXY header a `send_proxy` server expects first (a probe has no
+    /// client: a v2 LOCAL or a v1 `PROXY UNKNOWN`), when not sent as the start
+    /// of the HTTP request's bytes.
+    header: Option<Outgoing>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,7 +79,21 @@ impl Probe {
             let name = tls_name.unwrap_or_else(|| address.ip().into());
             (Arc::clone(&tls.0), name)
         });
-        Probe { address, timeout: spec.timeout, http, tls }
+        Probe { address, timeout: spec.timeout, http, tls, header: None }
+    }
+
+    /// The probe of a server that expects a PROXY header of `version` first.
+    pub fn with_send_proxy(mut self, version: Option<ProxyVersion>) -> Self {
+        let Some(version) = version else { return self };
+        let header = Outgoing::new(version, None);
+        match &mut self.http {
+            // HTTP/1.1 in the clear: header and request in one write, as one segment.
+            Some(HttpProbe { request, h2: None, .. }) if self.tls.is_none() => {
+                request.splice(0..0, header.as_bytes().iter().copied());
+            }
+            _ => self.header = Some(header),
+        }
+        self
     }
 
     /// Runs the probe once; `Ok` carries a short description of the success.
@@ -85,7 +105,11 @@ impl Probe {
     }
 
     async fn attempt(&self) -> Result<String, ProbeError> {
-        let stream = TcpStream::connect(self.address).await.map_err(ProbeError::Connect)?;
+        let mut stream = TcpStream::connect(self.address).await.map_err(ProbeError::Connect)?;
+        if let Some(header) = &self.header {
+            // Before any TLS, as on every connection to the server.
+            stream.write_all(header.as_bytes()).await.map_err(ProbeError::Io)?;
+        }
         match &self.tls {
             None => self.exchange(stream, "connected").await,
             Some((tls, name)) => {
@@ -248,6 +272,23 @@ mod tests {
         let (ok_addr, _) = http_server(200).await;
         let http = Probe::new(&spec(CheckKind::Http, StatusSet::default()), ok_addr, None);
         assert_eq!(http.run().await.unwrap(), "HTTP 200");
+    }
+
+    #[tokio::test]
+    async fn a_send_proxy_server_gets_a_local_header_before_the_probe() {
+        let (addr, mut requests) = http_server(200).await;
+        let v1 = Probe::new(&spec(CheckKind::Http, StatusSet::default()), addr, None);
+        v1.with_send_proxy(Some(ProxyVersion::V1)).run().await.unwrap();
+        let head = requests.recv().await.unwrap();
+        assert!(head.starts_with("PROXY UNKNOWN\r\nGET /healthz HTTP/1.1\r\n"), "{head:?}");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = Probe::new(&spec(CheckKind::Tcp, StatusSet::default()), listener.local_addr().unwrap(), None);
+        tcp.with_send_proxy(Some(ProxyVersion::V2)).run().await.unwrap();
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut header = [0u8; 16];
+        conn.read_exact(&mut header).await.unwrap();
+        assert_eq!(&header, b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00");
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 use super::machine::RiseFall;
 use super::probe::Probe;
 use crate::cluster::CheckSpec;
+use crate::config::ProxyVersion;
 use crate::upstream::{unix_ms, CheckResult, ServerKey, ServerState};
 
-/// Probes `state`'s server per `spec` until `stop` is cancelled.
+/// Probes `state`'s server per `spec` (after a PROXY header if it expects one)
+/// until `stop` is cancelled.
 ///
 /// A server never checked before is down and gets its first probe within the first
 /// eighth of the interval (so it takes traffic soon, but thousands of servers do not
@@ -23,6 +25,7 @@ pub async fn run(
     state: Arc<ServerState>,
     spec: Arc<CheckSpec>,
     tls_name: Option<ServerName<'static>>,
+    send_proxy: Option<ProxyVersion>,
     stop: CancellationToken,
 ) {
     let fresh = state.checks_total.load(std::sync::atomic::Ordering::Relaxed) == 0 && !state.is_up();
@@ -35,7 +38,7 @@ pub async fn run(
     let first = tokio::time::Instant::now() + phase(&state.key, window);
     let mut ticker = tokio::time::interval_at(first, spec.interval.max(Duration::from_millis(1)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let probe = Probe::new(&spec, state.key.address, tls_name);
+    let probe = Probe::new(&spec, state.key.address, tls_name).with_send_proxy(send_proxy);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -34,6 +34,12 @@ pub enum ProxyError {
         /// Backend name.
         backend: String,
     },
+    /// The client is over the frontend's rate limit: a token is back after `retry_after`.
+    #[error("client over the rate limit; next request in {retry_after:?}")]
+    RateLimited {
+        /// When the client may try again.
+        retry_after: Duration,
+    },
     /// Every usable server was at its `max_connections` and the backend's queue
     /// was full, or the expected wait already longer than the queue's timeout.
     #[error("backend {backend}: every server is at max_connections and the queue is full")]
@@ -115,6 +121,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::ClientBody { timed_out: true, .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoRoute
             | ProxyError::NoServer { .. }
             | ProxyError::QueueFull { .. }

@@ -18,8 +18,12 @@ static RETRYING: LogLimit = LogLimit::per_second();
 pub enum Attempt<T, S> {
     /// It worked.
     Done(T),
-    /// Nothing reached the server: another may be tried, with `S` handed back.
+    /// Nothing reached the server, or it failed in a way `retry_on` lists and the
+    /// request may be sent again: another server may be tried, with `S` handed back.
     Retry(ProxyError, S),
+    /// The server answered with a status `retry_on` lists: another server gets
+    /// `S` if there is one left; else this answer stands.
+    RetryOr(T, S),
     /// Something reached the server: no other server may get it.
     Fail(ProxyError),
 }
@@ -59,11 +63,13 @@ where
 {
     let mut tried = Tried::default();
     let mut last_error = None;
+    // A retryable answer kept in case no other server is left.
+    let mut answered: Option<(usize, T)> = None;
     for round in 0..=backend.retries {
         let (index, slot) = match super::slot::acquire(backend, key, prefer.take(), &tried).await {
             Ok(found) => found,
-            // Nothing left to try: the first failure says what went wrong.
-            Err(err @ ProxyError::NoServer { .. }) if last_error.is_some() => {
+            // Nothing left to try: the server's own answer, else what went wrong.
+            Err(err @ ProxyError::NoServer { .. }) if last_error.is_some() || answered.is_some() => {
                 drop(err);
                 break;
             }
@@ -79,21 +85,38 @@ where
                 super::outlier::record(backend, index, value.server_failed());
                 return Ok((index, value));
             }
+            Attempt::RetryOr(value, back) => {
+                super::outlier::record(backend, index, value.server_failed());
+                if let Some(repeats) = RETRYING.check() {
+                    tracing::warn!(backend = %backend.name, server = %member.name, "server answered with a status retry_on lists; trying another server{repeats}");
+                }
+                carry = back;
+                answered = Some((index, value));
+                continue;
+            }
             Attempt::Fail(err) => {
                 super::outlier::record(backend, index, err.is_server_failure());
                 return Err(err);
             }
             Attempt::Retry(err, back) => {
                 super::outlier::record(backend, index, err.is_server_failure());
+                if err.is_connect_failure() && !backend.retry_on.connect_failure {
+                    return Err(err);
+                }
                 if let Some(repeats) = RETRYING.check() {
-                    tracing::warn!(backend = %backend.name, server = %member.name, error = %err, "connect failed; trying another server{repeats}");
+                    tracing::warn!(backend = %backend.name, server = %member.name, error = %err, "attempt failed; trying another server{repeats}");
                 }
                 carry = back;
                 last_error = Some(err);
             }
         }
     }
-    Err(last_error.unwrap_or_else(|| ProxyError::NoServer { backend: backend.name.clone() }))
+    match (answered, last_error) {
+        // A server's own answer beats a balancer-made error.
+        (Some(answer), _) => Ok(answer),
+        (None, Some(err)) => Err(err),
+        (None, None) => Err(ProxyError::NoServer { backend: backend.name.clone() }),
+    }
 }
 
 /// What an attempt that got through says of its server, for outlier detection.

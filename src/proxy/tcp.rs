@@ -15,9 +15,10 @@ use tokio::net::TcpStream;
 
 use super::connect::connect_server;
 use super::copy::{pipe_tcp, Counted, Idle};
+use super::proxy_protocol::{self, Endpoints, HeaderError};
 use super::retry::{on_servers, Attempt};
 use super::sni::{self, Peeked, Refusal, ServerName};
-use crate::balance::hash_key;
+use crate::balance::{hash_key, Member};
 use crate::cluster::sni_route::SniRoutes;
 use crate::cluster::Frontend;
 use crate::config::HashKey;
@@ -26,13 +27,32 @@ use crate::log_limit::LogLimit;
 /// Sessions closed for want of a server, across every tcp frontend.
 static NO_SERVER: LogLimit = LogLimit::per_second();
 
-/// Proxies one accepted client connection of a tcp frontend.
+/// Proxies one accepted client connection of a tcp frontend from `peer`.
+///
+/// On a `proxy_protocol` frontend the connection's PROXY header is read first:
+/// its client is the session's from then on. The header and the ClientHello
+/// (when routing by SNI) share one `request_header` deadline.
 pub async fn serve(frontend: Arc<Frontend>, client: TcpStream, peer: SocketAddr) {
     let started = Instant::now();
+    let due = tokio::time::Instant::now() + frontend.timeouts.request_header;
+    let (peer, destination) = match frontend.proxy_protocol {
+        false => (peer, None),
+        true => match tokio::time::timeout_at(due, proxy_protocol::read(&client)).await {
+            Ok(Ok(received)) => match received.endpoints {
+                Some(ends) => (ends.source, Some(ends.destination)),
+                None => (peer, None),
+            },
+            Ok(Err(err)) => return proxy_protocol::refused(&frontend, peer, &err),
+            Err(_) => {
+                let err = HeaderError::Timeout(frontend.timeouts.request_header);
+                return proxy_protocol::refused(&frontend, peer, &err);
+            }
+        },
+    };
     let backend = match &frontend.sni_routes {
         // No routes: nothing to wait for, straight to the server.
         None => frontend.default_backend.as_ref(),
-        Some(routes) => match tokio::time::timeout(frontend.timeouts.request_header, peek_hello(&client)).await {
+        Some(routes) => match tokio::time::timeout_at(due, peek_hello(&client)).await {
             Ok(Ok(name)) => routes.find(name.as_ref().map(ServerName::as_bytes)).or(frontend.default_backend.as_ref()),
             Ok(Err(why)) => return refuse(&frontend, routes, peer, why),
             Err(_) => return refuse(&frontend, routes, peer, Unroutable::Timeout),
@@ -48,8 +68,11 @@ pub async fn serve(frontend: Arc<Frontend>, client: TcpStream, peer: SocketAddr)
         Some(HashKey::SourceIp) => Some(hash_ip(peer)),
         _ => None,
     };
+    let client_ref = &client;
     let connect = |member, slot, ()| async move {
-        match connect_server(member, backend.timeouts.connect).await {
+        // Only a send_proxy server needs them (the local address is a syscall).
+        let ends = wants_header(member).then(|| endpoints(client_ref, peer, destination)).flatten();
+        match connect_server(member, backend.timeouts.connect, ends).await {
             Ok(stream) => Attempt::Done((stream, slot)),
             // The slot goes back with the failure.
             Err(err) => Attempt::Retry(err, ()),
@@ -185,6 +208,22 @@ fn peek(client: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     // capacity, and never more than its length.
     unsafe { buf.set_len(n) };
     Ok(n)
+}
+
+/// The server expects a PROXY header first (a named fn: the connect closure's
+/// argument type is not known where its body is checked).
+fn wants_header(member: &Member) -> bool {
+    member.send_proxy.is_some()
+}
+
+/// The session's client and the address it connected to: the PROXY header's
+/// destination if it had one, else the socket's local address.
+fn endpoints(client: &TcpStream, source: SocketAddr, destination: Option<SocketAddr>) -> Option<Endpoints> {
+    let destination = match destination {
+        Some(destination) => destination,
+        None => client.local_addr().ok()?,
+    };
+    Some(Endpoints { source, destination })
 }
 
 /// Hash of the client's IP (not its port), for `hash_key: source_ip`.

@@ -11,10 +11,12 @@ mod headers;
 mod host;
 mod io;
 mod park;
+mod proxied;
 mod reply;
 mod request_body;
 mod service;
 mod stall;
+mod sticky;
 mod tls;
 mod tunnel;
 mod upstream;
@@ -35,6 +37,7 @@ pub use request_body::RequestBody;
 
 use crate::cluster::{Frontend, LiveFrontend};
 use crate::listener::Seat;
+use crate::proxy::proxy_protocol::Endpoints;
 use crate::tls::HandshakeInfo;
 use crate::upstream::Worker;
 use client_state::ClientHandle;
@@ -58,7 +61,9 @@ use tokio::time::Instant;
 /// awake, served by hyper with everything a request needs, allocated when it
 /// wakes and freed when it goes dormant again. A dormant plain connection waits
 /// in its worker's [`Park`], with no task; a TLS one (whose rustls state must
-/// live on anyway) waits in its task as a [`Dormant`].
+/// live on anyway) waits in its task as a [`Dormant`]. On a `proxy_protocol`
+/// frontend the connection's PROXY header comes first, read in its task (see
+/// `proxied`).
 ///
 /// A plain fn returning the future, not an `async fn`: an async fn's arguments
 /// take their space in its state twice (as arguments and as locals); here the
@@ -67,21 +72,33 @@ use tokio::time::Instant;
 pub fn serve(client: Client, stream: std::net::TcpStream, seat: Seat) -> impl Future<Output = ()> + Send + 'static {
     async move {
         // Boxed once for the connection's life: see `Parked::conn`.
-        let conn = Box::new(Connection::open(client, seat));
-        let client = &conn.client;
-        let frontend = &client.frontend;
-        if frontend.http.is_none() {
-            tracing::error!(frontend = %frontend.name, "http connection on a frontend without http settings");
+        let mut conn = Box::new(Connection::open(client, seat));
+        if conn.client.frontend.http.is_none() {
+            tracing::error!(frontend = %conn.client.frontend.name, "http connection on a frontend without http settings");
             return;
         }
+        if conn.client.frontend.proxy_protocol {
+            // Boxed: other connections' tasks do not carry the header's reading.
+            return Box::pin(proxied::serve(conn, stream)).await;
+        }
+        if conn.client.frontend.needs_local {
+            conn.client.find_local(socket2::SockRef::from(&stream));
+        }
+        let client = &conn.client;
+        let frontend = &client.frontend;
         // A TLS connection is served as soon as its handshake is done: rustls may
         // already hold its first request, which no socket readiness would announce.
         let (dormant, awake) = match &frontend.tls {
-            // Boxed: a plain connection's task does not carry a TLS one's state.
-            Some(tls) => match Box::pin(client.handshake(stream, tls)).await {
-                Some((tls, head_due)) => (Dormant::handshaken(tls, head_due), true),
-                None => return,
-            },
+            Some(tls) => {
+                let Some(stream) = client.register_tls(stream) else { return };
+                // The handshake and the first request head share one deadline.
+                let head_due = Instant::now() + frontend.timeouts.request_header;
+                // Boxed: a plain connection's task does not carry a TLS one's state.
+                match Box::pin(client.handshake(stream, tls, head_due)).await {
+                    Some(tls) => (Dormant::handshaken(tls, head_due), true),
+                    None => return,
+                }
+            }
             // Most clients send their request with the connection: served at once.
             // The others wait in the park from the start.
             None => match stream.peek(&mut [0u8]) {
@@ -205,8 +222,12 @@ pub struct Client {
     pub live: LiveFrontend,
     /// The frontend when the connection was accepted: its limits are the connection's.
     pub frontend: Arc<Frontend>,
-    /// The client address.
+    /// The client address (from its PROXY header on a `proxy_protocol` frontend).
     pub peer: SocketAddr,
+    /// The address the client connected to: the connection's local address (the
+    /// listener's, until a wildcard bind's is looked up), or the destination of
+    /// its PROXY header. A `send_proxy` server is sent it with `peer`.
+    pub local: SocketAddr,
     /// The worker serving the connection.
     pub worker: Worker,
     /// Cancelled at shutdown or when a reload removes the listener.
@@ -258,12 +279,27 @@ impl Client {
         self.serve_h1(io, ctx, &handle).await
     }
 
+    /// Looks up the address the client connected to when the listener's does not
+    /// tell it (a wildcard bind).
+    fn find_local(&mut self, socket: socket2::SockRef<'_>) {
+        if self.local.ip().is_unspecified() {
+            if let Some(local) = socket.local_addr().ok().and_then(|local| local.as_socket()) {
+                self.local = local;
+            }
+        }
+    }
+
+    /// The client and the address it connected to, as a `send_proxy` server is told.
+    fn endpoints(&self) -> Endpoints {
+        Endpoints { source: self.peer, destination: self.local }
+    }
+
     /// What the requests of a connection share.
     fn context(&self, handle: &ClientHandle, tls: Option<HandshakeInfo>) -> Arc<ConnContext> {
         Arc::new(ConnContext::new(
             Arc::clone(&self.live),
             Arc::clone(&self.frontend),
-            self.peer,
+            self.endpoints(),
             self.worker,
             handle.clone(),
             self.tasks.clone(),

@@ -25,6 +25,7 @@ fn error_body(status: StatusCode) -> &'static [u8] {
     match status.as_u16() {
         400 => b"400 Bad Request: the request could not be parsed\n",
         408 => b"408 Request Timeout: the request was not received in time\n",
+        429 => b"429 Too Many Requests: over this client's rate limit, see Retry-After\n",
         431 => b"431 Request Header Fields Too Large\n",
         502 => b"502 Bad Gateway: the server refused, reset or broke the connection\n",
         503 => b"503 Service Unavailable: no server is available for this request\n",

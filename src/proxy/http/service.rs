@@ -20,6 +20,7 @@ use super::headers::{accepts_trailers, add_forwarding, strip_hop_by_hop, wants_u
 use super::host::request_authority;
 use super::reply::error_response;
 use super::request_body::RequestBody;
+use super::sticky;
 use super::tunnel;
 use super::upstream::{forward, Exchange};
 use crate::balance::hash_key;
@@ -27,6 +28,7 @@ use crate::cluster::route::RequestFacts;
 use crate::cluster::{Backend, Frontend, LiveFrontend};
 use crate::config::{HashKey, Mode};
 use crate::log_limit::LogLimit;
+use crate::proxy::proxy_protocol::Endpoints;
 use crate::proxy::tcp::hash_ip;
 use crate::proxy::ProxyError;
 use crate::tls::{HandshakeInfo, X_CLIENT_CERT_SUBJECT};
@@ -46,6 +48,8 @@ pub struct ConnContext {
     accepted: Arc<Frontend>,
     /// The client address.
     pub peer: SocketAddr,
+    /// The client and the address it connected to, for `send_proxy` servers.
+    endpoints: Endpoints,
     /// The worker thread serving this connection (for the server connection pools).
     worker: Worker,
     /// The client IP as a header value, formatted at the connection's first request.
@@ -74,7 +78,7 @@ impl ConnContext {
     pub fn new(
         live: LiveFrontend,
         accepted: Arc<Frontend>,
-        peer: SocketAddr,
+        endpoints: Endpoints,
         worker: Worker,
         client: ClientHandle,
         tasks: TaskTracker,
@@ -83,7 +87,8 @@ impl ConnContext {
         Self {
             live,
             accepted,
-            peer,
+            peer: endpoints.source,
+            endpoints,
             worker,
             client_ip: OnceLock::new(),
             tasks,
@@ -120,6 +125,14 @@ impl ConnContext {
         if self.client.is_ambiguous(index) {
             return self.fail(&now, None, ProxyError::AmbiguousFraming, req.method(), req.uri().path_and_query());
         }
+        if let Some(limit) = &now.frontend.rate_limit {
+            let stats = &now.frontend.stats;
+            if let Err(retry_after) = stats.rate_table.check(self.peer.ip(), limit, std::time::Instant::now()) {
+                stats.rate_limited.fetch_add(1, Relaxed);
+                let err = ProxyError::RateLimited { retry_after };
+                return self.fail(&now, None, err, req.method(), req.uri().path_and_query());
+            }
+        }
         let authority = match request_authority(&req) {
             Ok(authority) => authority,
             Err(err) => return self.fail(&now, None, err.into(), req.method(), req.uri().path_and_query()),
@@ -131,11 +144,21 @@ impl ConnContext {
         let host = authority.and_then(|a| a.host_to_send());
         let name_server = authority.is_none();
         let key = backend.hash_key.as_ref().and_then(|k| self.hash(k, &req));
+        let named = backend.sticky.as_ref().and_then(|s| sticky::named_server(s, req.headers()));
         let method = req.method().clone();
         let path = req.uri().path_and_query().cloned();
-        let (request, client_upgrade) = self.prepare(&now.frontend, req, host, backend.protocol.is_h2());
-        let mut response = match forward(&backend, key, request, name_server, self.worker).await {
-            Ok(exchange) => self.relay(&now, &backend, exchange, client_upgrade, method, path),
+        let (request, client_upgrade) = self.prepare(&now.frontend, req, host, &backend);
+        let mut response = match forward(&backend, key, named, self.endpoints, request, name_server, self.worker).await
+        {
+            Ok(exchange) => {
+                let server = exchange.server;
+                let mut response = self.relay(&now, &backend, exchange, client_upgrade, method, path);
+                if let Some(settings) = &backend.sticky {
+                    sticky::remember(settings, named, server, self.tls.is_some(), response.headers_mut());
+                }
+                response
+            }
+            // A balancer-made error names no server: no cookie.
             Err(err) => self.fail(&now, Some(&backend), err, &method, path.as_ref()),
         };
         if now.closing {
@@ -152,19 +175,20 @@ impl ConnContext {
             HashKey::Uri => Some(hash_key(req.uri().path_and_query().map_or(b"/", |pq| pq.as_str().as_bytes()))),
             HashKey::Path => Some(hash_key(req.uri().path().as_bytes())),
             HashKey::Header(name) => req.headers().get(name).map(|v| hash_key(v.as_bytes())),
-            HashKey::Cookie(name) => cookie(req.headers(), name).map(hash_key),
+            HashKey::Cookie(name) => sticky::values(req.headers(), name).next().map(hash_key),
         }
     }
 
-    /// Rewrites the client's request for the server: origin-form URI, HTTP/1.1,
+    /// Rewrites the client's request for `backend`'s server: origin-form URI, HTTP/1.1,
     /// Host set to `host` when the request target's authority overrides the client's
-    /// (h2 `:authority`, absolute-form), hop-by-hop headers out, forwarding headers in.
+    /// (h2 `:authority`, absolute-form), hop-by-hop headers and the sticky cookie
+    /// out, forwarding headers in.
     fn prepare(
         &self,
         frontend: &Frontend,
         mut req: Request<Incoming>,
         host: Option<HeaderValue>,
-        to_h2: bool,
+        backend: &Backend,
     ) -> (Request<RequestBody>, Option<hyper::upgrade::OnUpgrade>) {
         let upgrading = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
@@ -180,8 +204,12 @@ impl ConnContext {
         // Hop-by-hop, but what it says holds end to end: trailers are passed on.
         // An HTTP/2 server gets it (gRPC needs it); an HTTP/1.1 one would need
         // `Connection: TE` with it, and is not sent it.
-        let trailers = to_h2 && accepts_trailers(&parts.headers);
+        let trailers = backend.protocol.is_h2() && accepts_trailers(&parts.headers);
         strip_hop_by_hop(&mut parts.headers, upgrading);
+        // The balancer's own cookie: the server has no use for it.
+        if let Some(settings) = &backend.sticky {
+            sticky::strip(&mut parts.headers, &settings.cookie);
+        }
         if trailers {
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
@@ -274,7 +302,13 @@ impl ConnContext {
         let record =
             AccessRecord::start(frontend, self.peer, backend, None, method, path, status.as_u16(), now.started);
         drop(record);
-        error_response(status, err.closes_connection())
+        let mut response = error_response(status, err.closes_connection());
+        if let ProxyError::RateLimited { retry_after } = err {
+            // Whole seconds, rounded up: a client that waits that long finds a token.
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            response.headers_mut().insert(http::header::RETRY_AFTER, seconds.max(1).into());
+        }
+        response
     }
 }
 
@@ -294,29 +328,5 @@ fn count(frontend: &Frontend, backend: Option<&Arc<Backend>>, code: u16) {
     frontend.stats.count_response(code);
     if let Some(backend) = backend {
         backend.stats.count_response(code);
-    }
-}
-
-/// The value of cookie `name` from the request's Cookie header(s).
-fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers.get_all(header::COOKIE).iter().find_map(|value| {
-        value.as_bytes().split(|&b| b == b';').find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            (&pair[..eq] == name.as_bytes()).then(|| &pair[eq + 1..])
-        })
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cookie;
-
-    #[test]
-    fn finds_cookie_among_several() {
-        let mut headers = http::HeaderMap::new();
-        headers.append("cookie", "a=1; session=xyz; b=2".parse().unwrap());
-        assert_eq!(cookie(&headers, "session"), Some(&b"xyz"[..]));
-        assert_eq!(cookie(&headers, "sess"), None);
     }
 }

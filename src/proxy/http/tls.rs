@@ -1,8 +1,8 @@
 //! The handshake of an http frontend's TLS connections: bounded by
-//! `timeouts.request_header` from the accept, counted by outcome, a bounded number
-//! at once per worker. The connection is then served like a plain one (HTTP/2 or
-//! HTTP/1.1 as ALPN chose, the same client limits; dormant while idle, keeping
-//! only rustls's session state).
+//! `timeouts.request_header` from the accept (a PROXY header before it counts
+//! too), counted by outcome, a bounded number at once per worker. The connection
+//! is then served like a plain one (HTTP/2 or HTTP/1.1 as ALPN chose, the same
+//! client limits; dormant while idle, keeping only rustls's session state).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -36,23 +36,28 @@ thread_local! {
 }
 
 impl Client {
-    /// Runs the TLS handshake of a connection to a TLS frontend; the connection
-    /// and when its first request head is due, or `None` when it failed (counted).
+    /// Registers a TLS connection's socket with the runtime serving it; `None`
+    /// (logged) if it cannot be.
+    pub(super) fn register_tls(&self, stream: std::net::TcpStream) -> Option<tokio::net::TcpStream> {
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                tracing::warn!(frontend = %self.frontend.name, client = %self.peer, error = %err, "cannot register the client socket");
+                None
+            }
+        }
+    }
+
+    /// Runs the TLS handshake of a connection to a TLS frontend, due by
+    /// `head_due` (the first request head's deadline too); the connection, or
+    /// `None` when it failed (counted).
     pub(super) async fn handshake(
         &self,
-        stream: std::net::TcpStream,
+        stream: tokio::net::TcpStream,
         tls: &TlsFrontend,
-    ) -> Option<(Transport, Instant)> {
+        head_due: Instant,
+    ) -> Option<Transport> {
         let frontend = &self.frontend;
-        let stream = match tokio::net::TcpStream::from_std(stream) {
-            Ok(stream) => stream,
-            Err(err) => {
-                tracing::warn!(frontend = %frontend.name, client = %self.peer, error = %err, "cannot register the client socket");
-                return None;
-            }
-        };
-        // The handshake and the first request head share one deadline.
-        let head_due = Instant::now() + frontend.timeouts.request_header;
         let counts = &frontend.stats.tls_handshakes;
         let turns = HANDSHAKE_TURNS.with(Arc::clone);
         let config = Arc::clone(&tls.config);
@@ -85,6 +90,6 @@ impl Client {
             Some(ProtocolVersion::TLSv1_3) => counts.tls13.fetch_add(1, Relaxed),
             _ => counts.tls12.fetch_add(1, Relaxed),
         };
-        Some((Transport::Tls(Box::new(TlsConnection { stream, info })), head_due))
+        Some(Transport::Tls(Box::new(TlsConnection { stream, info })))
     }
 }

@@ -15,8 +15,9 @@ use super::request_body::RequestBody;
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::connect::connect_server;
+use crate::proxy::proxy_protocol::Endpoints;
 use crate::proxy::quick_ack::QuickAck;
-use crate::proxy::retry::{on_servers, Attempt};
+use crate::proxy::retry::{on_servers_preferring, Attempt};
 use crate::proxy::ProxyError;
 use crate::upstream::{ActiveGuard, Pooled, Worker};
 
@@ -40,30 +41,58 @@ pub(super) enum Failure {
     Sent(ProxyError),
 }
 
-/// Forwards `req` to a server of `backend`, retrying connect failures on other
-/// servers. With `name_server`, the request named no host (HTTP/1.0 without Host)
-/// and is sent with the chosen server's address as its Host, as HTTP/1.1 requires.
+/// Forwards `req` to a server of `backend`, retrying on other servers what the
+/// backend's `retry_on` lists (a failed connect by default); server `prefer` (a
+/// sticky session's) first if it can take it. `client` names the client to a
+/// `send_proxy` server. With `name_server`, the request named no host (HTTP/1.0
+/// without Host) and is sent with the chosen server's address as its Host, as
+/// HTTP/1.1 requires.
 pub async fn forward(
     backend: &Backend,
     key: Option<u64>,
+    prefer: Option<usize>,
+    client: Endpoints,
     req: Request<RequestBody>,
     name_server: bool,
     worker: Worker,
 ) -> Result<Exchange, ProxyError> {
     let replayable = is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body());
-    let (server, (response, sender, active)) = on_servers(backend, key, req, |member, active, req| async move {
-        match exchange(backend, member, active, req, replayable, name_server, worker).await {
-            Ok(sent) => Attempt::Done(sent),
-            Err(Failure::Connect(err, unsent)) => Attempt::Retry(err, *unsent),
-            Err(Failure::Sent(err)) => Attempt::Fail(err),
-        }
-    })
-    .await?;
+    let policy = backend.retry_on;
+    // What failed after the request left may be sent again only from a copy kept
+    // before it left: idempotent requests without a body, and only if asked for.
+    let keep_copy = replayable && policy.after_send();
+    let (server, (response, sender, active)) =
+        on_servers_preferring(backend, key, prefer, req, |member, active, req| async move {
+            let spare = keep_copy.then(|| replay_copy(&req));
+            match exchange(backend, member, active, req, replayable, name_server, worker, client).await {
+                Ok(sent) => match spare {
+                    Some(copy) if policy.on_status(sent.0.status().as_u16()) => Attempt::RetryOr(sent, copy),
+                    _ => Attempt::Done(sent),
+                },
+                Err(Failure::Connect(err, unsent)) => Attempt::Retry(err, *unsent),
+                Err(Failure::Sent(err)) => match spare {
+                    Some(copy) if retried_after_send(&policy, &err) => Attempt::Retry(err, copy),
+                    _ => Attempt::Fail(err),
+                },
+            }
+        })
+        .await?;
     Ok(Exchange { response, sender, server, active })
+}
+
+/// A failure after the request left that `retry_on` lists: a reset (or a close
+/// before the answer), or no answer in time.
+fn retried_after_send(policy: &crate::cluster::RetryPolicy, err: &ProxyError) -> bool {
+    match err {
+        ProxyError::Upstream { .. } | ProxyError::ServerClosed { .. } => policy.reset,
+        ProxyError::ServerTimeout { .. } => policy.timeout,
+        _ => false,
+    }
 }
 
 pub(super) type Sent = (Response<Incoming>, Option<SendRequest<RequestBody>>, ActiveGuard);
 
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     backend: &Backend,
     member: &Member,
@@ -72,14 +101,20 @@ async fn exchange(
     replayable: bool,
     name_server: bool,
     worker: Worker,
+    client: Endpoints,
 ) -> Result<Sent, Failure> {
     if let (true, Some(host)) = (name_server, &member.state.host_header) {
         req.headers_mut().insert(http::header::HOST, host.clone());
     }
     if backend.protocol.is_h2() {
-        return super::upstream_h2::exchange(backend, member, active, req, worker).await;
+        return super::upstream_h2::exchange(backend, member, active, req, worker, client).await;
     }
-    if let Some(sender) = member.state.pool.take::<SendRequest<RequestBody>>(worker) {
+    // A send_proxy server's connections are never pooled (see `reusable`).
+    let pooled = match member.send_proxy {
+        None => member.state.pool.take::<SendRequest<RequestBody>>(worker),
+        Some(_) => None,
+    };
+    if let Some(sender) = pooled {
         // A replay copy only for requests that may be sent twice (no body, idempotent).
         let spare = replayable.then(|| replay_copy(&req));
         match send(backend, member, sender, req).await {
@@ -94,12 +129,15 @@ async fn exchange(
             },
         }
     }
-    let sender = match connect(member, backend).await {
+    let sender = match connect(member, backend, Some(client)).await {
         Ok(sender) => sender,
         Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
     match send(backend, member, sender, req).await {
-        Ok((response, sender)) => Ok((response, Some(sender), active)),
+        Ok((response, sender)) => {
+            let sender = reusable(member, &response, sender);
+            Ok((response, sender, active))
+        }
         Err(SendError::Unsent(_)) => Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() })),
         Err(SendError::Failed(err)) => Err(Failure::Sent(err)),
     }
@@ -154,8 +192,12 @@ pub(super) async fn send<S: TrySend>(
 }
 
 /// Opens a new HTTP/1.1 connection to `member` (over TLS if the backend says so).
-async fn connect(member: &Member, backend: &Backend) -> Result<SendRequest<RequestBody>, ProxyError> {
-    match open(member, backend).await? {
+async fn connect(
+    member: &Member,
+    backend: &Backend,
+    client: Option<Endpoints>,
+) -> Result<SendRequest<RequestBody>, ProxyError> {
+    match open(member, backend, client).await? {
         // ACK the server's segments at once: a server writing head and body apart
         // with Nagle on would otherwise wait for our delayed ACK (see `quick_ack`).
         ServerStream::Plain(stream) => handshake(member, QuickAck::new(stream)).await,
@@ -171,11 +213,29 @@ pub(super) enum ServerStream {
     Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
 }
 
-/// Connects to `member`, and runs the TLS handshake if the backend speaks TLS;
-/// both within `timeouts.connect`.
-pub(super) async fn open(member: &Member, backend: &Backend) -> Result<ServerStream, ProxyError> {
+/// What becomes of a fresh connection after its first response: kept for the
+/// pool, except a `send_proxy` server's, whose PROXY header named this request's
+/// client: no other client's request may go on it, so it is dropped (closed once
+/// the response is read), unless upgraded (the tunnel keeps it).
+fn reusable(
+    member: &Member,
+    response: &Response<Incoming>,
+    sender: SendRequest<RequestBody>,
+) -> Option<SendRequest<RequestBody>> {
+    let private = member.send_proxy.is_some() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
+    (!private).then_some(sender)
+}
+
+/// Connects to `member` (sending a `send_proxy` server the PROXY header naming
+/// `client`), and runs the TLS handshake if the backend speaks TLS; all within
+/// `timeouts.connect`.
+pub(super) async fn open(
+    member: &Member,
+    backend: &Backend,
+    client: Option<Endpoints>,
+) -> Result<ServerStream, ProxyError> {
     let started = tokio::time::Instant::now();
-    let stream = connect_server(member, backend.timeouts.connect).await?;
+    let stream = connect_server(member, backend.timeouts.connect, client).await?;
     member.state.connections_total.fetch_add(1, Relaxed);
     let (Some(tls), Some(name)) = (&backend.tls, &member.tls_name) else {
         return Ok(ServerStream::Plain(stream));

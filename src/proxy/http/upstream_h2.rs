@@ -12,6 +12,7 @@ use super::request_body::RequestBody;
 use super::upstream::{open, send, Failure, SendError, ServerStream, TrySend};
 use crate::balance::Member;
 use crate::cluster::Backend;
+use crate::proxy::proxy_protocol::Endpoints;
 use crate::proxy::ProxyError;
 use crate::upstream::{ActiveGuard, Pooled, Worker};
 
@@ -22,16 +23,25 @@ pub(super) async fn exchange(
     active: ActiveGuard,
     req: Request<RequestBody>,
     worker: Worker,
+    client: Endpoints,
 ) -> Result<super::upstream::Sent, Failure> {
     let req = for_h2(req, backend, member);
-    let (sender, fresh) = match member.state.pool.take::<SendRequest<RequestBody>>(worker) {
+    let client = Some(client);
+    // A send_proxy server's connection names one client in its PROXY header: it
+    // carries this request alone, never shared through the pool, and closes when
+    // the response is done (its last handle dropped).
+    let shared = member.send_proxy.is_none();
+    let pooled = if shared { member.state.pool.take::<SendRequest<RequestBody>>(worker) } else { None };
+    let (sender, fresh) = match pooled {
         Some(shared) => {
             member.state.pool.put(worker, shared.clone());
             (shared, false)
         }
-        None => match connect(member, backend).await {
+        None => match connect(member, backend, client).await {
             Ok(sender) => {
-                member.state.pool.put(worker, sender.clone());
+                if shared {
+                    member.state.pool.put(worker, sender.clone());
+                }
                 (sender, true)
             }
             Err(err) => return Err(Failure::Connect(err, Box::new(req))),
@@ -46,7 +56,8 @@ pub(super) async fn exchange(
             return Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() }));
         }
     };
-    let sender = match connect(member, backend).await {
+    // Only a pooled connection gets here (a private one is always fresh).
+    let sender = match connect(member, backend, client).await {
         Ok(sender) => sender,
         Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
@@ -85,11 +96,15 @@ fn for_h2(req: Request<RequestBody>, backend: &Backend, member: &Member) -> Requ
 }
 
 /// Opens an HTTP/2 connection to `member`; it runs in its own task.
-async fn connect(member: &Member, backend: &Backend) -> Result<SendRequest<RequestBody>, ProxyError> {
+async fn connect(
+    member: &Member,
+    backend: &Backend,
+    client: Option<Endpoints>,
+) -> Result<SendRequest<RequestBody>, ProxyError> {
     let handshake = |err| ProxyError::Upstream { server: member.name.clone(), source: err };
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
-    match open(member, backend).await? {
+    match open(member, backend, client).await? {
         ServerStream::Plain(stream) => {
             let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.map_err(handshake)?;
             tokio::spawn(run(conn, member));
