@@ -124,7 +124,9 @@ impl Instance {
         let first = instance.snapshot();
         instance.sync_listeners(&first, None)?;
         if let Some(address) = first.admin {
-            instance.start_admin(address)?;
+            let (control, requests) = crate::admin::Control::new();
+            instance.start_admin(address, control)?;
+            tokio::spawn(Instance { shared: Arc::clone(&instance.shared) }.serve_control(requests));
         }
         tokio::spawn(reap_idle_connections(Arc::clone(&instance.shared.live)));
         tokio::spawn(crate::trim::after_bursts(instance.shared.tasks.clone(), Arc::clone(&instance.shared.live)));
@@ -139,13 +141,13 @@ impl Instance {
     }
 
     /// Binds the admin listener and serves it until the instance has finished.
-    fn start_admin(&self, address: SocketAddr) -> Result<(), ApplyError> {
+    fn start_admin(&self, address: SocketAddr, control: crate::admin::Control) -> Result<(), ApplyError> {
         let bind_error = |source| ApplyError::Bind { address, source };
         let socket = listener::open(address, false).and_then(tokio::net::TcpListener::from_std).map_err(bind_error)?;
         let local = socket.local_addr().map_err(bind_error)?;
         let _ = self.shared.admin_addr.set(local);
         tracing::info!(address = %local, "admin listening");
-        tokio::spawn(crate::admin::serve(socket, LiveView::new(Arc::clone(&self.shared.live))));
+        tokio::spawn(crate::admin::serve(socket, LiveView::new(Arc::clone(&self.shared.live)), control));
         Ok(())
     }
 
@@ -225,6 +227,76 @@ impl Instance {
         let generation = next.generation;
         tracing::info!(generation, "config applied");
         Ok(generation)
+    }
+
+    /// Runs what the admin API asks, one operation at a time, and lapses timed
+    /// admin overrides (checked every second), until the instance has finished.
+    async fn serve_control(self, mut requests: crate::admin::Requests) {
+        use crate::admin::Op;
+        let finished = self.shared.live.finished.clone();
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            let op = tokio::select! {
+                _ = finished.cancelled() => return,
+                _ = ticker.tick() => {
+                    let now = crate::upstream::unix_ms();
+                    let snapshot = self.snapshot();
+                    let lapsed: Vec<String> = (snapshot.backends.iter())
+                        .flat_map(|b| b.members.iter().map(move |m| (b, m)))
+                        .filter(|(_, m)| m.state.admin.lapse(now))
+                        .map(|(b, m)| {
+                            m.state.pool.suspend(false);
+                            format!("{}/{}", b.name, m.name)
+                        })
+                        .collect();
+                    if lapsed.is_empty() {
+                        continue;
+                    }
+                    tracing::info!(servers = ?lapsed, "admin override lapsed; back to the config's state and weight");
+                    if let Err(err) = self.reapply().await {
+                        tracing::error!(error = %err, "cannot apply the lapsed override");
+                    }
+                    continue;
+                }
+                op = requests.recv() => match op {
+                    Some(op) => op,
+                    None => return,
+                },
+            };
+            match op {
+                Op::Reapply(done) => {
+                    let _ = done.send(self.reapply().await.map_err(|err| err.to_string()));
+                }
+                Op::Reload(done) => {
+                    let outcome = self.reload().await.map_err(|err| match err {
+                        ApplyError::Config(config) => config.lines(),
+                        other => vec![other.to_string()],
+                    });
+                    let _ = done.send(outcome);
+                }
+                Op::Check(text, done) => {
+                    let base = (self.shared.config_path.as_deref())
+                        .and_then(|path| path.parent())
+                        .filter(|dir| !dir.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."))
+                        .to_path_buf();
+                    let checked = tokio::task::spawn_blocking(move || Config::parse_in(&text, &base)).await;
+                    let errors = match checked {
+                        Ok(Ok(_)) => Vec::new(),
+                        Ok(Err(err)) => err.lines(),
+                        Err(err) => vec![format!("the check failed: {err}")],
+                    };
+                    let _ = done.send(errors);
+                }
+            }
+        }
+    }
+
+    /// Compiles the running config again (admin overrides applied) and swaps it in.
+    async fn reapply(&self) -> Result<u64, ApplyError> {
+        let config = (*self.snapshot().config).clone();
+        self.apply(config).await
     }
 
     fn record_reload(&self, result: &Result<u64, ApplyError>) {

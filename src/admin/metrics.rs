@@ -12,6 +12,7 @@ use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncode
 use crate::cluster::LiveView;
 use crate::cluster::Snapshot;
 use crate::config::Mode;
+use crate::upstream::AdminState;
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -34,6 +35,11 @@ pub fn render(live: &LiveView) -> String {
         .gauge("fulcrum_config_last_reload_success", "1 if the last reload applied, else 0.", &[])
         .with_label_values(&[])
         .set(i64::from(live.reloads().last_ok.load(Relaxed)));
+    let writes =
+        families.counter("fulcrum_admin_writes_total", "Admin API writes by action and result.", &["action", "result"]);
+    for (action, result, count) in super::write::counts(live) {
+        writes.with_label_values(&[action, result]).inc_by(count);
+    }
     families
         .gauge("fulcrum_draining", "1 once graceful shutdown started.", &[])
         .with_label_values(&[])
@@ -176,6 +182,11 @@ fn backends(families: &mut Families, snapshot: &Snapshot) {
     let check_failures = families.counter("fulcrum_server_check_failures_total", "Failed health checks.", labels);
     let changes = families.counter("fulcrum_server_state_changes_total", "up<->down transitions.", labels);
     let ejections = families.counter("fulcrum_server_ejections_total", "Outlier ejections.", labels);
+    let admin_state = families.gauge(
+        "fulcrum_server_admin_state",
+        "1 for the server's admin state (ready, drain, maint), 0 for the others.",
+        &["backend", "server", "state"],
+    );
     let ejected = families.gauge("fulcrum_server_ejected", "1 while ejected by outlier detection.", labels);
     let idle = families.gauge(
         "fulcrum_server_idle_pooled_connections",
@@ -208,6 +219,11 @@ fn backends(families: &mut Families, snapshot: &Snapshot) {
             check_failures.with_label_values(&names).inc_by(s.check_failures.load(Relaxed));
             changes.with_label_values(&names).inc_by(s.state_changes.load(Relaxed));
             ejections.with_label_values(&names).inc_by(s.ejections.load(Relaxed));
+            let current = s.admin.get().state;
+            for state in [AdminState::Ready, AdminState::Drain, AdminState::Maint] {
+                let labels = [b.name.as_str(), m.name.as_str(), state.as_str()];
+                admin_state.with_label_values(&labels).set(i64::from(state == current));
+            }
             ejected.with_label_values(&names).set(i64::from(s.is_ejected()));
             idle.with_label_values(&names).set(s.pool.idle_count() as i64);
             families.histogram(s.response_duration.clone());

@@ -1,11 +1,14 @@
-//! The admin listener: `/metrics`, `/healthz`, `/status`, `/api/status`.
+//! The admin listener: `/metrics`, `/healthz`, `/status`, `/api/status`, and the
+//! admin API's writes (see [`write`]), which need the admin token.
 //!
 //! It keeps answering during a graceful drain (so `/healthz` can say 503 and outer
 //! balancers stop sending) and stops only when the instance has finished.
 
+mod control;
 mod metrics;
 mod report;
 mod status_page;
+mod write;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,6 +22,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+pub use control::{Control, Op, Requests};
 pub use report::{build as status_report, StatusReport};
 pub use status_page::esc as html_escape;
 
@@ -28,8 +32,9 @@ use crate::config::Mode;
 /// How often frontend rates are sampled for the status page.
 const RATE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Serves the admin endpoints on `listener` until the instance has finished.
-pub async fn serve(listener: TcpListener, live: LiveView) {
+/// Serves the admin endpoints on `listener` until the instance has finished;
+/// writes go to the instance through `control`.
+pub async fn serve(listener: TcpListener, live: LiveView, control: Control) {
     let rates = Arc::new(Rates::default());
     tokio::spawn(sample_rates(live.clone(), Arc::clone(&rates)));
     loop {
@@ -37,19 +42,26 @@ pub async fn serve(listener: TcpListener, live: LiveView) {
             _ = live.finished() => return,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, client) = match accepted {
+            Ok(pair) => pair,
             Err(err) => {
                 tracing::warn!(error = %err, "admin accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let (live, rates) = (live.clone(), Arc::clone(&rates));
+        let (live, rates, control) = (live.clone(), Arc::clone(&rates), control.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let response = answer(&req, &live, &rates);
-                async move { Ok::<_, Infallible>(response) }
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (live, rates, control) = (live.clone(), Arc::clone(&rates), control.clone());
+                async move {
+                    let response = if req.method() == Method::POST {
+                        post(req, client, &live, &control).await
+                    } else {
+                        answer(&req, &live, &rates)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(err) =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
@@ -60,9 +72,34 @@ pub async fn serve(listener: TcpListener, live: LiveView) {
     }
 }
 
+/// A POST: one of the admin API's writes.
+async fn post(
+    req: Request<hyper::body::Incoming>,
+    client: std::net::SocketAddr,
+    live: &LiveView,
+    control: &Control,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, write::MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return json(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({"error": "body too large or broken"})),
+    };
+    match write::handle(parts.uri.path(), &parts.headers, body, client, live, control).await {
+        Some((status, body)) => json(status, body),
+        None => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no write here"})),
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = with_type(body.to_string(), "application/json");
+    *response.status_mut() = status;
+    response
+}
+
 fn answer<B>(req: &Request<B>, live: &LiveView, rates: &Rates) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET, HEAD and the admin API's POSTs\n");
     }
     match req.uri().path() {
         "/metrics" => with_type(metrics::render(live), "text/plain; version=0.0.4; charset=utf-8"),

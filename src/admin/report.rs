@@ -165,6 +165,10 @@ pub struct ServerReport {
     pub idle_pooled_connections: usize,
     /// The most recent health probe.
     pub last_check: Option<CheckReport>,
+    /// What an operator set: "ready", "drain" or "maint".
+    pub admin_state: &'static str,
+    /// When a timed admin override lapses (unix ms), if it does.
+    pub admin_until_ms: Option<u64>,
     /// Ejected by outlier detection right now.
     pub ejected: bool,
     /// Outlier ejections so far.
@@ -301,6 +305,8 @@ fn server(m: &Member, now: u64) -> ServerReport {
         state_changes: s.state_changes.load(Relaxed),
         seconds_since_change: ago(s.last_change_ms.load(Relaxed)),
         idle_pooled_connections: s.pool.idle_count(),
+        admin_state: s.admin.get().state.as_str(),
+        admin_until_ms: s.admin.get().until_ms,
         ejected: s.is_ejected(),
         ejections: s.ejections.load(Relaxed),
         ramp: s.ramp(m.slow_start_ms),

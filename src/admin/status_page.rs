@@ -16,7 +16,7 @@ th,td{padding:.3em .7em;border-bottom:1px solid #e4e4e4;text-align:right;white-s
 th{background:#f0f0f0;font-weight:600}th.l{text-align:left}td:first-child,th:first-child{text-align:left}\
 td.l{text-align:left}.up{background:#d9f2dd}.down{background:#f9d6d9}.ejected{background:#fcebc7}.backup{color:#666;font-style:italic}\
 .pill{display:inline-block;padding:0 .5em;border-radius:.7em;font-weight:600}\
-.pill.up{color:#14632a}.pill.down{color:#8a0014}.pill.ejected{color:#8a5a00}";
+.pill.up{color:#14632a}.pill.down{color:#8a0014}.pill.ejected,.pill.drain,.pill.maint{color:#8a5a00}.drain,.maint{background:#eee}";
 
 /// Renders the page.
 pub fn render(report: &StatusReport) -> String {
@@ -157,10 +157,12 @@ fn backend(html: &mut String, b: &BackendReport) {
 }
 
 fn server(html: &mut String, s: &ServerReport, checked: bool) {
-    let state = match (s.up, s.ejected) {
-        (false, _) => "down",
-        (true, true) => "ejected",
-        (true, false) => "up",
+    let state = match (s.admin_state, s.up, s.ejected) {
+        ("maint", _, _) => "maint",
+        ("drain", _, _) => "drain",
+        (_, false, _) => "down",
+        (_, true, true) => "ejected",
+        (_, true, false) => "up",
     };
     // A ramping server shows the share of its weight it gets now.
     let weight = match s.ramp {

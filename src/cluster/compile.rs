@@ -60,7 +60,8 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             members.push(Member {
                 tls_name,
                 name: s.name.clone(),
-                weight: s.weight,
+                // An operator's drain, maint or weight (admin API) wins over the file's.
+                weight: state.admin.weight(s.weight),
                 backup: s.backup,
                 max_connections: s.max_connections as u64,
                 send_proxy: s.send_proxy,

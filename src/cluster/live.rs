@@ -78,6 +78,52 @@ pub struct Live {
     pub connection_cap: ConnectionCap,
     /// The threads serving connections, with their open connections.
     pub workers: Arc<Workers>,
+    /// Admin API writes, by action and result.
+    pub admin_writes: [[std::sync::atomic::AtomicU64; 3]; 3],
+}
+
+/// What an admin API write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAction {
+    /// A server's state or weight.
+    Server,
+    /// A reload of the config file.
+    Reload,
+    /// A config checked.
+    ConfigCheck,
+}
+
+impl WriteAction {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteAction::Server => "server",
+            WriteAction::Reload => "reload",
+            WriteAction::ConfigCheck => "config_check",
+        }
+    }
+}
+
+/// How an admin API write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteResult {
+    /// Done.
+    Ok,
+    /// No or a wrong token, or writes disabled.
+    Denied,
+    /// Refused: bad body, unknown name, or it failed.
+    Invalid,
+}
+
+impl WriteResult {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteResult::Ok => "ok",
+            WriteResult::Denied => "denied",
+            WriteResult::Invalid => "invalid",
+        }
+    }
 }
 
 impl Live {
@@ -90,6 +136,7 @@ impl Live {
             finished: CancellationToken::new(),
             connection_cap,
             workers,
+            admin_writes: Default::default(),
         }
     }
 }
@@ -107,6 +154,16 @@ impl LiveView {
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.0.snapshot.load_full()
+    }
+
+    /// Counts an admin API write.
+    pub fn count_write(&self, action: WriteAction, result: WriteResult) {
+        self.writes(action, result).fetch_add(1, Relaxed);
+    }
+
+    /// The counter of admin API writes of `action` that ended in `result`.
+    pub fn writes(&self, action: WriteAction, result: WriteResult) -> &std::sync::atomic::AtomicU64 {
+        &self.0.admin_writes[action as usize][result as usize]
     }
 
     /// Reload outcomes so far.

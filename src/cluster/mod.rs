@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 pub use compile::compile;
 pub use http_settings::{server_settings, ServerSettings};
-pub use live::{Live, LiveView, ReloadStats};
+pub use live::{Live, LiveView, ReloadStats, WriteAction, WriteResult};
 pub use stats::{status_class, BackendStats, FrontendConnGuard, FrontendIdleGuard, FrontendStats, TlsHandshakes};
 
 use crate::balance::{Balancer, Member};

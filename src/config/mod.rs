@@ -79,6 +79,7 @@ impl Config {
             files.extend(tls.ticket_keys.as_deref());
         }
         files.extend(self.backends.iter().filter_map(|b| b.tls.as_ref()?.ca.as_deref()));
+        files.extend(self.admin.as_ref().and_then(|admin| admin.token_file.as_deref()));
         files
     }
 

@@ -35,6 +35,20 @@ pub struct Config {
 pub struct Admin {
     /// `host:port` to listen on.
     pub bind: BindAddr,
+    /// A file whose content (trimmed) is the bearer token every admin API write
+    /// needs; without it every write is refused.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The token read from `token_file` by validation.
+    #[serde(skip)]
+    pub(super) token: Option<std::sync::Arc<str>>,
+}
+
+impl Admin {
+    /// The admin token, once the config has been validated.
+    pub fn token(&self) -> Option<&std::sync::Arc<str>> {
+        self.token.as_ref()
+    }
 }
 
 /// `timeouts:` — every field optional; unset fields fall back to the enclosing level.

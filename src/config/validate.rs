@@ -91,6 +91,9 @@ pub fn validate(config: &mut Config, base: &Path) -> Vec<Issue> {
     v.resolve_servers(&mut config.backends);
     v.load_tls(&mut config.frontends, base);
     v.load_backend_tls(&mut config.backends, base);
+    if let Some(admin) = &mut config.admin {
+        v.load_admin_token(admin, base);
+    }
     v.issues
 }
 
@@ -437,6 +440,29 @@ impl Validator {
                 Ok(material) => tls.loaded = Some(std::sync::Arc::new(material)),
                 Err(problems) => problems.into_iter().for_each(|(at, message)| self.err(at, message)),
             }
+        }
+    }
+
+    /// Reads the admin token: the file's content, trimmed, at least 16 bytes (a
+    /// short token is guessable over the network).
+    fn load_admin_token(&mut self, admin: &mut Admin, base: &Path) {
+        let Some(file) = &admin.token_file else { return };
+        let path = base.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let token = text.trim();
+                if token.len() < 16 {
+                    self.err(
+                        "admin.token_file",
+                        format!("{}: the token must be at least 16 characters", path.display()),
+                    );
+                } else if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    self.err("admin.token_file", format!("{}: the token must be one word", path.display()));
+                } else {
+                    admin.token = Some(token.into());
+                }
+            }
+            Err(err) => self.err("admin.token_file", format!("{}: {err}", path.display())),
         }
     }
 

@@ -148,6 +148,8 @@ impl<C: Pooled + std::fmt::Debug> AnyPool for Pool<C> {
 pub struct PoolSlot {
     pool: OnceLock<Box<dyn AnyPool>>,
     retired: AtomicBool,
+    /// In maintenance: nothing is pooled until it ends.
+    suspended: AtomicBool,
 }
 
 impl PoolSlot {
@@ -167,7 +169,7 @@ impl PoolSlot {
 
     /// Returns a connection for reuse, unless the server has left the config.
     pub fn put<C: Pooled + std::fmt::Debug>(&self, worker: Worker, conn: C) {
-        if self.retired.load(SeqCst) {
+        if self.retired.load(SeqCst) || self.suspended.load(SeqCst) {
             return;
         }
         let Some(pool) = self.get::<C>(worker) else { return };
@@ -183,6 +185,17 @@ impl PoolSlot {
     pub fn retire(&self) -> usize {
         self.retired.store(true, SeqCst);
         self.pool.get().map_or(0, |pool| pool.close_all())
+    }
+
+    /// Maintenance starts (`true`: idle connections closed now, none pooled until
+    /// it ends) or ends. Returns how many were closed.
+    pub fn suspend(&self, suspended: bool) -> usize {
+        self.suspended.store(suspended, SeqCst);
+        if suspended {
+            self.pool.get().map_or(0, |pool| pool.close_all())
+        } else {
+            0
+        }
     }
 
     /// Closes connections idle too long or closed by the server; returns how many.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::{Histogram, HistogramOpts};
 
+use super::admin_state::AdminOverride;
 use super::wait_queue::WaitQueue;
 use super::PoolSlot;
 
@@ -49,6 +50,8 @@ pub struct ServerState {
     last_ejection_end_ms: AtomicU64,
     /// Outlier ejections so far.
     pub ejections: AtomicU64,
+    /// What an operator set through the admin API (kept across reloads).
+    pub admin: AdminOverride,
     /// The backend's wait queue: a slot freed goes to its oldest waiter.
     queue: OnceLock<Arc<WaitQueue>>,
     /// Connections opened to the server.
@@ -129,6 +132,7 @@ impl ServerState {
             ejection_streak: AtomicU32::new(0),
             last_ejection_end_ms: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
+            admin: AdminOverride::default(),
             queue: OnceLock::new(),
             connections_total: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
