@@ -5,6 +5,7 @@
 //! balancers stop sending) and stops only when the instance has finished.
 
 mod control;
+mod history;
 mod metrics;
 mod report;
 mod status_page;
@@ -105,6 +106,12 @@ fn answer<B>(req: &Request<B>, live: &LiveView, rates: &Rates) -> Response<Full<
         "/metrics" => with_type(metrics::render(live), "text/plain; version=0.0.4; charset=utf-8"),
         "/healthz" if live.draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/api/history" => {
+            let history = rates.history.lock().expect("history poisoned");
+            let body = serde_json::json!({"interval_s": RATE_INTERVAL.as_secs(), "backends": history.all()});
+            drop(history);
+            with_type(body.to_string(), "application/json")
+        }
         "/api/status" => {
             let report = report::build(live, |name| rates.get(name));
             let json = serde_json::to_string_pretty(&report).expect("the report serializes");
@@ -112,9 +119,12 @@ fn answer<B>(req: &Request<B>, live: &LiveView, rates: &Rates) -> Response<Full<
         }
         "/status" | "/" => {
             let report = report::build(live, |name| rates.get(name));
-            with_type(status_page::render(&report), "text/html; charset=utf-8")
+            let history = rates.history.lock().expect("history poisoned");
+            let page = status_page::render(&report, &|backend| history.of(backend));
+            drop(history);
+            with_type(page, "text/html; charset=utf-8")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /status, /metrics, /healthz or /api/status\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /status, /metrics, /healthz, /api/status or /api/history\n"),
     }
 }
 
@@ -135,6 +145,8 @@ fn with_type(body: String, content_type: &'static str) -> Response<Full<Bytes>> 
 #[derive(Debug, Default)]
 struct Rates {
     by_frontend: Mutex<HashMap<String, (u64, f64)>>,
+    /// The last 15 minutes per backend.
+    history: Mutex<history::History>,
 }
 
 impl Rates {
@@ -165,5 +177,8 @@ async fn sample_rates(live: LiveView, rates: Arc<Rates>) {
             next.insert(f.name.clone(), (count, rate));
         }
         *by_frontend = next;
+        drop(by_frontend);
+        let at = crate::upstream::unix_ms() / 1000;
+        rates.history.lock().expect("history poisoned").sample(&snapshot.backends, at, elapsed);
     }
 }

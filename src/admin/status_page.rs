@@ -1,8 +1,13 @@
-//! `/status`: one self-contained HTML page (inline CSS, no scripts or external
-//! assets) that reloads itself every few seconds.
+//! `/status`: one self-contained HTML page (inline CSS, an inline script, inline
+//! SVG charts; no external asset or CDN) that reloads itself every few seconds.
+//! Each server row can drain, maintain or ready its server and set its weight
+//! through the admin API: the token is asked once and kept in sessionStorage,
+//! sent as the Bearer header; an error the API answers is shown on the page (and
+//! stops the refresh, so it is read), never swallowed.
 
 use std::fmt::Write;
 
+use super::history::{Sample, SAMPLES};
 use super::report::{BackendReport, ServerReport, StatusReport};
 
 /// Seconds between automatic refreshes of the page.
@@ -16,16 +21,58 @@ th,td{padding:.3em .7em;border-bottom:1px solid #e4e4e4;text-align:right;white-s
 th{background:#f0f0f0;font-weight:600}th.l{text-align:left}td:first-child,th:first-child{text-align:left}\
 td.l{text-align:left}.up{background:#d9f2dd}.down{background:#f9d6d9}.ejected{background:#fcebc7}.backup{color:#666;font-style:italic}\
 .pill{display:inline-block;padding:0 .5em;border-radius:.7em;font-weight:600}\
-.pill.up{color:#14632a}.pill.down{color:#8a0014}.pill.ejected,.pill.drain,.pill.maint{color:#8a5a00}.drain,.maint{background:#eee}";
+.pill.up{color:#14632a}.pill.down{color:#8a0014}.pill.ejected,.pill.drain,.pill.maint{color:#8a5a00}.drain,.maint{background:#eee}\
+button{font:inherit;font-size:.85em;margin:0 .1em;padding:.05em .5em}input.w{width:3.5em;font:inherit;font-size:.85em}\
+#admin-error:empty{display:none}#admin-error{background:#f9d6d9;padding:.4em .7em;margin:.5em 0}\
+.charts svg{background:#fff;box-shadow:0 1px 2px #0002;margin:0 .6em .6em 0}.charts text{font-size:11px;fill:#555}";
 
-/// Renders the page.
-pub fn render(report: &StatusReport) -> String {
+/// The page's script: the admin actions and the refresh.
+const SCRIPT: &str = r#"
+let busy = false, failed = false;
+const errorBox = () => document.getElementById('admin-error');
+function show(message) { failed = true; errorBox().textContent = message; }
+function token() {
+  let t = sessionStorage.getItem('fulcrum-token');
+  if (!t) { t = prompt('Admin token (the content of admin.token_file)'); if (t) sessionStorage.setItem('fulcrum-token', t.trim()); }
+  return t;
+}
+async function act(backend, server, body) {
+  const t = token();
+  if (!t) { show('no admin token given'); return; }
+  busy = true;
+  try {
+    const r = await fetch('/api/backends/' + encodeURIComponent(backend) + '/servers/' + encodeURIComponent(server),
+      {method: 'POST', headers: {'Authorization': 'Bearer ' + t, 'Content-Type': 'application/json'}, body: JSON.stringify(body)});
+    const answer = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      if (r.status === 401) sessionStorage.removeItem('fulcrum-token');
+      show(backend + '/' + server + ': ' + r.status + ' ' + (answer.error || r.statusText));
+      busy = false;
+      return;
+    }
+    location.reload();
+  } catch (e) { show(String(e)); busy = false; }
+}
+document.addEventListener('click', (e) => {
+  const button = e.target.closest('button[data-action]');
+  if (!button) return;
+  const row = button.closest('tr');
+  const action = button.dataset.action;
+  if (action === 'weight') act(row.dataset.backend, row.dataset.server, {weight: parseInt(row.querySelector('input.w').value, 10)});
+  else act(row.dataset.backend, row.dataset.server, {state: action});
+});
+setInterval(() => { if (!busy && !failed && !document.querySelector('input:focus')) location.reload(); }, REFRESH_MS);
+"#;
+
+/// Renders the page; `history` gives a backend's last 15 minutes.
+pub fn render(report: &StatusReport, history: &dyn Fn(&str) -> Vec<Sample>) -> String {
     let mut html = String::with_capacity(8 * 1024);
+    let script = SCRIPT.replace("REFRESH_MS", &(REFRESH_SECONDS * 1000).to_string());
     let _ = write!(
         html,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\">\
-         <title>Fulcrum status</title><style>{STYLE}</style></head><body>\
+         <noscript><meta http-equiv=\"refresh\" content=\"{REFRESH_SECONDS}\"></noscript>\
+         <title>Fulcrum status</title><style>{STYLE}</style><script>{script}</script></head><body>\
          <h1>Fulcrum {}</h1><div class=\"meta\">config generation {} &middot; reloads: {} applied, {} rejected",
         esc(report.version),
         report.generation,
@@ -50,7 +97,8 @@ pub fn render(report: &StatusReport) -> String {
     if report.draining {
         html.push_str(" &middot; <span class=\"bad\">DRAINING</span>");
     }
-    let _ = write!(html, " &middot; refreshes every {REFRESH_SECONDS}s</div>");
+    let _ =
+        write!(html, " &middot; refreshes every {REFRESH_SECONDS}s</div><div id=\"admin-error\" role=\"alert\"></div>");
 
     html.push_str(
         "<h2>Frontends</h2><table><tr><th>name</th><th>mode</th><th>bind</th><th>active conns</th>\
@@ -83,7 +131,7 @@ pub fn render(report: &StatusReport) -> String {
     certificates(&mut html, report);
 
     for b in &report.backends {
-        backend(&mut html, b);
+        backend(&mut html, b, &history(&b.name));
     }
     html.push_str("</body></html>");
     html
@@ -123,7 +171,7 @@ fn certificates(html: &mut String, report: &StatusReport) {
     html.push_str("</table>");
 }
 
-fn backend(html: &mut String, b: &BackendReport) {
+fn backend(html: &mut String, b: &BackendReport, history: &[Sample]) {
     let total = b.servers.len();
     let class = if b.up_servers == 0 && total > 0 { " class=\"bad\"" } else { "" };
     let _ = write!(
@@ -131,7 +179,8 @@ fn backend(html: &mut String, b: &BackendReport) {
         "<h2>Backend {} <small>({}, <span{class}>{} of {} up</span>, 2xx {} &middot; 4xx {} &middot; 5xx {}, \
          {} retries)</small></h2>\
          <table><tr><th>server</th><th>address</th><th>state</th><th>weight</th><th>active</th><th>conns</th>\
-         <th>requests</th><th>connect errors</th><th>check failures</th><th class=\"l\">last check</th><th>in state for</th></tr>",
+         <th>requests</th><th>connect errors</th><th>check failures</th><th class=\"l\">last check</th><th>in state for</th>\
+         <th class=\"l\">admin</th></tr>",
         esc(&b.name),
         esc(&b.balance),
         b.up_servers,
@@ -142,9 +191,10 @@ fn backend(html: &mut String, b: &BackendReport) {
         b.retries,
     );
     for s in &b.servers {
-        server(html, s, b.health_checked);
+        server(html, &b.name, s, b.health_checked);
     }
     html.push_str("</table>");
+    charts(html, history);
     if let Some(q) = &b.queue {
         let class = if q.length > 0 { " class=\"warn\"" } else { "" };
         let _ = write!(
@@ -156,7 +206,7 @@ fn backend(html: &mut String, b: &BackendReport) {
     }
 }
 
-fn server(html: &mut String, s: &ServerReport, checked: bool) {
+fn server(html: &mut String, backend: &str, s: &ServerReport, checked: bool) {
     let state = match (s.admin_state, s.up, s.ejected) {
         ("maint", _, _) => "maint",
         ("drain", _, _) => "drain",
@@ -180,10 +230,23 @@ fn server(html: &mut String, s: &ServerReport, checked: bool) {
         (None, true) => "pending".to_string(),
         (None, false) => "not checked".to_string(),
     };
+    let admin = match s.admin_until_ms {
+        Some(until) => {
+            let left = until.saturating_sub(crate::upstream::unix_ms()) as f64 / 1000.0;
+            format!("{} <small>({} left)</small>", s.admin_state, duration(left))
+        }
+        None => s.admin_state.to_string(),
+    };
     let _ = write!(
         html,
-        "<tr class=\"{state}\"><td{}>{}{}</td><td class=\"l\">{}</td><td><span class=\"pill {state}\">{}</span></td>\
-         <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td></tr>",
+        "<tr class=\"{state}\" data-backend=\"{}\" data-server=\"{}\"><td{}>{}{}</td><td class=\"l\">{}</td>\
+         <td><span class=\"pill {state}\">{}</span></td>\
+         <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td><td>{}</td>\
+         <td class=\"l\">{admin} <button data-action=\"drain\">drain</button><button data-action=\"maint\">maint</button>\
+         <button data-action=\"ready\">ready</button> <input class=\"w\" type=\"number\" min=\"0\" max=\"256\" value=\"{}\" \
+         aria-label=\"weight\"><button data-action=\"weight\">set weight</button></td></tr>",
+        esc(backend),
+        esc(&s.name),
         if s.backup { " class=\"backup\"" } else { "" },
         esc(&s.name),
         if s.backup { " (backup)" } else { "" },
@@ -197,6 +260,63 @@ fn server(html: &mut String, s: &ServerReport, checked: bool) {
         s.check_failures,
         last_check,
         duration(s.seconds_since_change),
+        s.weight,
+    );
+}
+
+/// Width and height of a chart, in px.
+const CHART: (f64, f64) = (450.0, 90.0);
+
+/// A backend's last 15 minutes: requests/s with 5xx/s, and p50/p99 latency.
+fn charts(html: &mut String, history: &[Sample]) {
+    if history.is_empty() {
+        return;
+    }
+    html.push_str("<div class=\"charts\">");
+    chart(html, "requests/s", "5xx/s", history, |s| (s.rps, s.errors), "");
+    chart(html, "p50 ms", "p99 ms", history, |s| (s.p50_ms, s.p99_ms), " ms");
+    html.push_str("</div>");
+}
+
+/// One chart of two series over the last `SAMPLES` seconds, scaled to the top one.
+fn chart(
+    html: &mut String,
+    first: &str,
+    second: &str,
+    history: &[Sample],
+    pick: fn(&Sample) -> (f32, f32),
+    unit: &str,
+) {
+    let (width, height) = CHART;
+    let top = history
+        .iter()
+        .map(|s| {
+            let (a, b) = pick(s);
+            a.max(b)
+        })
+        .fold(0.0f32, f32::max)
+        .max(1e-3);
+    let x = |index: usize| (SAMPLES - history.len() + index) as f64 * width / SAMPLES as f64;
+    let y = |value: f32| height - 14.0 - f64::from(value / top) * (height - 20.0);
+    let line = |which: usize| -> String {
+        let mut points = String::with_capacity(history.len() * 12);
+        for (index, sample) in history.iter().enumerate() {
+            let (a, b) = pick(sample);
+            let _ = write!(points, "{:.1},{:.1} ", x(index), y(if which == 0 { a } else { b }));
+        }
+        points
+    };
+    let _ = write!(
+        html,
+        "<svg width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"{first} and {second}, last 15 minutes\">\
+         <polyline fill=\"none\" stroke=\"#2a6fdb\" stroke-width=\"1.5\" points=\"{}\"/>\
+         <polyline fill=\"none\" stroke=\"#c0392b\" stroke-width=\"1.5\" points=\"{}\"/>\
+         <text x=\"4\" y=\"12\">max {top:.1}{unit}</text>\
+         <text x=\"4\" y=\"{}\"><tspan fill=\"#2a6fdb\">{first}</tspan> <tspan fill=\"#c0392b\">{second}</tspan> \
+         (last 15 min)</text></svg>",
+        line(0),
+        line(1),
+        height - 2.0,
     );
 }
 

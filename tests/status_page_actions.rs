@@ -1,0 +1,197 @@
+//! The status page acts: in a real headless Chromium, driven through the Chrome
+//! DevTools protocol, a click on a server's "drain" button drains it through the
+//! admin API (the token from sessionStorage as the Bearer header), and an error
+//! the API answers is shown on the page. The page draws the last minutes as
+//! inline SVG from `/api/history`'s samples, with no external asset.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "page-token-0123456789abcdef";
+
+/// A headless Chromium with its DevTools endpoint, killed on drop.
+struct Browser {
+    child: tokio::process::Child,
+    _profile: tempfile::TempDir,
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+    session: Option<String>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+impl Browser {
+    async fn launch(chromium: &std::path::Path) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                &format!("--user-data-dir={}", profile.path().display()),
+                "about:blank",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        // Chromium says where its DevTools listen on stderr.
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return url.trim().to_string();
+                }
+            }
+            panic!("chromium exited without a DevTools endpoint");
+        })
+        .await
+        .expect("chromium started within 30 s");
+        // Keep draining stderr so Chromium never blocks on it.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Browser { child, _profile: profile, socket, next_id: 0, session: None }
+    }
+
+    /// Sends a DevTools command (to the page once attached) and waits for its result.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({"id": id, "method": method, "params": params});
+        if let Some(session) = &self.session {
+            message["sessionId"] = json!(session);
+        }
+        self.socket.send(Message::text(message.to_string())).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let Some(Ok(Message::Text(text))) = self.socket.next().await else { continue };
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["id"] == id {
+                    return value;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {method}"));
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Opens `url` in a new page and attaches to it.
+    async fn open(&mut self, url: &str) {
+        let target = self.call("Target.createTarget", json!({"url": url})).await;
+        let attached =
+            self.call("Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true})).await;
+        self.session = Some(attached["sessionId"].as_str().unwrap().to_string());
+        self.wait_for("the page loaded", "document.readyState === 'complete' && !!document.querySelector('tr')").await;
+    }
+
+    /// Evaluates `expression` in the page; its value.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true})).await;
+        result["result"]["value"].clone()
+    }
+
+    /// Polls `expression` until it is true (at most 10 s).
+    async fn wait_for(&mut self, what: &str, expression: &str) {
+        for _ in 0..200 {
+            if self.eval(expression).await == json!(true) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+async fn admin_state(admin: SocketAddr, server: usize) -> String {
+    let report: Value = serde_json::from_slice(&get(admin, "/api/status", &[]).await.2).unwrap();
+    report["backends"][0]["servers"][server]["admin_state"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_click_on_drain_drains_the_server_and_an_api_error_is_shown() {
+    let Some(chromium) = require_tool("chromium", "the status page's buttons") else { return };
+    let (a, b) = (named_http("a").await, named_http("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    let path = dir.path().join("fulcrum.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "admin: {{ bind: 127.0.0.3:0, token_file: admin.token }}\n\
+             frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\n\
+             backends:\n  - name: app\n    servers:\n      - {{ name: a, address: \"{}\" }}\n      - {{ name: b, address: \"{}\" }}\n",
+            a.addr, b.addr
+        ),
+    )
+    .unwrap();
+    let lb = fulcrum::instance::Instance::start_from_file(&path, fulcrum::workers::Workers::none()).await.unwrap();
+    let admin = lb.admin_addr().unwrap();
+    // Some traffic, and two history samples, for the charts.
+    for _ in 0..5 {
+        get(lb.local_addr("web"), "/", &[]).await;
+    }
+    let history = || async {
+        let body: Value = serde_json::from_slice(&get(admin, "/api/history", &[]).await.2).unwrap();
+        body["backends"]["app"].as_array().map_or(0, Vec::len)
+    };
+    for _ in 0..100 {
+        if history().await >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(history().await >= 2, "/api/history samples every second");
+
+    let mut browser = Browser::launch(&chromium).await;
+    browser.open(&format!("http://{admin}/status")).await;
+    assert_eq!(browser.eval("document.querySelectorAll('.charts svg polyline').length").await, json!(4));
+    assert_eq!(browser.eval("document.querySelectorAll('script[src], link[href], img[src]').length").await, json!(0));
+    // A wrong token: the API's 401 is shown, the server stays ready.
+    browser.eval("sessionStorage.setItem('fulcrum-token', 'wrong-token-0123456789')").await;
+    browser.eval("document.querySelector('tr[data-server=\"a\"] button[data-action=\"drain\"]').click()").await;
+    browser.wait_for("the error shown", "document.getElementById('admin-error').textContent.includes('401')").await;
+    assert_eq!(admin_state(admin, 0).await, "ready");
+    // The right token: the click drains `a`, and the page shows it after its reload.
+    browser.eval(&format!("sessionStorage.setItem('fulcrum-token', '{TOKEN}')")).await;
+    browser.eval("document.querySelector('tr[data-server=\"a\"] button[data-action=\"drain\"]').click()").await;
+    wait_for_async(admin).await;
+    assert_eq!(admin_state(admin, 0).await, "drain");
+    assert_eq!(admin_state(admin, 1).await, "ready");
+    browser
+        .wait_for(
+            "the row showing drain",
+            "!!document.querySelector('tr[data-server=\"a\"]') && document.querySelector('tr[data-server=\"a\"]').className === 'drain'",
+        )
+        .await;
+}
+
+/// Waits (at most 10 s) until server `a` is drained.
+async fn wait_for_async(admin: SocketAddr) {
+    for _ in 0..200 {
+        if admin_state(admin, 0).await == "drain" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the click did not drain the server");
+}
