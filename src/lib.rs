@@ -8,6 +8,7 @@ pub mod balance;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod epoll;
 pub mod fd_limit;

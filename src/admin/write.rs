@@ -114,6 +114,11 @@ async fn server(path: &str, body: &[u8], live: &LiveView, control: &Control, cli
     else {
         return error(StatusCode::NOT_FOUND, "not found: POST /api/backends/{backend}/servers/{server}");
     };
+    // A name may hold a '/' (a discovered server's `name/ip`), sent as %2F.
+    let (Some(backend_name), Some(server_name)) = (percent_decoded(backend_name), percent_decoded(server_name)) else {
+        return error(StatusCode::BAD_REQUEST, "bad percent-encoding in the path");
+    };
+    let (backend_name, server_name) = (backend_name.as_str(), server_name.as_str());
     let write: ServerWrite = match serde_json::from_slice(body) {
         Ok(write) => write,
         Err(err) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {err}")),
@@ -164,6 +169,25 @@ async fn server(path: &str, body: &[u8], live: &LiveView, control: &Control, cli
     (StatusCode::OK, json!({"backend": backend_name, "server": server_name, "before": before, "after": after}))
 }
 
+/// `segment` with its `%XX` escapes decoded; `None` if one is malformed or the
+/// result is not UTF-8.
+fn percent_decoded(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn error(status: StatusCode, message: &str) -> Answer {
     (status, json!({"error": message}))
 }
@@ -182,6 +206,15 @@ pub fn counts(live: &LiveView) -> Vec<(&'static str, &'static str, u64)> {
 #[cfg(test)]
 mod tests {
     use super::same;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        use super::percent_decoded;
+        assert_eq!(percent_decoded("pods%2F10.0.0.7").as_deref(), Some("pods/10.0.0.7"));
+        assert_eq!(percent_decoded("app-1").as_deref(), Some("app-1"));
+        assert_eq!(percent_decoded("bad%2"), None);
+        assert_eq!(percent_decoded("bad%zz"), None);
+    }
 
     #[test]
     fn tokens_compare_whole() {
