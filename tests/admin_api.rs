@@ -194,3 +194,34 @@ async fn reload_and_config_check_through_the_api() {
     assert_eq!(answer["ok"], true, "{answer}");
     assert_eq!(lb.snapshot().generation, generation + 1);
 }
+
+#[tokio::test]
+async fn a_request_in_flight_to_a_drained_server_completes() {
+    let slow = slow_http(Duration::from_millis(400)).await;
+    let quick = named_http("quick").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fulcrum.yaml");
+    std::fs::write(&path, config(slow, quick.addr, dir.path(), true)).unwrap();
+    let lb = fulcrum::instance::Instance::start_from_file(&path, fulcrum::workers::Workers::none()).await.unwrap();
+    let (admin, web) = (lb.admin_addr().unwrap(), lb.local_addr("web"));
+    // Round robin starts with the slow server `a`.
+    let in_flight = tokio::spawn(async move { get(web, "/", &[]).await });
+    let slow_state = std::sync::Arc::clone(&lb.snapshot().backends[0].members[0].state);
+    wait_for("the request at the slow server", Duration::from_secs(5), || slow_state.active() == 1).await;
+    assert_eq!(post(admin, "/api/backends/app/servers/a", Some(TOKEN), r#"{"state": "drain"}"#).await.0, 200);
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status, &body[..]), (200, &b"late"[..]), "the drained server's request finished");
+    assert_eq!(get(web, "/", &[]).await.2, "quick", "new requests go elsewhere");
+}
+
+#[tokio::test]
+async fn a_weight_set_through_the_api_sets_the_shares() {
+    let (lb, _dir, a, b) = started(true).await;
+    let (admin, web) = (lb.admin_addr().unwrap(), lb.local_addr("web"));
+    assert_eq!(post(admin, "/api/backends/app/servers/a", Some(TOKEN), r#"{"weight": 3}"#).await.0, 200);
+    for _ in 0..40 {
+        assert_eq!(get(web, "/", &[]).await.0, 200);
+    }
+    // Smooth weighted round robin: exactly 3 to 1 over whole cycles.
+    assert_eq!((a.requests.load(Ordering::SeqCst), b.requests.load(Ordering::SeqCst)), (30, 10));
+}

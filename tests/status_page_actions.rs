@@ -195,3 +195,90 @@ async fn wait_for_async(admin: SocketAddr) {
     }
     panic!("the click did not drain the server");
 }
+
+/// The page with a few seconds of charts, as the README shows it: written to
+/// `$FULCRUM_SCREENSHOT_DIR/status-page.png` when that is set
+/// (`FULCRUM_SCREENSHOT_DIR=dashboards cargo test --test status_page_actions`).
+#[tokio::test]
+async fn the_page_with_its_charts_renders() {
+    let Some(chromium) = require_tool("chromium", "the status page's screenshot") else { return };
+    let ok = named_http("app-1").await;
+    let failing = http_server(
+        "app-2",
+        std::sync::Arc::new(|name, _req| {
+            let mut resp =
+                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::copy_from_slice(name.as_bytes())));
+            *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+            resp
+        }),
+    )
+    .await;
+    let slow = slow_http(Duration::from_millis(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    let path = dir.path().join("fulcrum.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "admin: {{ bind: 127.0.0.3:0, token_file: admin.token }}\n\
+             frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\n\
+             backends:\n  - name: app\n    servers:\n      - {{ name: app-1, address: \"{}\", weight: 6 }}\n      \
+             - {{ name: app-2, address: \"{}\" }}\n      - {{ name: app-3, address: \"{}\", weight: 3 }}\n",
+            ok.addr, failing.addr, slow
+        ),
+    )
+    .unwrap();
+    let lb = fulcrum::instance::Instance::start_from_file(&path, fulcrum::workers::Workers::none()).await.unwrap();
+    let (admin, web) = (lb.admin_addr().unwrap(), lb.local_addr("web"));
+    // About five seconds of traffic (bounded: 1,500 requests at most).
+    let traffic = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        for n in 0..1_500u32 {
+            if started.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            get(web, "/", &[]).await;
+            if n % 3 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    traffic.await.unwrap();
+    let mut browser = Browser::launch(&chromium).await;
+    browser.open(&format!("http://{admin}/status")).await;
+    let desktop = json!({"width": 1400, "height": 700, "deviceScaleFactor": 1, "mobile": false});
+    browser.call("Emulation.setDeviceMetricsOverride", desktop).await;
+    let shot = browser.call("Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await;
+    let png = decode_base64(shot["data"].as_str().unwrap());
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "not a real screenshot ({} bytes)", png.len());
+    let points = browser
+        .eval("document.querySelector('.charts polyline').getAttribute('points').trim().split(' ').length")
+        .await;
+    assert!(points.as_u64().unwrap() >= 4, "several seconds charted: {points}");
+    if let Ok(dir) = std::env::var("FULCRUM_SCREENSHOT_DIR") {
+        std::fs::write(std::path::Path::new(&dir).join("status-page.png"), &png).unwrap();
+    }
+}
+
+/// Decodes standard base64 (what DevTools sends images in).
+fn decode_base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let clean: Vec<u8> = text.bytes().filter(|&c| c != b'=' && !c.is_ascii_whitespace()).collect();
+    let mut out = Vec::with_capacity(clean.len() * 3 / 4);
+    for chunk in clean.chunks(4) {
+        let mut bits = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            bits |= u32::from(value(c)) << (18 - 6 * i);
+        }
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}

@@ -24,7 +24,7 @@ td.l{text-align:left}.up{background:#d9f2dd}.down{background:#f9d6d9}.ejected{ba
 .pill.up{color:#14632a}.pill.down{color:#8a0014}.pill.ejected,.pill.drain,.pill.maint{color:#8a5a00}.drain,.maint{background:#eee}\
 button{font:inherit;font-size:.85em;margin:0 .1em;padding:.05em .5em}input.w{width:3.5em;font:inherit;font-size:.85em}\
 #admin-error:empty{display:none}#admin-error{background:#f9d6d9;padding:.4em .7em;margin:.5em 0}\
-.charts svg{background:#fff;box-shadow:0 1px 2px #0002;margin:0 .6em .6em 0}.charts text{font-size:11px;fill:#555}";
+.charts{display:flex;flex-wrap:wrap}.charts svg{background:#fff;box-shadow:0 1px 2px #0002;margin:0 .6em .6em 0}.charts text{font-size:11px;fill:#555}";
 
 /// The page's script: the admin actions and the refresh.
 const SCRIPT: &str = r#"
@@ -267,6 +267,9 @@ fn server(html: &mut String, backend: &str, s: &ServerReport, checked: bool) {
 /// Width and height of a chart, in px.
 const CHART: (f64, f64) = (450.0, 90.0);
 
+/// The shortest span a chart shows, in samples (seconds).
+const MIN_WINDOW: usize = 60;
+
 /// A backend's last 15 minutes: requests/s with 5xx/s, and p50/p99 latency.
 fn charts(html: &mut String, history: &[Sample]) {
     if history.is_empty() {
@@ -296,7 +299,11 @@ fn chart(
         })
         .fold(0.0f32, f32::max)
         .max(1e-3);
-    let x = |index: usize| (SAMPLES - history.len() + index) as f64 * width / SAMPLES as f64;
+    // The window is what has been sampled (at least a minute), up to 15 minutes:
+    // a process that just started does not draw a sliver at the right edge.
+    let window = history.len().clamp(MIN_WINDOW, SAMPLES);
+    let x = |index: usize| (window - history.len() + index) as f64 * width / window.saturating_sub(1).max(1) as f64;
+    let span = if window >= SAMPLES { "last 15 min".to_string() } else { format!("last {window} s") };
     let y = |value: f32| height - 14.0 - f64::from(value / top) * (height - 20.0);
     let line = |which: usize| -> String {
         let mut points = String::with_capacity(history.len() * 12);
@@ -313,7 +320,7 @@ fn chart(
          <polyline fill=\"none\" stroke=\"#c0392b\" stroke-width=\"1.5\" points=\"{}\"/>\
          <text x=\"4\" y=\"12\">max {top:.1}{unit}</text>\
          <text x=\"4\" y=\"{}\"><tspan fill=\"#2a6fdb\">{first}</tspan> <tspan fill=\"#c0392b\">{second}</tspan> \
-         (last 15 min)</text></svg>",
+         ({span})</text></svg>",
         line(0),
         line(1),
         height - 2.0,
