@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use super::route::{Route, RouteTable};
+use super::route::{Route, RouteAction, RouteTable};
 use super::{Backend, BackendStats, CheckSpec, Frontend, Snapshot};
 use crate::balance::{self, Member};
 use crate::config::{self, Config, ConfigError, HashKey, Issue};
@@ -145,8 +145,14 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
         let http_routes = if f.mode == config::Mode::Http { &f.routes[..] } else { &[] };
         let mut routes = Vec::with_capacity(http_routes.len());
         for (j, r) in http_routes.iter().enumerate() {
-            if let Some(backend) = lookup(&r.backend, format!("frontends[{i}].routes[{j}].backend"), &mut issues) {
-                routes.push(Route::compile(&r.matches, backend));
+            let path = format!("frontends[{i}].routes[{j}]");
+            let action = if let Some(name) = &r.backend {
+                lookup(name, format!("{path}.backend"), &mut issues).map(RouteAction::Backend)
+            } else {
+                super::route_action::compile(r, &path, &mut issues)
+            };
+            if let Some(action) = action {
+                routes.push(Route::with_action(&r.matches, action));
             }
         }
         let previous = carry.frontends.get(f.name.as_str());

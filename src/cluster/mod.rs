@@ -8,6 +8,7 @@ mod compile;
 mod http_settings;
 mod live;
 pub mod route;
+mod route_action;
 pub mod sni_route;
 mod stats;
 mod tls;

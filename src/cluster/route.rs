@@ -24,8 +24,41 @@ pub struct Route {
     path: Option<String>,
     method: Option<Method>,
     header: Option<(HeaderName, HeaderValue)>,
-    /// Where matching requests go.
-    pub backend: Arc<Backend>,
+    /// What answers matching requests.
+    pub action: RouteAction,
+}
+
+/// What a route does with the requests it matches.
+#[derive(Debug)]
+pub enum RouteAction {
+    /// Forward them to a backend's servers.
+    Backend(Arc<Backend>),
+    /// Answer from files on disk.
+    Static(Arc<crate::proxy::http::StaticSite>),
+    /// Send the client elsewhere, path and query kept.
+    Redirect(Redirect),
+    /// A fixed response.
+    Respond(FixedResponse),
+}
+
+/// A compiled `redirect:`.
+#[derive(Debug)]
+pub struct Redirect {
+    /// Scheme, authority and optional path prefix, without a trailing slash.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308.
+    pub status: http::StatusCode,
+}
+
+/// A compiled `respond:`.
+#[derive(Debug)]
+pub struct FixedResponse {
+    /// The status.
+    pub status: http::StatusCode,
+    /// The body (shared, never copied per request).
+    pub body: bytes::Bytes,
+    /// Its Content-Type.
+    pub content_type: HeaderValue,
 }
 
 /// What a route looks at in a request.
@@ -42,8 +75,13 @@ pub struct RequestFacts<'a> {
 }
 
 impl Route {
-    /// Compiles a validated `match:` for `backend`.
+    /// Compiles a validated `match:` whose requests go to `backend`.
     pub fn compile(m: &RouteMatch, backend: Arc<Backend>) -> Route {
+        Route::with_action(m, RouteAction::Backend(backend))
+    }
+
+    /// Compiles a validated `match:` answered by `action`.
+    pub fn with_action(m: &RouteMatch, action: RouteAction) -> Route {
         let host = m.host.as_ref().map(|h| match h.strip_prefix('*') {
             Some(suffix) => HostPattern::Suffix(suffix.to_ascii_lowercase()),
             None => HostPattern::Exact(h.to_ascii_lowercase()),
@@ -55,7 +93,7 @@ impl Route {
             path: m.path.clone(),
             method: m.method.clone(),
             header,
-            backend,
+            action,
         }
     }
 
@@ -105,9 +143,9 @@ impl RouteTable {
         Self { routes }
     }
 
-    /// The backend of the first matching route.
-    pub fn find(&self, req: &RequestFacts<'_>) -> Option<&Arc<Backend>> {
-        self.routes.iter().find(|r| r.matches(req)).map(|r| &r.backend)
+    /// The action of the first matching route.
+    pub fn find(&self, req: &RequestFacts<'_>) -> Option<&RouteAction> {
+        self.routes.iter().find(|r| r.matches(req)).map(|r| &r.action)
     }
 
     /// True when there are no routes.
@@ -287,7 +325,10 @@ mod tests {
                     path: &req.path,
                     headers: &req.headers,
                 };
-                let found = table.find(&facts).map(|b| b.name.clone());
+                let found = table.find(&facts).map(|action| match action {
+                    RouteAction::Backend(backend) => backend.name.clone(),
+                    other => format!("{other:?}"),
+                });
                 prop_assert_eq!(found, reference(&matches, req).map(|i| i.to_string()), "request {:?}", req);
             }
         }

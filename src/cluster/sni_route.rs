@@ -109,8 +109,9 @@ pub(super) fn compile(
     let mut routes = Vec::with_capacity(f.routes.len());
     for (j, r) in f.routes.iter().enumerate() {
         let path = format!("frontends[{i}].routes[{j}]");
-        let Some(backend) = backends.get(r.backend.as_str()) else {
-            issues.push(Issue::new(format!("{path}.backend"), format!("no backend named {:?}", r.backend)));
+        let name = r.backend.as_deref().unwrap_or_default();
+        let Some(backend) = backends.get(name) else {
+            issues.push(Issue::new(format!("{path}.backend"), format!("no backend named {name:?}")));
             continue;
         };
         let RouteMatch { sni: Some(sni), .. } = &r.matches else {

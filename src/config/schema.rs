@@ -248,8 +248,82 @@ pub struct Route {
     /// Conditions, all of which must hold.
     #[serde(rename = "match", default)]
     pub matches: RouteMatch,
-    /// Backend that gets the matching requests.
-    pub backend: String,
+    /// Backend that gets the matching requests (the only action of a tcp route).
+    #[serde(default)]
+    pub backend: Option<String>,
+    /// Files served from disk (http).
+    #[serde(default, rename = "static")]
+    pub static_files: Option<StaticAction>,
+    /// A redirect (http).
+    #[serde(default)]
+    pub redirect: Option<RedirectAction>,
+    /// A fixed response (http).
+    #[serde(default)]
+    pub respond: Option<RespondAction>,
+}
+
+impl Route {
+    /// The action keys the route sets, by name.
+    pub fn actions(&self) -> Vec<&'static str> {
+        let set = [
+            ("backend", self.backend.is_some()),
+            ("static", self.static_files.is_some()),
+            ("redirect", self.redirect.is_some()),
+            ("respond", self.respond.is_some()),
+        ];
+        set.into_iter().filter(|(_, on)| *on).map(|(name, _)| name).collect()
+    }
+}
+
+/// `static:` of a route: files under a directory.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticAction {
+    /// The directory (relative paths: against the config file's directory).
+    pub root: PathBuf,
+    /// File served for a directory (none: a directory is a 404).
+    #[serde(default)]
+    pub index: Option<String>,
+    /// Drop the route's `path_prefix` from the request path first (like nginx `alias`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// `root` against the config file's directory, checked to be a directory by validation.
+    #[serde(skip)]
+    pub(super) resolved_root: Option<PathBuf>,
+}
+
+impl StaticAction {
+    /// The root directory, once the config has been validated.
+    pub fn resolved_root(&self) -> Option<&std::path::Path> {
+        self.resolved_root.as_deref()
+    }
+}
+
+/// `redirect:` of a route.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectAction {
+    /// Scheme and authority (and optionally a path prefix) to send the client to;
+    /// the request's path and query are kept.
+    pub to: String,
+    /// 301 (default), 302, 303, 307 or 308.
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+/// `respond:` of a route.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RespondAction {
+    /// The status (default 200).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The body (default empty).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Its Content-Type (default text/plain; charset=utf-8).
+    #[serde(default)]
+    pub content_type: Option<String>,
 }
 
 /// `match:` of a route.

@@ -94,6 +94,7 @@ pub fn validate(config: &mut Config, base: &Path) -> Vec<Issue> {
     if let Some(admin) = &mut config.admin {
         v.load_admin_token(admin, base);
     }
+    v.resolve_static_roots(&mut config.frontends, base);
     v.issues
 }
 
@@ -243,12 +244,55 @@ impl Validator {
         }
         for (j, route) in frontend.routes.iter().enumerate() {
             let route_path = format!("{path}.routes[{j}]");
-            if !backends.contains_key(route.backend.as_str()) {
-                self.err(format!("{route_path}.backend"), format!("no backend named {:?}", route.backend));
+            self.route_action(&route_path, route, frontend.mode);
+            if let Some(backend) = &route.backend {
+                if !backends.contains_key(backend.as_str()) {
+                    self.err(format!("{route_path}.backend"), format!("no backend named {backend:?}"));
+                }
             }
             match frontend.mode {
                 Mode::Tcp => self.sni_match(&format!("{route_path}.match"), &route.matches),
                 Mode::Http => self.route_match(&format!("{route_path}.match"), &route.matches),
+            }
+        }
+    }
+
+    /// A route has exactly one action (a tcp route: a backend), each well formed.
+    fn route_action(&mut self, path: &str, route: &Route, mode: Mode) {
+        let actions = route.actions();
+        match (actions.as_slice(), mode) {
+            ([], _) => self.err(path, "needs one action: backend, static, redirect or respond"),
+            ([_], Mode::Http) | (["backend"], Mode::Tcp) => {}
+            ([action], Mode::Tcp) => self.err(format!("{path}.{action}"), "a tcp route's only action is backend"),
+            (many, _) => self.err(path, format!("has {} actions ({}): give exactly one", many.len(), many.join(", "))),
+        }
+        if let Some(redirect) = &route.redirect {
+            let parsed = redirect.to.parse::<http::Uri>();
+            let absolute = parsed.as_ref().is_ok_and(|uri| uri.scheme().is_some() && uri.authority().is_some());
+            if !absolute || redirect.to.contains('?') {
+                self.err(format!("{path}.redirect.to"), "an absolute URL without a query, like https://example.com");
+            }
+            if redirect.status.is_some_and(|status| ![301, 302, 303, 307, 308].contains(&status)) {
+                self.err(format!("{path}.redirect.status"), "one of 301, 302, 303, 307, 308");
+            }
+        }
+        if let Some(respond) = &route.respond {
+            if respond.status.is_some_and(|status| !(200..=599).contains(&status)) {
+                self.err(format!("{path}.respond.status"), "a status within 200..=599");
+            }
+            if respond.content_type.as_deref().is_some_and(|t| http::HeaderValue::from_str(t).is_err()) {
+                self.err(format!("{path}.respond.content_type"), "not a valid header value");
+            }
+            if respond.body.as_ref().is_some_and(|body| body.len() > 1 << 20) {
+                self.err(format!("{path}.respond.body"), "at most 1 MiB");
+            }
+        }
+        if let Some(files) = &route.static_files {
+            if files.strip_prefix && route.matches.path_prefix.is_none() {
+                self.err(format!("{path}.static.strip_prefix"), "needs the route's match.path_prefix");
+            }
+            if files.index.as_deref().is_some_and(|index| index.is_empty() || index.contains('/')) {
+                self.err(format!("{path}.static.index"), "a file name, like index.html");
             }
         }
     }
@@ -401,7 +445,8 @@ impl Validator {
             if frontend.mode != Mode::Tcp {
                 continue;
             }
-            let routes = frontend.routes.iter().enumerate().map(|(j, r)| (format!("routes[{j}].backend"), &r.backend));
+            let routes = (frontend.routes.iter().enumerate())
+                .filter_map(|(j, r)| Some((format!("routes[{j}].backend"), r.backend.as_ref()?)));
             let uses = frontend.default_backend.iter().map(|name| ("default_backend".to_string(), name)).chain(routes);
             for (key, name) in uses {
                 let Some(backend) = backends.get(name.as_str()) else { continue };
@@ -439,6 +484,24 @@ impl Validator {
             match super::tls::load(&path, tls, base, now) {
                 Ok(material) => tls.loaded = Some(std::sync::Arc::new(material)),
                 Err(problems) => problems.into_iter().for_each(|(at, message)| self.err(at, message)),
+            }
+        }
+    }
+
+    /// Resolves each `static.root` against the config's directory; it must be a directory.
+    fn resolve_static_roots(&mut self, frontends: &mut [Frontend], base: &Path) {
+        for (i, frontend) in frontends.iter_mut().enumerate() {
+            for (j, route) in frontend.routes.iter_mut().enumerate() {
+                let Some(files) = &mut route.static_files else { continue };
+                let root = base.join(&files.root);
+                if root.is_dir() {
+                    files.resolved_root = Some(root);
+                } else {
+                    self.err(
+                        format!("frontends[{i}].routes[{j}].static.root"),
+                        format!("{}: not a directory", root.display()),
+                    );
+                }
             }
         }
     }

@@ -15,6 +15,7 @@ use super::access_log::AccessRecord;
 use super::client_state::OpenRequest;
 use super::request_body::RequestBody;
 use super::stall::StallTimer;
+use super::static_files::FileBody;
 use crate::upstream::{ActiveGuard, ServerState, Worker};
 
 /// A response body on its way to the client.
@@ -25,6 +26,9 @@ pub enum ResponseBody {
     /// A short body made by the balancer itself (error pages), and the request it
     /// answers, open until the body is written.
     Static(Option<Bytes>, Option<OpenRequest>),
+    /// A file of a `static` route, read chunk by chunk as the client takes it, and
+    /// the request it answers, open until the body is written.
+    File(FileBody, Option<OpenRequest>),
 }
 
 impl ResponseBody {
@@ -42,7 +46,7 @@ impl ResponseBody {
     pub fn hold(&mut self, open: OpenRequest) {
         match self {
             ResponseBody::Upstream(body) => body.open = Some(open),
-            ResponseBody::Static(_, slot) => *slot = Some(open),
+            ResponseBody::Static(_, slot) | ResponseBody::File(_, slot) => *slot = Some(open),
         }
     }
 }
@@ -55,6 +59,7 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ResponseBody::Static(bytes, _) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::File(body, _) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -62,6 +67,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Upstream(body) => body.inner.is_end_stream(),
             ResponseBody::Static(bytes, _) => bytes.is_none(),
+            ResponseBody::File(body, _) => body.is_end_stream(),
         }
     }
 
@@ -70,6 +76,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(body) => body.inner.size_hint(),
             ResponseBody::Static(Some(bytes), _) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Static(None, _) => SizeHint::with_exact(0),
+            ResponseBody::File(body, _) => body.size_hint(),
         }
     }
 }

@@ -10,12 +10,14 @@ mod framing;
 mod headers;
 mod host;
 mod io;
+mod local;
 mod park;
 mod proxied;
 mod reply;
 mod request_body;
 mod service;
 mod stall;
+mod static_files;
 mod sticky;
 mod tls;
 mod tunnel;
@@ -34,6 +36,7 @@ use tokio_util::task::TaskTracker;
 
 pub use host::{request_authority, HostError, InvalidAuthority, RequestAuthority};
 pub use request_body::RequestBody;
+pub use static_files::StaticSite;
 
 use crate::cluster::{Frontend, LiveFrontend};
 use crate::listener::Seat;

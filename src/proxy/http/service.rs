@@ -24,7 +24,7 @@ use super::sticky;
 use super::tunnel;
 use super::upstream::{forward, Exchange};
 use crate::balance::hash_key;
-use crate::cluster::route::RequestFacts;
+use crate::cluster::route::{RequestFacts, RouteAction};
 use crate::cluster::{Backend, Frontend, LiveFrontend};
 use crate::config::{HashKey, Mode};
 use crate::log_limit::LogLimit;
@@ -137,10 +137,11 @@ impl ConnContext {
             Ok(authority) => authority,
             Err(err) => return self.fail(&now, None, err.into(), req.method(), req.uri().path_and_query()),
         };
-        let Some(backend) = route(&now.frontend, &req, authority.map(|a| a.host)) else {
-            return self.fail(&now, None, ProxyError::NoRoute, req.method(), req.uri().path_and_query());
+        let backend = match route(&now.frontend, &req, authority.map(|a| a.host)) {
+            Some(Target::Backend(backend)) => Arc::clone(backend),
+            Some(Target::Answer(action)) => return self.answer_locally(&now, action, &req).await,
+            None => return self.fail(&now, None, ProxyError::NoRoute, req.method(), req.uri().path_and_query()),
         };
-        let backend = Arc::clone(backend);
         let host = authority.and_then(|a| a.host_to_send());
         let name_server = authority.is_none();
         let key = backend.hash_key.as_ref().and_then(|k| self.hash(k, &req));
@@ -274,6 +275,22 @@ impl ConnContext {
         })
     }
 
+    /// A request a route answers here (`static`, `redirect`, `respond`): counted
+    /// and logged like any other.
+    async fn answer_locally(
+        &self,
+        now: &Current,
+        action: &RouteAction,
+        req: &Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let response = super::local::answer(action, req).await;
+        let status = response.status().as_u16();
+        count(&now.frontend, None, status);
+        let path = req.uri().path_and_query();
+        drop(AccessRecord::start(&now.frontend, self.peer, None, None, req.method(), path, status, now.started));
+        response
+    }
+
     /// The one place a request that gets no server response is counted, logged and
     /// answered with a balancer-made status.
     fn fail(
@@ -313,14 +330,23 @@ impl ConnContext {
 }
 
 /// The backend a request for `host` goes to: the first matching route's, else the default.
-fn route<'f>(frontend: &'f Frontend, req: &Request<Incoming>, host: Option<&str>) -> Option<&'f Arc<Backend>> {
+fn route<'f>(frontend: &'f Frontend, req: &Request<Incoming>, host: Option<&str>) -> Option<Target<'f>> {
     if !frontend.routes.is_empty() {
         let facts = RequestFacts { method: req.method(), host, path: req.uri().path(), headers: req.headers() };
-        if let Some(backend) = frontend.routes.find(&facts) {
-            return Some(backend);
+        match frontend.routes.find(&facts) {
+            Some(RouteAction::Backend(backend)) => return Some(Target::Backend(backend)),
+            Some(action) => return Some(Target::Answer(action)),
+            None => {}
         }
     }
-    frontend.default_backend.as_ref()
+    frontend.default_backend.as_ref().map(Target::Backend)
+}
+
+/// Where a request goes: a backend's servers, or an answer made here.
+enum Target<'f> {
+    Backend(&'f Arc<Backend>),
+    /// `static`, `redirect` or `respond`.
+    Answer(&'f RouteAction),
 }
 
 /// Counts a response sent to the client, on the frontend and its backend.

@@ -1,0 +1,96 @@
+//! A route's action: a backend, files from disk (`static`), a `redirect` keeping
+//! path and query, or a fixed `respond`; exactly one per route, which check says.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::*;
+
+fn config(routes: &str, app: std::net::SocketAddr) -> String {
+    format!(
+        "frontends:\n  - name: web\n    bind: 127.0.0.1:0\n    mode: http\n    default_backend: app\n    routes:\n{routes}\
+         backends:\n  - {{ name: app, servers: [{{ name: a, address: \"{app}\" }}] }}\n"
+    )
+}
+
+#[tokio::test]
+async fn redirect_keeps_path_and_query_and_respond_answers_without_a_server() {
+    let app = named_http("app").await;
+    let routes = concat!(
+        "      - match: {host: old.example.com}\n",
+        "        redirect: {to: \"https://new.example.com/\", status: 308}\n",
+        "      - match: {path: /ping}\n",
+        "        respond: {status: 200, body: \"pong\\n\", content_type: text/plain}\n",
+        "      - match: {path: /gone}\n",
+        "        respond: {status: 410}\n",
+    );
+    let lb = start(&config(routes, app.addr)).await;
+    let web = lb.local_addr("web");
+    let reply = raw(web, b"GET /a/b?x=1&y=2 HTTP/1.1\r\nhost: old.example.com\r\nconnection: close\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 308 "), "{reply}");
+    assert!(reply.contains("location: https://new.example.com/a/b?x=1&y=2\r\n"), "{reply}");
+    let (status, headers, body) = get(web, "/ping", &[]).await;
+    assert_eq!((status, &body[..]), (200, &b"pong\n"[..]));
+    assert_eq!(headers["content-type"], "text/plain");
+    let (status, _, body) = get(web, "/gone", &[]).await;
+    assert_eq!((status, body.len()), (410, 0));
+    // Anything else still goes to the backend.
+    assert_eq!(get(web, "/other", &[]).await.2, "app");
+    assert_eq!(app.requests.load(Ordering::SeqCst), 1, "only the last request reached a server");
+    let stats = &lb.snapshot().frontends[0].stats;
+    assert_eq!(stats.responses[1].load(Ordering::SeqCst), 2, "the 200s, counted");
+    assert_eq!(stats.responses[2].load(Ordering::SeqCst), 1, "the 308");
+    assert_eq!(stats.responses[3].load(Ordering::SeqCst), 1, "the 410");
+}
+
+#[tokio::test]
+async fn http_to_https_in_one_line_defaults_to_301() {
+    let app = named_http("app").await;
+    let lb = start(&config("      - redirect: {to: \"https://example.com\"}\n", app.addr)).await;
+    let (status, headers, _) = get(lb.local_addr("web"), "/login?next=/", &[]).await;
+    assert_eq!(status, 301);
+    assert_eq!(headers["location"], "https://example.com/login?next=/");
+}
+
+#[test]
+fn check_wants_exactly_one_well_formed_action() {
+    let check = |routes: &str| {
+        fulcrum::config::Config::parse(&config(routes, "127.0.0.1:9".parse().unwrap())).err().map(|e| e.to_string())
+    };
+    assert_eq!(check("      - match: {path: /p}\n        respond: {body: ok}\n"), None);
+    let err = check("      - match: {path: /p}\n").unwrap();
+    assert!(err.contains("frontends[0].routes[0]") && err.contains("one action"), "{err}");
+    let err = check("      - backend: app\n        respond: {body: ok}\n").unwrap();
+    assert!(err.contains("frontends[0].routes[0]") && err.contains("backend, respond"), "{err}");
+    let err = check("      - redirect: {to: /relative}\n").unwrap();
+    assert!(err.contains("frontends[0].routes[0].redirect.to"), "{err}");
+    let err = check("      - redirect: {to: \"https://x.test\", status: 200}\n").unwrap();
+    assert!(err.contains("frontends[0].routes[0].redirect.status"), "{err}");
+    let err = check("      - respond: {status: 99}\n").unwrap();
+    assert!(err.contains("frontends[0].routes[0].respond.status"), "{err}");
+    let err = check("      - static: {root: /nonexistent/dir}\n").unwrap();
+    assert!(err.contains("frontends[0].routes[0].static.root") && err.contains("not a directory"), "{err}");
+    let err = check("      - static: {root: /tmp, strip_prefix: true}\n").unwrap();
+    assert!(err.contains("frontends[0].routes[0].static.strip_prefix"), "{err}");
+}
+
+#[tokio::test]
+async fn static_files_are_served_from_disk_through_the_frontend() {
+    let app = named_http("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("assets")).unwrap();
+    std::fs::write(dir.path().join("assets/app.css"), "body{}\n").unwrap();
+    let routes = format!(
+        "      - match: {{path_prefix: /static/}}\n        static: {{root: \"{}\", strip_prefix: true}}\n",
+        dir.path().join("assets").display()
+    );
+    let lb = start(&config(&routes, app.addr)).await;
+    let web = lb.local_addr("web");
+    let (status, headers, body) = get(web, "/static/app.css", &[]).await;
+    assert_eq!((status, &body[..]), (200, &b"body{}\n"[..]));
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/css"), "{headers:?}");
+    assert_eq!(get(web, "/static/../../etc/passwd", &[]).await.0, 404);
+    assert_eq!(get(web, "/static/missing.css", &[]).await.0, 404);
+    assert_eq!(app.requests.load(Ordering::SeqCst), 0);
+}
