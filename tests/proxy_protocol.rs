@@ -216,6 +216,12 @@ async fn connections_without_a_valid_header_are_closed_unanswered() {
     }
     assert_eq!(app.connections.load(Ordering::SeqCst), 0, "a refused connection reached the server");
     assert!(echo_headers.try_recv().is_err(), "a refused tcp connection reached the server");
+    for lb in [&http, &tcp] {
+        let refused = &lb.snapshot().frontends[0].stats.proxy_protocol_refused;
+        let counts: Vec<u64> = refused.iter().map(|count| count.load(Ordering::SeqCst)).collect();
+        assert_eq!(counts.iter().sum::<u64>(), 5, "every refusal counted: {counts:?}");
+        assert!(counts[1] >= 1, "the oversized header counted as too_large: {counts:?}");
+    }
 }
 
 #[tokio::test]

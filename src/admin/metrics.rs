@@ -90,6 +90,11 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
     let requests = families.counter("fulcrum_frontend_http_requests_total", "HTTP requests received.", labels);
     let rate_limited =
         families.counter("fulcrum_frontend_rate_limited_total", "Requests answered 429 by the rate limit.", labels);
+    let proxy_refused = families.counter(
+        "fulcrum_frontend_proxy_protocol_refused_total",
+        "Connections closed for their PROXY protocol header: invalid, too_large, closed (before it was whole), timeout.",
+        &["frontend", "reason"],
+    );
     let received = families.counter("fulcrum_frontend_received_bytes_total", "Bytes received from clients.", labels);
     let sent = families.counter("fulcrum_frontend_sent_bytes_total", "Bytes sent to clients.", labels);
     let responses = families.counter(
@@ -142,6 +147,12 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
         rejected.with_label_values(&name).inc_by(s.rejected_connections.load(Relaxed));
         requests.with_label_values(&name).inc_by(s.http_requests.load(Relaxed));
         rate_limited.with_label_values(&name).inc_by(s.rate_limited.load(Relaxed));
+        if f.proxy_protocol {
+            let reasons = crate::proxy::proxy_protocol::REFUSAL_REASONS.iter().zip(&s.proxy_protocol_refused);
+            for (reason, count) in reasons {
+                proxy_refused.with_label_values(&[f.name.as_str(), reason]).inc_by(count.load(Relaxed));
+            }
+        }
         received.with_label_values(&name).inc_by(s.received_bytes.load(Relaxed));
         sent.with_label_values(&name).inc_by(s.sent_bytes.load(Relaxed));
         for (class, count) in CLASSES.iter().zip(&s.responses) {

@@ -35,6 +35,9 @@ pub struct FrontendStats {
     pub tls_handshakes: TlsHandshakes,
     /// Requests answered 429 by the frontend's rate limit.
     pub rate_limited: AtomicU64,
+    /// Connections closed for their PROXY header, by reason (see
+    /// `proxy::proxy_protocol::REFUSAL_REASONS`).
+    pub proxy_protocol_refused: [AtomicU64; 4],
     /// The rate limit's buckets, one per client (kept across reloads with the
     /// counters, so a reload does not hand every client a fresh burst).
     pub rate_table: crate::proxy::rate_limit::RateTable,

@@ -87,14 +87,22 @@ pub enum HeaderError {
 impl HeaderError {
     /// A short label for logs (and for a counter's label, should one come).
     pub fn reason(&self) -> &'static str {
+        REFUSAL_REASONS[self.reason_index()]
+    }
+
+    /// Index of [`HeaderError::reason`] in [`REFUSAL_REASONS`] (the counters' order).
+    pub fn reason_index(&self) -> usize {
         match self {
-            HeaderError::Missing | HeaderError::V1(_) | HeaderError::V2(_) => "invalid",
-            HeaderError::TooLarge => "too_large",
-            HeaderError::Closed | HeaderError::Io(_) => "closed",
-            HeaderError::Timeout(_) => "timeout",
+            HeaderError::Missing | HeaderError::V1(_) | HeaderError::V2(_) => 0,
+            HeaderError::TooLarge => 1,
+            HeaderError::Closed | HeaderError::Io(_) => 2,
+            HeaderError::Timeout(_) => 3,
         }
     }
 }
+
+/// Why connections were closed for their header, as the metric labels them.
+pub const REFUSAL_REASONS: [&str; 4] = ["invalid", "too_large", "closed", "timeout"];
 
 /// Parses the header at the start of `buf`: `Ok(None)` while it may still become
 /// one with more bytes.
@@ -279,6 +287,7 @@ impl HeaderSource for AsyncFd<std::net::TcpStream> {
 /// a second: a client that skips the load balancer in front is a misconfiguration
 /// worth seeing, but a scan must not flood the log.
 pub fn refused(frontend: &Frontend, peer: SocketAddr, err: &HeaderError) {
+    frontend.stats.proxy_protocol_refused[err.reason_index()].fetch_add(1, Relaxed);
     if matches!(err, HeaderError::Timeout(_)) {
         // What the limit ended is the connection's first request, as for a TLS handshake.
         frontend.stats.client_timeouts.first_request.fetch_add(1, Relaxed);
