@@ -194,6 +194,7 @@ impl ConnContext {
         let upgrading = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let from_h2 = parts.version == Version::HTTP_2;
         if let Some(host) = host {
             parts.headers.insert(header::HOST, host);
         }
@@ -213,6 +214,11 @@ impl ConnContext {
         }
         if trailers {
             parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        // HTTP/2 clients may split cookies over several lines (RFC 9113 8.2.3); an
+        // HTTP/1.1 server expects one, so they are joined with "; " on the way.
+        if from_h2 && !backend.protocol.is_h2() {
+            join_cookies(&mut parts.headers);
         }
         let host = parts.headers.get(header::HOST).cloned();
         let client_ip = self.client_ip.get_or_init(|| {
@@ -340,6 +346,16 @@ fn route<'f>(frontend: &'f Frontend, req: &Request<Incoming>, host: Option<&str>
         }
     }
     frontend.default_backend.as_ref().map(Target::Backend)
+}
+
+/// Joins several `cookie` lines into one, in order (nothing to do for one).
+fn join_cookies(headers: &mut http::HeaderMap) {
+    let mut lines = headers.get_all(header::COOKIE).iter();
+    let (Some(_), Some(_)) = (lines.next(), lines.next()) else { return };
+    let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 /// Where a request goes: a backend's servers, or an answer made here.
