@@ -282,3 +282,45 @@ async fn an_upgrade_request_to_an_http2_backend_gets_the_servers_ordinary_answer
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
     assert!(reply.ends_with("h2-app"), "{reply}");
 }
+
+/// A server speaking HTTP/1.1 and h2c (prior knowledge) on one port, answering
+/// with the version it was asked in; counts its connections.
+async fn bilingual_server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let body = format!("{:?}", req.version());
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(Bytes::from(body))))
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn a_reload_that_switches_a_server_to_h2c_pools_http2_connections() {
+    let (server, connections) = bilingual_server().await;
+    let (lb, file) = start_file(&config(server, "    protocol: http1")).await;
+    let addr = lb.local_addr("web");
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/", &[]).await.2, "HTTP/1.1");
+    }
+    reload_with(&lb, &file, &config(server, "    protocol: h2c")).await;
+    let before = connections.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/", &[]).await.2, "HTTP/2.0");
+    }
+    // One shared HTTP/2 connection for all five, not one each (a pool left typed
+    // for HTTP/1.1 connections would keep none).
+    assert_eq!(connections.load(Ordering::SeqCst) - before, 1);
+}

@@ -94,3 +94,47 @@ async fn static_files_are_served_from_disk_through_the_frontend() {
     assert_eq!(get(web, "/static/missing.css", &[]).await.0, 404);
     assert_eq!(app.requests.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn compression_applies_to_every_answer_by_accept_encoding() {
+    use std::io::Read;
+    let text = "all work and no play makes jack a dull boy\n".repeat(100);
+    let app = http_server(
+        "app",
+        std::sync::Arc::new(move |_name, _req| {
+            let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                "server says hello, again and again\n".repeat(100),
+            )));
+            resp.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+            resp
+        }),
+    )
+    .await;
+    let routes = format!(
+        "      - match: {{path: /fixed}}\n        respond: {{body: \"{}\", content_type: text/html}}\n",
+        text.replace('\n', "\\n")
+    );
+    let yaml =
+        config(&routes, app.addr).replace("    mode: http\n", "    mode: http\n    compression: {min_size: 1024}\n");
+    let lb = start(&yaml).await;
+    let web = lb.local_addr("web");
+    let gunzip = |body: &[u8]| {
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(body).read_to_string(&mut out).unwrap();
+        out
+    };
+    // A fixed response and a server's answer alike.
+    for (path, plain) in [("/fixed", text.clone()), ("/app", "server says hello, again and again\n".repeat(100))] {
+        let (status, headers, body) = get(web, path, &[("accept-encoding", "br;q=0.5, gzip")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-encoding"], "gzip", "{path}");
+        assert!(headers["vary"].to_str().unwrap().eq_ignore_ascii_case("accept-encoding"), "{path}");
+        assert!(body.len() < plain.len() / 4, "{path}: {} bytes", body.len());
+        assert_eq!(gunzip(&body), plain, "{path}");
+        // A client that takes no coding gets the bytes as they are, with Vary.
+        let (_, headers, body) = get(web, path, &[]).await;
+        assert!(headers.get("content-encoding").is_none(), "{path}");
+        assert!(headers["vary"].to_str().unwrap().eq_ignore_ascii_case("accept-encoding"));
+        assert_eq!(body, plain, "{path}");
+    }
+}

@@ -142,6 +142,7 @@ pub(crate) fn test_members(spec: &[(&str, u32, bool)]) -> Vec<Member> {
                     backend: "test".into(),
                     server: name.into(),
                     address: ([127, 0, 0, 1], 10_000 + i as u16).into(),
+                    http2: false,
                 },
                 true,
             ),

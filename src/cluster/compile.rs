@@ -40,7 +40,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
                 ));
                 continue;
             };
-            let key = ServerKey { backend: b.name.clone(), server: s.name.clone(), address };
+            let key = ServerKey { backend: b.name.clone(), server: s.name.clone(), address, http2: b.protocol.is_h2() };
             // Without health checks a server is always up. With them, a server new to
             // this process waits for its first check instead of receiving traffic blind.
             let state = carry.servers.get(&key).cloned().unwrap_or_else(|| {
@@ -186,6 +186,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             max_header_bytes,
             http: (f.mode == crate::config::Mode::Http).then(|| super::server_settings(max_header_bytes)),
             access_log: f.access_log,
+            compress_min_size: f.compression.as_ref().map(|c| c.min_size.unwrap_or(1024)),
             proxy_protocol: f.proxy_protocol,
             needs_local: config.backends.iter().flat_map(|b| &b.servers).any(|s| s.send_proxy.is_some()),
             rate_limit: f.rate_limit.as_ref().map(|limit| {

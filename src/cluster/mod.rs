@@ -88,6 +88,9 @@ pub struct Frontend {
     pub access_log: bool,
     /// TLS terminated here (http frontends with `tls:`).
     pub tls: Option<Arc<TlsFrontend>>,
+    /// Compress responses at or above this many bytes (unknown lengths too), by
+    /// the client's Accept-Encoding; `None`: never.
+    pub compress_min_size: Option<u64>,
     /// Connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
     /// Some server of the config is sent PROXY headers, which name the address a

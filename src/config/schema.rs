@@ -166,6 +166,9 @@ pub struct Frontend {
     /// Requests per client address, beyond which 429 (http frontends).
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// Compress responses by Accept-Encoding (http frontends).
+    #[serde(default)]
+    pub compression: Option<Compression>,
     /// Every connection starts with a PROXY protocol header (v1 or v2) whose
     /// client address is the one used everywhere (logs, X-Forwarded-For, hashing).
     #[serde(default)]
@@ -611,6 +614,16 @@ pub struct Server {
     /// Send a PROXY protocol header (v1 or v2) first on every connection to the server.
     #[serde(default)]
     pub send_proxy: Option<ProxyVersion>,
+}
+
+/// `compression:` of a frontend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Compression {
+    /// Smallest body compressed, in bytes (default 1024); a body of unknown
+    /// length is compressed.
+    #[serde(default)]
+    pub min_size: Option<u64>,
 }
 
 /// `rate_limit:` of a frontend: a token bucket per client.

@@ -188,6 +188,12 @@ impl Validator {
         backends: &HashMap<&str, &Backend>,
         binds: &mut HashMap<SocketAddr, String>,
     ) {
+        if let Some(compression) = &frontend.compression {
+            if frontend.mode != Mode::Http {
+                self.err(format!("{path}.compression"), "only applies to http frontends");
+            }
+            self.number(format!("{path}.compression.min_size"), compression.min_size, 0, 1 << 30);
+        }
         if let Some(limit) = &frontend.rate_limit {
             let limit_path = format!("{path}.rate_limit");
             if frontend.mode != Mode::Http {

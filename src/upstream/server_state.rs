@@ -23,6 +23,9 @@ pub struct ServerKey {
     pub server: String,
     /// Resolved address.
     pub address: SocketAddr,
+    /// Spoken to in HTTP/2: its pooled connections are of another kind, so a
+    /// reload that changes the protocol makes it a new server (with a new pool).
+    pub http2: bool,
 }
 
 /// Live state of one server.

@@ -13,6 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessRecord;
 use super::client_state::OpenRequest;
+use super::compress::CompressedBody;
 use super::request_body::RequestBody;
 use super::stall::StallTimer;
 use super::static_files::FileBody;
@@ -29,6 +30,9 @@ pub enum ResponseBody {
     /// A file of a `static` route, read chunk by chunk as the client takes it, and
     /// the request it answers, open until the body is written.
     File(FileBody, Option<OpenRequest>),
+    /// Another body coded on its way (gzip, brotli, zstd). Boxed: it holds a
+    /// `ResponseBody`, and its encoder would make every response body larger.
+    Compressed(Box<CompressedBody>),
 }
 
 impl ResponseBody {
@@ -47,6 +51,7 @@ impl ResponseBody {
         match self {
             ResponseBody::Upstream(body) => body.open = Some(open),
             ResponseBody::Static(_, slot) | ResponseBody::File(_, slot) => *slot = Some(open),
+            ResponseBody::Compressed(body) => body.hold(open),
         }
     }
 }
@@ -60,6 +65,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(body) => Pin::new(body).poll_frame(cx),
             ResponseBody::Static(bytes, _) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::File(body, _) => Pin::new(body).poll_frame(cx),
+            ResponseBody::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -68,6 +74,7 @@ impl Body for ResponseBody {
             ResponseBody::Upstream(body) => body.inner.is_end_stream(),
             ResponseBody::Static(bytes, _) => bytes.is_none(),
             ResponseBody::File(body, _) => body.is_end_stream(),
+            ResponseBody::Compressed(body) => body.is_end_stream(),
         }
     }
 
@@ -77,6 +84,7 @@ impl Body for ResponseBody {
             ResponseBody::Static(Some(bytes), _) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Static(None, _) => SizeHint::with_exact(0),
             ResponseBody::File(body, _) => body.size_hint(),
+            ResponseBody::Compressed(body) => body.size_hint(),
         }
     }
 }

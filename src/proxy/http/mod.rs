@@ -5,6 +5,7 @@ mod access_log;
 mod body;
 mod client_state;
 mod client_timer;
+pub mod compress;
 mod dormant;
 mod framing;
 mod headers;
@@ -34,6 +35,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use body::ResponseBody;
 pub use host::{request_authority, HostError, InvalidAuthority, RequestAuthority};
 pub use request_body::RequestBody;
 pub use static_files::StaticSite;

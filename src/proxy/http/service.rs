@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use super::access_log::AccessRecord;
 use super::body::{ResponseBody, UpstreamBody};
 use super::client_state::ClientHandle;
+use super::compress;
 use super::headers::{accepts_trailers, add_forwarding, strip_hop_by_hop, wants_upgrade};
 use super::host::request_authority;
 use super::reply::error_response;
@@ -101,7 +102,19 @@ impl ConnContext {
     /// Handles one request; never fails (errors become responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         let open = self.client.request_started();
+        // Read before the request is consumed; nothing at all without `compression`.
+        let compression =
+            self.live.load().compress_min_size.map(|min| (min, compress::negotiate(req.method(), req.headers())));
         let mut response = self.answer(req).await;
+        if let Some((min_size, encoding)) = compression {
+            response = match encoding {
+                Some(encoding) => compress::apply(encoding, min_size, response),
+                None => {
+                    compress::vary(&mut response);
+                    response
+                }
+            };
+        }
         response.body_mut().hold(open);
         Ok(response)
     }
