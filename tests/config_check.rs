@@ -56,6 +56,8 @@ fn every_example_config_passes() {
     let cert = rcgen::CertificateParams::new(names).unwrap().self_signed(&key).unwrap();
     std::fs::write(dir.path().join("certs/site.pem"), cert.pem()).unwrap();
     std::fs::write(dir.path().join("certs/site.key"), key.serialize_pem()).unwrap();
+    // configs/edge.yaml serves configs/www.
+    std::fs::create_dir(dir.path().join("www")).unwrap();
     let mut checked = 0;
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).unwrap() {
         let shipped = entry.unwrap().path();
