@@ -138,3 +138,50 @@ async fn compression_applies_to_every_answer_by_accept_encoding() {
         assert_eq!(body, plain, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_forward_proxy_frontend_goes_out_only_where_allowed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = named_http("app").await;
+    let target = named_http("target").await;
+    let echo_addr = echo().await;
+    let yaml = config("", app.addr).replace("    routes:\n", "").replace(
+        "    mode: http\n",
+        &format!(
+            "    mode: http\n    forward_proxy: {{allow: [\"127.0.0.0/8\"], connect_ports: [{}]}}\n",
+            echo_addr.port()
+        ),
+    );
+    let lb = start(&yaml).await;
+    let web = lb.local_addr("web");
+    // Absolute form: to the named host, Proxy-Authorization stripped.
+    let request = format!(
+        "GET http://{}/x?y=1 HTTP/1.1\r\nhost: {}\r\nproxy-authorization: Basic c2VjcmV0\r\nconnection: close\r\n\r\n",
+        target.addr, target.addr
+    );
+    let reply = raw(web, request.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.ends_with("target"), "{reply}");
+    assert!(reply.contains("x-seen-uri: /x?y=1"), "{reply}");
+    assert!(!reply.contains("x-seen-proxy-authorization"), "{reply}");
+    // Outside `allow`: refused, nothing connected.
+    let reply = raw(web, b"GET http://10.1.2.3/ HTTP/1.1\r\nhost: 10.1.2.3\r\nconnection: close\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 403 "), "{reply}");
+    // CONNECT to an allowed port: a tunnel.
+    let mut tunnel = tokio::net::TcpStream::connect(web).await.unwrap();
+    let connect = format!("CONNECT {echo_addr} HTTP/1.1\r\nhost: {echo_addr}\r\n\r\n");
+    tunnel.write_all(connect.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1, "closed: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    echo_round(&mut tunnel, "through the tunnel").await;
+    // CONNECT to another port: refused.
+    let reply =
+        raw(web, format!("CONNECT {} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", target.addr).as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 403 "), "{reply}");
+    assert_eq!(app.requests.load(Ordering::SeqCst), 0, "none of it went to the frontend's backend");
+}

@@ -188,6 +188,16 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             access_log: f.access_log,
             compress_min_size: f.compression.as_ref().map(|c| c.min_size.unwrap_or(1024)),
             proxy_protocol: f.proxy_protocol,
+            forward_proxy: f.forward_proxy.as_ref().and_then(|forward| {
+                let ports = forward.connect_ports.clone().unwrap_or_else(|| vec![443]);
+                match crate::proxy::http::forward_proxy::ForwardProxy::new(&forward.allow, &ports) {
+                    Ok(proxy) => Some(Arc::new(proxy)),
+                    Err(err) => {
+                        issues.push(Issue::new(format!("frontends[{i}].forward_proxy"), err));
+                        None
+                    }
+                }
+            }),
             needs_local: config.backends.iter().flat_map(|b| &b.servers).any(|s| s.send_proxy.is_some()),
             rate_limit: f.rate_limit.as_ref().map(|limit| {
                 let per = limit.per.map_or(std::time::Duration::from_secs(1), |d| d.0);

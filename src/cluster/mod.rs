@@ -93,6 +93,8 @@ pub struct Frontend {
     pub compress_min_size: Option<u64>,
     /// Connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Absolute-form requests and CONNECT go out to the destinations it allows.
+    pub forward_proxy: Option<Arc<crate::proxy::http::forward_proxy::ForwardProxy>>,
     /// Some server of the config is sent PROXY headers, which name the address a
     /// client connected to: on a wildcard bind it is looked up at the accept (one
     /// `getsockname`), and only then.

@@ -169,6 +169,9 @@ pub struct Frontend {
     /// Compress responses by Accept-Encoding (http frontends).
     #[serde(default)]
     pub compression: Option<Compression>,
+    /// Act as a forward proxy: absolute-form requests and CONNECT (http frontends).
+    #[serde(default)]
+    pub forward_proxy: Option<ForwardProxyConfig>,
     /// Every connection starts with a PROXY protocol header (v1 or v2) whose
     /// client address is the one used everywhere (logs, X-Forwarded-For, hashing).
     #[serde(default)]
@@ -614,6 +617,17 @@ pub struct Server {
     /// Send a PROXY protocol header (v1 or v2) first on every connection to the server.
     #[serde(default)]
     pub send_proxy: Option<ProxyVersion>,
+}
+
+/// `forward_proxy:` of a frontend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardProxyConfig {
+    /// Destinations: host names (`*.example.com` wildcards), IPs and CIDRs.
+    pub allow: Vec<String>,
+    /// Ports CONNECT may reach (default: 443).
+    #[serde(default)]
+    pub connect_ports: Option<Vec<u16>>,
 }
 
 /// `compression:` of a frontend.

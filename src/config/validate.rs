@@ -188,6 +188,15 @@ impl Validator {
         backends: &HashMap<&str, &Backend>,
         binds: &mut HashMap<SocketAddr, String>,
     ) {
+        if let Some(forward) = &frontend.forward_proxy {
+            if frontend.mode != Mode::Http {
+                self.err(format!("{path}.forward_proxy"), "only applies to http frontends");
+            }
+            let ports = forward.connect_ports.clone().unwrap_or_else(|| vec![443]);
+            if let Err(err) = crate::proxy::http::forward_proxy::ForwardProxy::new(&forward.allow, &ports) {
+                self.err(format!("{path}.forward_proxy"), err);
+            }
+        }
         if let Some(compression) = &frontend.compression {
             if frontend.mode != Mode::Http {
                 self.err(format!("{path}.compression"), "only applies to http frontends");

@@ -7,6 +7,7 @@ mod client_state;
 mod client_timer;
 pub mod compress;
 mod dormant;
+pub mod forward_proxy;
 mod framing;
 mod headers;
 mod host;

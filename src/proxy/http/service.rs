@@ -17,6 +17,7 @@ use super::access_log::AccessRecord;
 use super::body::{ResponseBody, UpstreamBody};
 use super::client_state::ClientHandle;
 use super::compress;
+use super::forward_proxy::ForwardProxy;
 use super::headers::{accepts_trailers, add_forwarding, strip_hop_by_hop, wants_upgrade};
 use super::host::request_authority;
 use super::reply::error_response;
@@ -137,6 +138,9 @@ impl ConnContext {
         let index = self.requests.fetch_add(1, Relaxed);
         if self.client.is_ambiguous(index) {
             return self.fail(&now, None, ProxyError::AmbiguousFraming, req.method(), req.uri().path_and_query());
+        }
+        if let Some(forward) = now.frontend.forward_proxy.as_ref().filter(|_| ForwardProxy::wants(&req)) {
+            return self.forward_out(&now, forward, req).await;
         }
         if let Some(limit) = &now.frontend.rate_limit {
             let stats = &now.frontend.stats;
@@ -292,6 +296,23 @@ impl ConnContext {
         response.map(|body| {
             ResponseBody::Upstream(UpstreamBody::new(body, sender, state, worker, active, record, idle_limit))
         })
+    }
+
+    /// A forward-proxy request (absolute-form or CONNECT): out to the destination
+    /// it names if the frontend's `forward_proxy` allows it; counted and logged.
+    async fn forward_out(
+        &self,
+        now: &Current,
+        forward: &ForwardProxy,
+        req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let (method, target) = (req.method().clone(), req.uri().path_and_query().cloned());
+        let timeouts = &now.frontend.timeouts;
+        let response = forward.serve(req, timeouts.connect, timeouts.client).await;
+        let status = response.status().as_u16();
+        count(&now.frontend, None, status);
+        drop(AccessRecord::start(&now.frontend, self.peer, None, None, &method, target.as_ref(), status, now.started));
+        response
     }
 
     /// A request a route answers here (`static`, `redirect`, `respond`): counted
