@@ -44,7 +44,14 @@ async fn proxy(allow: &[&str], connect_ports: &[u16]) -> SocketAddr {
                             *response.status_mut() = StatusCode::MISDIRECTED_REQUEST;
                             return Ok::<_, Infallible>(response);
                         }
-                        Ok(proxy.serve(req, Duration::from_secs(5), Duration::from_secs(30)).await)
+                        Ok(proxy
+                            .serve(
+                                req,
+                                Duration::from_secs(5),
+                                Duration::from_secs(30),
+                                &tokio_util::task::TaskTracker::new(),
+                            )
+                            .await)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()

@@ -308,7 +308,7 @@ impl ConnContext {
     ) -> Response<ResponseBody> {
         let (method, target) = (req.method().clone(), req.uri().path_and_query().cloned());
         let timeouts = &now.frontend.timeouts;
-        let response = forward.serve(req, timeouts.connect, timeouts.client).await;
+        let response = forward.serve(req, timeouts.connect, timeouts.client, &self.tasks).await;
         let status = response.status().as_u16();
         count(&now.frontend, None, status);
         drop(AccessRecord::start(&now.frontend, self.peer, None, None, &method, target.as_ref(), status, now.started));

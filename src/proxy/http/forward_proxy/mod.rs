@@ -67,14 +67,16 @@ impl ForwardProxy {
     /// not admit and CONNECT ports outside `connect_ports` get 403; a failed
     /// resolution or connect 502, a slow one 504 (`connect_timeout`), a malformed
     /// target 400. `idle` bounds a response body's or a tunnel's inactivity.
+    /// A tunnel runs on `tasks`, so a drain waits for it.
     pub async fn serve(
         &self,
         req: Request<Incoming>,
         connect_timeout: Duration,
         idle: Duration,
+        tasks: &tokio_util::task::TaskTracker,
     ) -> Response<ResponseBody> {
         if req.method() == Method::CONNECT {
-            tunnel::connect(self, req, connect_timeout, idle).await
+            tunnel::connect(self, req, connect_timeout, idle, tasks).await
         } else {
             forward::forward(self, req, connect_timeout, idle).await
         }

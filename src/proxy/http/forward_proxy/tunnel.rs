@@ -17,6 +17,7 @@ pub async fn connect(
     mut req: Request<Incoming>,
     connect_timeout: Duration,
     idle: Duration,
+    tasks: &tokio_util::task::TaskTracker,
 ) -> Response<ResponseBody> {
     // CONNECT's target is `host:port`, nothing else (RFC 9110 §9.3.6).
     let Some((host, port)) = req.uri().authority().and_then(|authority| target(authority, None)) else {
@@ -31,8 +32,9 @@ pub async fn connect(
         Err(err) => return dial_failed(err, &host, port),
     };
     let client = hyper::upgrade::on(&mut req);
-    // Its own task: the upgrade completes only once the 200 has been sent.
-    tokio::spawn(async move {
+    // Its own task (tracked: a drain waits for it): the upgrade completes only once
+    // the 200 has been sent.
+    tasks.spawn(async move {
         let client = match client.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
