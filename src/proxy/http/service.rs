@@ -139,9 +139,6 @@ impl ConnContext {
         if self.client.is_ambiguous(index) {
             return self.fail(&now, None, ProxyError::AmbiguousFraming, req.method(), req.uri().path_and_query());
         }
-        if let Some(forward) = now.frontend.forward_proxy.as_ref().filter(|_| ForwardProxy::wants(&req)) {
-            return self.forward_out(&now, forward, req).await;
-        }
         if let Some(limit) = &now.frontend.rate_limit {
             let stats = &now.frontend.stats;
             if let Err(retry_after) = stats.rate_table.check(self.peer.ip(), limit, std::time::Instant::now()) {
@@ -149,6 +146,10 @@ impl ConnContext {
                 let err = ProxyError::RateLimited { retry_after };
                 return self.fail(&now, None, err, req.method(), req.uri().path_and_query());
             }
+        }
+        // After the rate limit: going out through the proxy counts as a request too.
+        if let Some(forward) = now.frontend.forward_proxy.as_ref().filter(|_| ForwardProxy::wants(&req)) {
+            return self.forward_out(&now, forward, req).await;
         }
         let authority = match request_authority(&req) {
             Ok(authority) => authority,
