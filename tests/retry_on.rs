@@ -12,20 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
-use hyper::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn answering(name: &'static str, status: u16) -> HttpServer {
-    http_server(
-        name,
-        Arc::new(move |name, _req| {
-            let mut resp = Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
-            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-            resp
-        }),
-    )
-    .await
-}
 
 /// A server that reads a request and then closes without a word (`answer: false`)
 /// or never answers at all (`answer: true` keeps the connection open, silent).

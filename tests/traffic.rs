@@ -8,23 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::Full;
-use hyper::Response;
-
-/// An app server that answers every request with `status`.
-async fn answering(name: &'static str, status: u16) -> HttpServer {
-    http_server(
-        name,
-        Arc::new(move |name, _req| {
-            let mut resp = Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
-            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
-            resp
-        }),
-    )
-    .await
-}
 
 fn backend_yaml(servers: &[(&str, std::net::SocketAddr)], extra: &str) -> String {
     let servers: String =

@@ -63,27 +63,8 @@ pub struct Change {
     pub duration: Option<String>,
 }
 
-/// A server's operator-set state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminState {
-    /// Normal (subject to health).
-    Ready,
-    /// No new work; in-flight work finishes.
-    Drain,
-    /// No traffic at all.
-    Maint,
-}
-
-impl AdminState {
-    /// The API's name for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdminState::Ready => "ready",
-            AdminState::Drain => "drain",
-            AdminState::Maint => "maint",
-        }
-    }
-}
+/// A server's operator-set state: the same the API and the server keep.
+pub use crate::upstream::AdminState;
 
 /// `BACKEND/SERVER`. Only the first `/` separates: discovered servers are named
 /// like `pods/10.0.0.7`, so `app/pods/10.0.0.7` is server `pods/10.0.0.7` of `app`.

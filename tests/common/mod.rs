@@ -132,6 +132,19 @@ pub async fn http_server(name: &'static str, handler: Handler) -> HttpServer {
     HttpServer { addr, connections, requests }
 }
 
+/// An HTTP server answering every request with `status` and body `name`.
+pub async fn answering(name: &'static str, status: u16) -> HttpServer {
+    http_server(
+        name,
+        Arc::new(move |name, _req| {
+            let mut resp = Response::new(Full::new(Bytes::copy_from_slice(name.as_bytes())));
+            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            resp
+        }),
+    )
+    .await
+}
+
 /// An HTTP server answering `200` with body `name`, and headers echoed back as `x-seen-NAME`.
 pub async fn named_http(name: &'static str) -> HttpServer {
     http_server(
