@@ -15,9 +15,11 @@ another, after one request each sent all at once, and after the connections clos
 With GUNICORN (default), before the memory test: two gunicorn servers with 2 sync
 workers each (a 200 ms handler) behind one more HAProxy (per-server `maxconn 2` and
 its queue), Fulcrum (`max_connections: 2` and `queue:`) and nginx (round robin, no
-queue), 40 wrk clients through each in turn (issue #14).
-Prints the tables, Fulcrum's ratios and the goals of issues #12 and #14 and of TLS
-termination.
+queue), 40 wrk clients through each in turn (issue #14). With STATIC (default), after
+that: nginx (`alias`, sendfile on) and Fulcrum (a `static:` route) serving the same
+directory, a 4 KiB file (wrk) and a 64 MiB file (curl).
+Prints the tables, Fulcrum's ratios and the goals of issues #12 and #14, of TLS
+termination and of static files.
 """
 
 import http.client
@@ -72,6 +74,12 @@ FLOOD_CONNECTIONS = int(ENV("FLOOD_CONNECTIONS", "256"))
 # through each. 0: skipped (and gunicorn not needed).
 GUNICORN = ENV("GUNICORN", "1") == "1"
 GUNICORN_SECS = int(ENV("GUNICORN_SECS", "10"))
+# 1: the static-files row: nginx (`location /static/ { alias DIR/; }`, sendfile on)
+# and Fulcrum (a route with `static: {root: DIR, strip_prefix: true}`) serving one
+# directory: wrk -t1 -c64 for STATIC_SECS on a 4 KiB file, and the median MB/s of 3
+# curl downloads of a 64 MiB file. 0: skipped.
+STATIC = ENV("STATIC", "1") == "1"
+STATIC_SECS = int(ENV("STATIC_SECS", "5"))
 BENCH_DIR = ENV("BENCH_DIR")                  # temp dir made by run.sh (it cleans up)
 
 for w in PROXY_THREADS + MEMORY_THREADS:
@@ -114,6 +122,16 @@ GUNICORN_WRK_TIMEOUT = 30    # wrk --timeout, s: longer than any wait in the que
 
 def gunicorn_port(name):
     return 18610 + PROXIES.index(name) + 1
+
+
+# The static-files row: nginx and Fulcrum (their default worker counts) serving the
+# same directory on their own ports.
+STATIC_PROXIES = ("nginx", "fulcrum")
+STATIC_PORTS = {"nginx": 18711, "fulcrum": 18713}
+STATIC_SMALL = 4096          # bytes of small.css
+STATIC_BIG_MB = 64           # MiB of big.bin (sparse)
+STATIC_CLIENTS = 64          # wrk connections on small.css
+STATIC_RUNS = 3              # curl downloads of big.bin per proxy (median)
 
 
 def tls_port(name, setting_index):
@@ -414,6 +432,65 @@ backends:
     return paths
 
 
+def static_configs(tmp):
+    """The static-files row's files: the directory both serve ({tmp}/static:
+    small.css, STATIC_SMALL bytes of text, and big.bin, STATIC_BIG_MB MiB, sparse)
+    and one config each for nginx (`alias`, `sendfile on` as its default build's
+    stock nginx.conf, `access_log off`) and Fulcrum (a `static:` route with
+    strip_prefix, `access_log: false`), on STATIC_PORTS."""
+    root = f"{tmp}/static"
+    os.makedirs(root, exist_ok=True)
+    line = "body { margin: 0; padding: 0; font-family: sans-serif; color: #222; }\n"
+    css = (line * (STATIC_SMALL // len(line) + 1))[:STATIC_SMALL - 1] + "\n"
+    write(f"{root}/small.css", css)
+    with open(f"{root}/big.bin", "wb") as f:
+        f.truncate(STATIC_BIG_MB * 1024 * 1024)
+    paths = {"nginx": f"{tmp}/nginx-static.conf", "fulcrum": f"{tmp}/fulcrum-static.yaml"}
+    write(paths["nginx"], f"""
+worker_processes auto;
+pid {tmp}/nginx-static.pid;
+error_log {tmp}/nginx-static.err;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:{STATIC_PORTS["nginx"]};
+    keepalive_requests 1000000;
+    location /static/ {{
+      alias {root}/;
+    }}
+  }}
+}}
+""")
+    write(paths["fulcrum"], f"""
+timeouts: {{ connect: 3s, client: 60s, server: 60s, request_header: 60s }}
+frontends:
+  - name: http
+    bind: 127.0.0.1:{STATIC_PORTS["fulcrum"]}
+    mode: http
+    access_log: false
+    routes:
+      - match: {{ path_prefix: /static/ }}
+        static: {{ root: {root}, strip_prefix: true }}
+""")
+    fulcrum_check(paths["fulcrum"])
+    return paths
+
+
+def static_get(port, path, size):
+    """GET `path` once: True if it answered 200 with `size` bytes."""
+    try:
+        out = subprocess.run(["curl", "-s", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code} %{size_download}",
+                              f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=20).stdout.split()
+    except subprocess.TimeoutExpired:
+        out = ["timeout"]
+    if out[:1] != ["200"] or len(out) < 2 or int(float(out[1])) != size:
+        print(f"  !! static {path} through port {port}: {out} (want 200 and {size} bytes)", file=sys.stderr)
+        return False
+    return True
+
+
 def wait_port(port, what, limit=10.0):
     deadline = time.time() + limit
     while time.time() < deadline:
@@ -435,6 +512,8 @@ def ports_free():
         ports += [p for i in range(2 * len(MEMORY_THREADS)) for p in memory_ports(name, i)]
     if GUNICORN:
         ports += GUNICORN_SERVERS + [gunicorn_port(name) for name in PROXIES]
+    if STATIC:
+        ports += list(STATIC_PORTS.values())
     busy = []
     for port in ports:
         try:
@@ -578,20 +657,22 @@ def parse_ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk(port, connections, scheme="http", duration=None, timeout=None, stats=None, threads=None, script=None):
+def wrk(port, connections, scheme="http", duration=None, timeout=None, stats=None, threads=None, script=None,
+        path="/"):
     """One wrk run: (requests, req/s, p50 ms, p99 ms, errors), or None if wrk failed.
     Over https always keep-alive (wrk would resume its TLS session on every new
     connection: the new-connection row is ab's, below). `duration`: seconds instead of
     DURATION; `timeout`: wrk's --timeout in s (default 2); `stats`: a dict that gets
     the max latency in ms ("max") and wrk's error lines ("detail"); `threads`: instead
     of WRK_THREADS; `script`: a wrk Lua script, e.g. WRK_LATENCY_LUA's (then p50, p99
-    and max are its microseconds, not wrk's text, which has 3 significant digits)."""
+    and max are its microseconds, not wrk's text, which has 3 significant digits);
+    `path`: the URL path requested."""
     duration = duration or DURATION
     close = ["-H", "Connection: close"] if CLOSE and scheme == "http" else []
     limit = ["--timeout", f"{timeout}s"] if timeout else []
     limit += ["-s", script] if script else []
     cmd = ["wrk", f"-t{threads or WRK_THREADS}", f"-c{connections}", f"-d{duration}s", *limit, "--latency", *close,
-           f"{scheme}://127.0.0.1:{port}/"]
+           f"{scheme}://127.0.0.1:{port}{path}"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
         requests = int(re.search(r"(\d+) requests in", out).group(1))
@@ -968,26 +1049,62 @@ def memory_run(tmp, log, name, workers, scenario, run_index, count):
     return out
 
 
+def static_row(tmp, log, paths):
+    """The static-files row: nginx and Fulcrum (default worker counts) started on
+    the configs of static_configs, checked to answer both files, then one after the
+    other `wrk -t1 -c64 -d$STATIC_SECS --latency` on /static/small.css and
+    STATIC_RUNS curl downloads of /static/big.bin; stopped at the end. Returns
+    {proxy: {"rps", "p99", "errors", "mbs"}} for the proxies measured."""
+    out, insts = {}, {}
+    started = time.time()
+    try:
+        for name in STATIC_PROXIES:
+            insts[name] = Instance(tmp, name, "default", STATIC_PORTS[name], None, "static", log, config=paths[name])
+        print("  static row: " + ", ".join(f"{n} {i.shape()}" for n, i in insts.items()), file=sys.stderr)
+        for name in STATIC_PROXIES:
+            port = STATIC_PORTS[name]
+            if not (static_get(port, "/static/small.css", STATIC_SMALL)
+                    and static_get(port, "/static/big.bin", STATIC_BIG_MB * 1024 * 1024)):
+                continue
+            run = wrk(port, STATIC_CLIENTS, duration=STATIC_SECS, threads=1, path="/static/small.css")
+            mbs = big_body(port, path="/static/big.bin", mib=STATIC_BIG_MB, runs=STATIC_RUNS)
+            if not insts[name].alive():
+                print(f"  !! {name} (static row) exited with {insts[name].proc.returncode}", file=sys.stderr)
+            if run is None:
+                continue
+            _, rps, _, p99, errors = run
+            out[name] = {"rps": rps, "p99": p99, "errors": errors, "mbs": mbs}
+            print(f"  static {name:8} {rps:9.0f} req/s  p99 {p99:7.2f} ms  errors {errors}  "
+                  f"{STATIC_BIG_MB} MiB {mbs:6.0f} MB/s", file=sys.stderr)
+    finally:
+        for inst in insts.values():
+            inst.stop()
+        print(f"  static row done in {time.time() - started:.0f} s", file=sys.stderr)
+    return out
+
+
 def peak_rss_mib(pids):
     return status_kib(pids, "VmHWM") / 1024
 
 
-def big_body(port, scheme="http"):
-    """Median MB/s of BIG_RUNS downloads of /big (over https: HTTP/1.1, like http;
-    -k: the benchmark's certificate is self-signed)."""
+def big_body(port, scheme="http", path="/big", mib=None, runs=None):
+    """Median MB/s of BIG_RUNS (`runs`) downloads of /big (`path`, BIG_MB or `mib`
+    MiB: else NaN; over https: HTTP/1.1, like http; -k: the benchmark's certificate
+    is self-signed)."""
     speeds = []
     tls = ["-k", "--http1.1"] if scheme == "https" else []
-    for _ in range(BIG_RUNS):
+    mib = mib or BIG_MB
+    for _ in range(runs or BIG_RUNS):
         try:
             out = subprocess.run(
                 ["curl", "-s", *tls, "--max-time", "60", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}",
-                 f"{scheme}://127.0.0.1:{port}/big"],
+                 f"{scheme}://127.0.0.1:{port}{path}"],
                 capture_output=True, text=True, timeout=90,
             ).stdout.split()
         except subprocess.TimeoutExpired:
             out = ["timeout"]
-        if len(out) < 2 or int(float(out[1])) != BIG_MB * 1024 * 1024:
-            print(f"  large body through port {port}: incomplete ({out})", file=sys.stderr)
+        if len(out) < 2 or int(float(out[1])) != mib * 1024 * 1024:
+            print(f"  large body {path} through port {port}: incomplete ({out})", file=sys.stderr)
             return float("nan")
         speeds.append(float(out[0]) / 1e6)
     return statistics.median(speeds)
@@ -1051,12 +1168,14 @@ def main():
                                                            capture_output=True).returncode != 0:
             sys.exit("gunicorn not found (run.sh installs it; GUNICORN=0 skips its row)")
         gunicorn_paths = gunicorn_configs(tmp)  # Fulcrum's checked now, not after the load runs
+    if STATIC:
+        static_paths = static_configs(tmp)  # likewise
     for line in versions():
         print(line)
     sys.stdout.flush()
     backend, sets, died = None, {}, []
     flog = open(f"{tmp}/fulcrum.log", "w")
-    results, after_load, bodies, tls_bodies, memory, queue = {}, {}, {}, {}, [], {}
+    results, after_load, bodies, tls_bodies, memory, queue, files = {}, {}, {}, {}, [], {}, {}
     if TLS:
         CERT.update(make_certificate(tmp))
     try:
@@ -1137,6 +1256,10 @@ def main():
         if GUNICORN:
             queue = gunicorn_row(tmp, flog, gunicorn_paths)
 
+        # Static files: nginx and Fulcrum serving one directory, their own processes.
+        if STATIC:
+            files = static_row(tmp, flog, static_paths)
+
         # Memory: a fresh process per proxy and scenario, so one scenario's freed
         # heap does not hide the next one's growth.
         if IDLE:
@@ -1147,7 +1270,7 @@ def main():
                         count = min(IDLE, HAPROXY_MAXCONN - 20) if name == "haproxy" else IDLE
                         memory.append(memory_run(tmp, flog, name, workers, scenario, run_index, count))
                     run_index += 1
-        report(results, memory, bodies, after_load, tls_bodies, queue)
+        report(results, memory, bodies, after_load, tls_bodies, queue, files)
         for d in died:
             print(f"!! {d}")
         print(f"\n(whole run {time.time() - started:.0f} s)")
@@ -1184,7 +1307,7 @@ def main():
 
 
 
-def report(results, memory, bodies, after_load, tls_bodies, queue):
+def report(results, memory, bodies, after_load, tls_bodies, queue, files):
     med = lambda xs, i: statistics.median(x[i] for x in xs)
     ratios = {}  # (workers, conns, mode, other) -> (req/s, cpu, p99)
     body_ratios = {}  # (scheme, other) -> Fulcrum's MB/s / other's
@@ -1192,6 +1315,8 @@ def report(results, memory, bodies, after_load, tls_bodies, queue):
         throughput(results, ratios, med)
     if GUNICORN:
         gunicorn_table(queue)
+    if STATIC:
+        static_table(files)
     memory_tables(memory)
     if bodies or after_load:
         print()
@@ -1222,7 +1347,27 @@ def report(results, memory, bodies, after_load, tls_bodies, queue):
                     body_ratios[(scheme, other)] = r
                     cells.append("n/a" if r != r else f"{r:.2f}")
                 print(f"| MB/s over {scheme} | {cells[0]} | {cells[1]} |")
-    goals(ratios, memory, body_ratios, queue)
+    goals(ratios, memory, body_ratios, queue, files)
+
+
+def static_table(files):
+    print()
+    print("Static files (nginx sendfile vs Fulcrum read loop)")
+    print()
+    print(f"One directory served by both (default worker counts, no access log): small.css ({STATIC_SMALL // 1024} KiB "
+          f"of text) with `wrk -t1 -c{STATIC_CLIENTS} -d{STATIC_SECS}s --latency`, big.bin ({STATIC_BIG_MB} MiB, "
+          f"sparse) with curl (median of {STATIC_RUNS}). nginx: `location /static/ {{ alias DIR/; }}`, `sendfile on`; "
+          f"Fulcrum: a route `static: {{root: DIR, strip_prefix: true}}`.")
+    print()
+    print(f"| proxy | {STATIC_SMALL // 1024} KiB req/s | {STATIC_SMALL // 1024} KiB p99 ms | errors "
+          f"| {STATIC_BIG_MB} MiB MB/s |")
+    print("|---|---:|---:|---:|---:|")
+    for name in STATIC_PROXIES:
+        f = files.get(name)
+        if not f:
+            print(f"| {name} | failed | | | |")
+            continue
+        print(f"| {name} | {f['rps']:.0f} | {f['p99']:.3f} | {f['errors']} | {f['mbs']:.0f} |")
 
 
 def gunicorn_table(queue):
@@ -1322,7 +1467,7 @@ def memory_tables(memory):
                   f"| {mib('requested')} | {mib('closed')} | {m['accepted']} | {m['phase_secs']:.1f} |")
 
 
-def goals(ratios, memory, body_ratios, queue):
+def goals(ratios, memory, body_ratios, queue, files):
     """Issue #12's goals, the TLS goals and issue #14's (the gunicorn row) against this
     run: measured figure per cell, and whether all cells meet it."""
     rows = []
@@ -1382,10 +1527,22 @@ def goals(ratios, memory, body_ratios, queue):
                          "yes" if p99 <= 1.0 and f["errors"] <= h["errors"] else "no"))
         else:
             rows.append(("gunicorn queue: p99 <= HAProxy's", "<= 1.0x HAProxy", "n/a (a run failed)", "no"))
+    if STATIC:
+        f, n = files.get("fulcrum"), files.get("nginx")
+        for label, key, target, unit in ((f"static {STATIC_SMALL // 1024} KiB req/s vs nginx", "rps", 1.0, "req/s"),
+                                         (f"static {STATIC_BIG_MB} MiB MB/s vs nginx", "mbs", 0.9, "MB/s")):
+            fv, nv = (f or {}).get(key, float("nan")), (n or {}).get(key, float("nan"))
+            r = fv / nv if nv else float("nan")
+            if r != r:
+                rows.append((label, f">= {target}", "n/a (a run failed)", "no"))
+            else:
+                met = r >= target and (f["errors"] <= n["errors"] if key == "rps" else True)
+                rows.append((label, f">= {target}", f"{r:.2f} ({fv:.0f} vs {nv:.0f} {unit})", "yes" if met else "no"))
     if rows:
         print()
         issues = "issues #12 and #14" if GUNICORN else "issue #12"
-        print(f"Goals of {issues}{' and of TLS termination' if TLS else ''} (Fulcrum; ratios are Fulcrum / other, "
+        extra = [x for x, on in (("TLS termination", TLS), ("static files", STATIC)) if on]
+        print(f"Goals of {issues}{' and of ' + ' and '.join(extra) if extra else ''} (Fulcrum; ratios are Fulcrum / other, "
               "from the tables above):")
         print()
         print("| goal | target | measured | met |")

@@ -9,14 +9,19 @@
 # gunicorn behind a queue (issue #14; GUNICORN=0 skips it): two gunicorn servers with
 # 2 sync workers each and a 200 ms handler, behind HAProxy (maxconn 2 per server +
 # its queue), Fulcrum (max_connections: 2 + queue:) and nginx (no queue), 40 wrk
-# clients for GUNICORN_SECS (default 10) through each. Everything runs on
+# clients for GUNICORN_SECS (default 10) through each; and static files (STATIC=0
+# skips it): nginx (alias, sendfile on) and Fulcrum (a `static:` route) serving one
+# directory, wrk -t1 -c64 for STATIC_SECS (default 5) on a 4 KiB file and 3 curl
+# downloads of a 64 MiB file through each. Everything runs on
 # 127.0.0.0/8, every step is bounded in time, and every process started is stopped
 # on exit.
 #
 #   bash loadtest/run.sh                      # defaults: ~10 minutes after the build
 #   ROUNDS=1 DURATION=2 IDLE=2000 BIG_RUNS=1 bash loadtest/run.sh   # quick check (~2 min)
-#   ROUNDS=0 BIG_RUNS=0 IDLE=0 TLS=0 GUNICORN_SECS=5 PROXY_THREADS=default bash loadtest/run.sh
+#   ROUNDS=0 BIG_RUNS=0 IDLE=0 TLS=0 STATIC=0 GUNICORN_SECS=5 PROXY_THREADS=default bash loadtest/run.sh
 #                                             # the gunicorn row alone (~40 s)
+#   ROUNDS=0 BIG_RUNS=0 IDLE=0 TLS=0 GUNICORN=0 STATIC_SECS=3 PROXY_THREADS=default bash loadtest/run.sh
+#                                             # the static-files row alone (~15 s)
 #
 # Knobs and the meaning of each column: loadtest/README.md.
 set -euo pipefail
