@@ -10,10 +10,9 @@ mod common;
 #[path = "proxy_protocol/servers.rs"]
 mod servers;
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -448,26 +447,6 @@ backends:
     assert!(seen.contains(&"a".to_string()) && seen.contains(&"b".to_string()), "{seen:?}");
     for _ in 0..3 {
         assert_eq!(served_by("198.51.100.1".to_string()).await, seen[0]);
-    }
-}
-
-/// Collects everything a tracing subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 

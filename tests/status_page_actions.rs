@@ -122,6 +122,22 @@ impl Browser {
     }
 }
 
+/// Fulcrum with an admin token, one frontend `web` and backend `app` of `servers`
+/// (YAML list items); the directory holding its files lives as long as the result.
+async fn start_with_token(servers: &str) -> (fulcrum::instance::Instance, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
+    let path = dir.path().join("fulcrum.yaml");
+    let yaml = format!(
+        "admin: {{ bind: 127.0.0.3:0, token_file: admin.token }}\n\
+         frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\n\
+         backends:\n  - name: app\n    servers:\n{servers}"
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let lb = fulcrum::instance::Instance::start_from_file(&path, fulcrum::workers::Workers::none()).await.unwrap();
+    (lb, dir)
+}
+
 async fn admin_state(admin: SocketAddr, server: usize) -> String {
     let report: Value = serde_json::from_slice(&get(admin, "/api/status", &[]).await.2).unwrap();
     report["backends"][0]["servers"][server]["admin_state"].as_str().unwrap().to_string()
@@ -131,20 +147,9 @@ async fn admin_state(admin: SocketAddr, server: usize) -> String {
 async fn a_click_on_drain_drains_the_server_and_an_api_error_is_shown() {
     let Some(chromium) = require_tool("chromium", "the status page's buttons") else { return };
     let (a, b) = (named_http("a").await, named_http("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
-    let path = dir.path().join("fulcrum.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "admin: {{ bind: 127.0.0.3:0, token_file: admin.token }}\n\
-             frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\n\
-             backends:\n  - name: app\n    servers:\n      - {{ name: a, address: \"{}\" }}\n      - {{ name: b, address: \"{}\" }}\n",
-            a.addr, b.addr
-        ),
-    )
-    .unwrap();
-    let lb = fulcrum::instance::Instance::start_from_file(&path, fulcrum::workers::Workers::none()).await.unwrap();
+    let servers =
+        format!("      - {{ name: a, address: \"{}\" }}\n      - {{ name: b, address: \"{}\" }}\n", a.addr, b.addr);
+    let (lb, _dir) = start_with_token(&servers).await;
     let admin = lb.admin_addr().unwrap();
     // Some traffic, and two history samples, for the charts.
     for _ in 0..5 {
@@ -203,32 +208,14 @@ async fn wait_for_async(admin: SocketAddr) {
 async fn the_page_with_its_charts_renders() {
     let Some(chromium) = require_tool("chromium", "the status page's screenshot") else { return };
     let ok = named_http("app-1").await;
-    let failing = http_server(
-        "app-2",
-        std::sync::Arc::new(|name, _req| {
-            let mut resp =
-                hyper::Response::new(http_body_util::Full::new(bytes::Bytes::copy_from_slice(name.as_bytes())));
-            *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
-            resp
-        }),
-    )
-    .await;
+    let failing = answering("app-2", 503).await;
     let slow = slow_http(Duration::from_millis(30)).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("admin.token"), TOKEN).unwrap();
-    let path = dir.path().join("fulcrum.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "admin: {{ bind: 127.0.0.3:0, token_file: admin.token }}\n\
-             frontends:\n  - {{ name: web, bind: 127.0.0.1:0, mode: http, default_backend: app }}\n\
-             backends:\n  - name: app\n    servers:\n      - {{ name: app-1, address: \"{}\", weight: 6 }}\n      \
-             - {{ name: app-2, address: \"{}\" }}\n      - {{ name: app-3, address: \"{}\", weight: 3 }}\n",
-            ok.addr, failing.addr, slow
-        ),
-    )
-    .unwrap();
-    let lb = fulcrum::instance::Instance::start_from_file(&path, fulcrum::workers::Workers::none()).await.unwrap();
+    let servers = format!(
+        "      - {{ name: app-1, address: \"{}\", weight: 6 }}\n      - {{ name: app-2, address: \"{}\" }}\n      \
+         - {{ name: app-3, address: \"{}\", weight: 3 }}\n",
+        ok.addr, failing.addr, slow
+    );
+    let (lb, _dir) = start_with_token(&servers).await;
     let (admin, web) = (lb.admin_addr().unwrap(), lb.local_addr("web"));
     // About five seconds of traffic (bounded: 1,500 requests at most).
     let traffic = tokio::spawn(async move {

@@ -103,10 +103,11 @@ impl ConnContext {
     /// Handles one request; never fails (errors become responses).
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         let open = self.client.request_started();
+        let now = self.current();
         // Read before the request is consumed; nothing at all without `compression`.
         let compression =
-            self.live.load().compress_min_size.map(|min| (min, compress::negotiate(req.method(), req.headers())));
-        let mut response = self.answer(req).await;
+            now.frontend.compress_min_size.map(|min| (min, compress::negotiate(req.method(), req.headers())));
+        let mut response = self.answer(now, req).await;
         if let Some((min_size, encoding)) = compression {
             response = match encoding {
                 Some(encoding) => compress::apply(encoding, min_size, response),
@@ -131,8 +132,7 @@ impl ConnContext {
         }
     }
 
-    async fn answer(&self, req: Request<Incoming>) -> Response<ResponseBody> {
-        let now = self.current();
+    async fn answer(&self, now: Current, req: Request<Incoming>) -> Response<ResponseBody> {
         now.frontend.stats.http_requests.fetch_add(1, Relaxed);
         // hyper delivers an HTTP/1.1 connection's requests in order, one at a time.
         let index = self.requests.fetch_add(1, Relaxed);
