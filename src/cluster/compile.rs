@@ -201,7 +201,7 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             needs_local: config.backends.iter().flat_map(|b| &b.servers).any(|s| s.send_proxy.is_some()),
             rate_limit: f.rate_limit.as_ref().map(|limit| {
                 let per = limit.per.map_or(std::time::Duration::from_secs(1), |d| d.0);
-                crate::proxy::rate_limit::Limit::new(limit.requests, per, limit.burst.unwrap_or(limit.requests))
+                super::rate_limit::Limit::new(limit.requests, per, limit.burst.unwrap_or(limit.requests))
             }),
             tls,
             stats: previous.map(|p| Arc::clone(&p.stats)).unwrap_or_default(),

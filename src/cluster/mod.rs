@@ -7,6 +7,7 @@
 mod compile;
 mod http_settings;
 mod live;
+pub mod rate_limit;
 pub mod route;
 mod route_action;
 pub mod sni_route;
@@ -101,7 +102,7 @@ pub struct Frontend {
     pub needs_local: bool,
     /// Requests per client address (http), beyond which 429; the buckets are in
     /// `stats.rate_table`.
-    pub rate_limit: Option<crate::proxy::rate_limit::Limit>,
+    pub rate_limit: Option<rate_limit::Limit>,
     /// Counters, kept across reloads.
     pub stats: Arc<FrontendStats>,
 }

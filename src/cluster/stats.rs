@@ -40,7 +40,7 @@ pub struct FrontendStats {
     pub proxy_protocol_refused: [AtomicU64; 4],
     /// The rate limit's buckets, one per client (kept across reloads with the
     /// counters, so a reload does not hand every client a fresh burst).
-    pub rate_table: crate::proxy::rate_limit::RateTable,
+    pub rate_table: super::rate_limit::RateTable,
 }
 
 /// TLS handshakes of a frontend, by outcome and version.

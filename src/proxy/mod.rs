@@ -7,7 +7,6 @@ pub mod http;
 pub mod outlier;
 pub mod proxy_protocol;
 pub mod quick_ack;
-pub mod rate_limit;
 pub mod retry;
 pub mod slot;
 pub mod sni;
