@@ -73,6 +73,11 @@ fn check_wants_exactly_one_well_formed_action() {
     assert!(err.contains("frontends[0].routes[0].static.root") && err.contains("not a directory"), "{err}");
     let err = check("      - static: {root: /tmp, strip_prefix: true}\n").unwrap();
     assert!(err.contains("frontends[0].routes[0].static.strip_prefix"), "{err}");
+    // Whatever compiling would refuse, check refuses first (found by config_props).
+    for index in ["'..'", "'.'", "'a\\b'", "'a/b'", "''"] {
+        let err = check(&format!("      - static: {{root: /tmp, index: {index}}}\n")).unwrap();
+        assert!(err.contains("frontends[0].routes[0].static.index"), "{index}: {err}");
+    }
 }
 
 #[tokio::test]

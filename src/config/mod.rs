@@ -15,7 +15,8 @@ pub use error::{ConfigError, Issue};
 pub use schema::*;
 pub use tls::{backend_roots, Certificate, TlsMaterial};
 pub use validate::{
-    resolve_address, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT, MIN_HEADER_BYTES,
+    is_file_name, resolve_address, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT,
+    MIN_HEADER_BYTES,
 };
 pub use value::{BindAddr, Binds, HashKey, StatusSet, TlsVersion};
 

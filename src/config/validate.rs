@@ -82,6 +82,12 @@ fn is_name(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// A bare file name (a static route's `index`): not empty, not `.` or `..`, and
+/// without a path separator or NUL, so joining it to a directory stays in it.
+pub fn is_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
 /// Checks a parsed config; returns every problem found (empty when valid). Resolves
 /// each server address (blocking DNS, each distinct name once) and stores the result
 /// in the config, for compiling it without resolving again.
@@ -306,8 +312,8 @@ impl Validator {
             if files.strip_prefix && route.matches.path_prefix.is_none() {
                 self.err(format!("{path}.static.strip_prefix"), "needs the route's match.path_prefix");
             }
-            if files.index.as_deref().is_some_and(|index| index.is_empty() || index.contains('/')) {
-                self.err(format!("{path}.static.index"), "a file name, like index.html");
+            if files.index.as_deref().is_some_and(|index| !is_file_name(index)) {
+                self.err(format!("{path}.static.index"), "a file name, like index.html (no '/', '\\', '.' or '..')");
             }
         }
     }

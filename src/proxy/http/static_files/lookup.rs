@@ -154,8 +154,3 @@ fn classify(err: io::Error, path: &Path) -> Lookup {
         }
     }
 }
-
-/// Whether `name` is a bare file name fit to be a directory index.
-pub(super) fn is_file_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
-}

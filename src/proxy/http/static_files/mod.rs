@@ -57,7 +57,7 @@ impl StaticSite {
             return Err(io::Error::new(io::ErrorKind::NotADirectory, "not a directory"));
         }
         let index = match index {
-            Some(name) if !lookup::is_file_name(name) => {
+            Some(name) if !crate::config::is_file_name(name) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("index {name:?} is not a file name (no '/', '\\', '.' or '..')"),
