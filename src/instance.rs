@@ -60,6 +60,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// One health task per checked server.
     pub health: HealthChecks,
+    /// One lookup task per `discover` entry.
+    pub discovery: crate::discovery::Discovery,
     /// Where the admin listener is bound, if configured.
     admin_addr: std::sync::OnceLock<SocketAddr>,
 }
@@ -118,6 +120,7 @@ impl Instance {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             health: HealthChecks::default(),
+            discovery: crate::discovery::Discovery::default(),
             admin_addr: std::sync::OnceLock::new(),
         });
         let instance = Instance { shared };
@@ -129,6 +132,7 @@ impl Instance {
             tokio::spawn(Instance { shared: Arc::clone(&instance.shared) }.serve_control(requests));
         }
         tokio::spawn(reap_idle_connections(Arc::clone(&instance.shared.live)));
+        tokio::spawn(Instance { shared: Arc::clone(&instance.shared) }.follow_discovery());
         tokio::spawn(crate::trim::after_bursts(instance.shared.tasks.clone(), Arc::clone(&instance.shared.live)));
         tracing::info!(
             generation = first.generation,
@@ -293,6 +297,21 @@ impl Instance {
         }
     }
 
+    /// Compiles the running config again whenever discovery found other members
+    /// for an entry (several changes close together make one swap), until shutdown.
+    async fn follow_discovery(self) {
+        let changed = self.shared.discovery.changed();
+        loop {
+            tokio::select! {
+                _ = self.shared.shutdown.cancelled() => return,
+                _ = changed.notified() => {}
+            }
+            if let Err(err) = self.reapply().await {
+                tracing::error!(error = %err, "cannot apply the discovered servers");
+            }
+        }
+    }
+
     /// Compiles the running config again (admin overrides applied) and swaps it in.
     async fn reapply(&self) -> Result<u64, ApplyError> {
         let config = (*self.snapshot().config).clone();
@@ -343,6 +362,7 @@ impl Instance {
         // Nothing below can fail: publish.
         self.shared.live.snapshot.store(Arc::clone(next));
         self.shared.health.sync(next, &self.shared.shutdown);
+        self.shared.discovery.sync(next, &self.shared.shutdown);
         if let Some(previous) = previous {
             retire_removed_servers(previous, next);
         }

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod epoll;
 pub mod fd_limit;
 pub mod health;

@@ -190,3 +190,13 @@ async fn a_forward_proxy_frontend_goes_out_only_where_allowed() {
     assert!(reply.starts_with("HTTP/1.1 403 "), "{reply}");
     assert_eq!(app.requests.load(Ordering::SeqCst), 0, "none of it went to the frontend's backend");
 }
+
+#[test]
+fn a_forward_proxy_is_a_frontend_of_its_own() {
+    let yaml = "frontends:\n  - name: out\n    bind: 127.0.0.1:0\n    mode: http\n    forward_proxy: {allow: [\"10.0.0.0/8\"]}\n";
+    fulcrum::config::Config::parse(yaml).expect("no backend or route needed");
+    let err = fulcrum::config::Config::parse(&yaml.replace("    forward_proxy: {allow: [\"10.0.0.0/8\"]}\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("frontends[0]") && err.contains("forward_proxy"), "{err}");
+}

@@ -66,11 +66,29 @@ pub fn render(live: &LiveView) -> String {
 
     frontends(&mut families, &snapshot);
     backends(&mut families, &snapshot);
+    discovery(&mut families, &snapshot);
 
     families.register(prometheus::process_collector::ProcessCollector::for_self());
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
     String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+/// Each `discover` entry: its members now and its failed lookups.
+fn discovery(families: &mut Families, snapshot: &Snapshot) {
+    let labels = &["backend", "name"];
+    let servers =
+        families.gauge("fulcrum_discovery_servers", "Servers a discovered name currently resolves to.", labels);
+    let errors = families.counter(
+        "fulcrum_discovery_errors_total",
+        "Failed resolutions of a discovered name (the last good set is held).",
+        labels,
+    );
+    for entry in snapshot.discovered.report() {
+        let labels = [entry.key.backend.as_str(), entry.key.server.as_str()];
+        servers.with_label_values(&labels).set(i64::try_from(entry.servers).unwrap_or(i64::MAX));
+        errors.with_label_values(&labels).inc_by(entry.errors);
+    }
 }
 
 fn frontends(families: &mut Families, snapshot: &Snapshot) {

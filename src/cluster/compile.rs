@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use super::discovered::EntryKey;
 use super::route::{Route, RouteAction, RouteTable};
 use super::{Backend, BackendStats, CheckSpec, Frontend, Snapshot};
 use crate::balance::{self, Member};
@@ -25,6 +26,8 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snapshot, ConfigError> {
     let global = config.global_timeouts();
     let carry = Carry::from(previous);
+    // One registry for the process's life, from the first snapshot on.
+    let discovered = previous.map(|p| Arc::clone(&p.discovered)).unwrap_or_default();
     let mut issues = Vec::new();
 
     let mut backends: Vec<Arc<Backend>> = Vec::with_capacity(config.backends.len());
@@ -33,41 +36,80 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             carry.backends.get(b.name.as_str()).cloned().unwrap_or_else(|| Arc::new(BackendStats::new(&b.name)));
         let mut members = Vec::with_capacity(b.servers.len());
         for (j, s) in b.servers.iter().enumerate() {
-            let Some(address) = s.resolved_address() else {
-                issues.push(Issue::new(
-                    format!("backends[{i}].servers[{j}].address"),
-                    "not resolved: the config was not validated",
-                ));
-                continue;
-            };
-            let key = ServerKey { backend: b.name.clone(), server: s.name.clone(), address, http2: b.protocol.is_h2() };
-            // Without health checks a server is always up. With them, a server new to
-            // this process waits for its first check instead of receiving traffic blind.
-            let state = carry.servers.get(&key).cloned().unwrap_or_else(|| {
-                let state = ServerState::new(key, b.health_check.is_none());
-                // Added by a reload: a newcomer ramps up (slow start) once it is up;
-                // the servers of the first config all start together.
-                if previous.is_some() {
-                    state.ramp_when_up();
+            // What each entry stands for: itself, or the members discovery found for it.
+            let found: Vec<Found> = match s.discover {
+                Some(kind) => {
+                    let key =
+                        EntryKey { backend: b.name.clone(), server: s.name.clone(), kind, address: s.address.clone() };
+                    let targets = discovered.targets(&key);
+                    (targets.iter())
+                        .map(|t| Found {
+                            name: key.member_name(t.addr),
+                            address: t.addr,
+                            weight: t.weight.unwrap_or(s.weight),
+                            backup: s.backup || t.backup,
+                            tls_host: t.host.clone(),
+                        })
+                        .collect()
                 }
-                state
-            });
-            // A server belongs to one backend for life (its identity names it).
-            state.attach_queue(&stats.queue);
-            // An IP address is a name too (verified against the certificate's IP SANs).
-            let tls_name =
-                b.tls.as_ref().map(|_| crate::tls::server_name(&s.address).unwrap_or_else(|| address.ip().into()));
-            members.push(Member {
-                tls_name,
-                name: s.name.clone(),
-                // An operator's drain, maint or weight (admin API) wins over the file's.
-                weight: state.admin.weight(s.weight),
-                backup: s.backup,
-                max_connections: s.max_connections as u64,
-                send_proxy: s.send_proxy,
-                slow_start_ms: b.slow_start.map_or(0, |d| d.0.as_millis() as u64),
-                state,
-            });
+                None => match s.resolved_address() {
+                    Some(address) => vec![Found {
+                        name: s.name.clone(),
+                        address,
+                        weight: s.weight,
+                        backup: s.backup,
+                        tls_host: None,
+                    }],
+                    None => {
+                        issues.push(Issue::new(
+                            format!("backends[{i}].servers[{j}].address"),
+                            "not resolved: the config was not validated",
+                        ));
+                        continue;
+                    }
+                },
+            };
+            for found in found {
+                let key = ServerKey {
+                    backend: b.name.clone(),
+                    server: found.name.clone(),
+                    address: found.address,
+                    http2: b.protocol.is_h2(),
+                };
+                // Without health checks a server is always up. With them, a server new to
+                // this process waits for its first check instead of receiving traffic blind.
+                let state = carry.servers.get(&key).cloned().unwrap_or_else(|| {
+                    let state = ServerState::new(key, b.health_check.is_none());
+                    // Added by a reload or found by discovery: a newcomer ramps up (slow
+                    // start) once it is up; the servers of the first config all start together.
+                    if previous.is_some() {
+                        state.ramp_when_up();
+                    }
+                    state
+                });
+                // A server belongs to one backend for life (its identity names it).
+                state.attach_queue(&stats.queue);
+                // An IP address is a name too (verified against the certificate's IP SANs).
+                let tls_name = b.tls.as_ref().map(|_| {
+                    (found.tls_host.as_deref().and_then(crate::tls::server_name))
+                        .or_else(|| crate::tls::server_name(&s.address))
+                        .unwrap_or_else(|| found.address.ip().into())
+                });
+                members.push(Member {
+                    tls_name,
+                    name: found.name,
+                    // An operator's drain, maint or weight (admin API) wins over the file's.
+                    weight: state.admin.weight(found.weight),
+                    backup: found.backup,
+                    max_connections: s.max_connections as u64,
+                    send_proxy: s.send_proxy,
+                    slow_start_ms: b.slow_start.map_or(0, |d| d.0.as_millis() as u64),
+                    state,
+                });
+            }
+        }
+        if b.balance == config::Balance::ConsistentHash {
+            fit_ring(&b.name, &mut members);
         }
         let tls = b.tls.as_ref().and_then(|tls| match crate::tls::client_config(tls, b.protocol) {
             Ok(compiled) => Some(Arc::new(compiled)),
@@ -219,7 +261,32 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
         frontends,
         backends,
         admin,
+        discovered,
     })
+}
+
+/// One server an entry of `servers:` stands for.
+struct Found {
+    name: String,
+    address: std::net::SocketAddr,
+    weight: u32,
+    backup: bool,
+    /// An SRV target's host name, for TLS.
+    tls_host: Option<Arc<str>>,
+}
+
+/// Discovery may bring more members than the file could list: scales their weights
+/// down (none below 1) so the consistent-hash ring stays within the size validation
+/// allows a file.
+fn fit_ring(backend: &str, members: &mut [Member]) {
+    let total: u64 = members.iter().map(|m| u64::from(m.weight)).sum();
+    if total <= config::MAX_RING_WEIGHT {
+        return;
+    }
+    for member in members.iter_mut() {
+        member.weight = ((u64::from(member.weight) * config::MAX_RING_WEIGHT / total) as u32).max(1);
+    }
+    tracing::warn!(backend, total, "discovered servers' weights scaled down to fit the consistent-hash ring");
 }
 
 /// State found in the previous snapshot, by identity.

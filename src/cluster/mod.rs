@@ -5,6 +5,7 @@
 //! state lives a layer below, in [`crate::upstream`].
 
 mod compile;
+pub mod discovered;
 mod http_settings;
 mod live;
 pub mod rate_limit;
@@ -46,6 +47,8 @@ pub struct Snapshot {
     pub admin: Option<SocketAddr>,
     /// Global graceful-shutdown budget.
     pub drain: Duration,
+    /// What discovery found, shared by every snapshot of the process.
+    pub discovered: Arc<discovered::Discovered>,
 }
 
 impl Snapshot {

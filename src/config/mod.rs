@@ -15,10 +15,10 @@ pub use error::{ConfigError, Issue};
 pub use schema::*;
 pub use tls::{backend_roots, Certificate, TlsMaterial};
 pub use validate::{
-    is_file_name, resolve_address, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_RETRIES, MAX_RISE_FALL, MAX_WEIGHT,
-    MIN_HEADER_BYTES,
+    discovered_name, is_file_name, resolve_address, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_RETRIES, MAX_RING_WEIGHT,
+    MAX_RISE_FALL, MAX_WEIGHT, MIN_HEADER_BYTES,
 };
-pub use value::{BindAddr, Binds, HashKey, StatusSet, TlsVersion};
+pub use value::{BindAddr, Binds, HashKey, NameServer, StatusSet, TlsVersion};
 
 impl Config {
     /// Reads, parses and validates the file at `path`.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::duration::{opt_duration, HumanDuration};
 use super::tls::TlsMaterial;
-use super::value::{checked, BindAddr, Binds, HashKey, StatusSet, TlsVersion};
+use super::value::{checked, BindAddr, Binds, HashKey, NameServer, StatusSet, TlsVersion};
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -27,6 +27,36 @@ pub struct Config {
     /// Pools of servers that frontends and routes send traffic to.
     #[serde(default)]
     pub backends: Vec<Backend>,
+    /// How servers with `discover` are looked up (default: /etc/resolv.conf).
+    #[serde(default)]
+    pub resolver: Option<Resolver>,
+}
+
+/// `resolver:` — the DNS servers and timings of discovery (`servers[].discover`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resolver {
+    /// Name servers asked in turn (port 53 unless given); absent: /etc/resolv.conf's.
+    #[serde(default)]
+    pub nameservers: Option<Vec<NameServer>>,
+    /// How long the last good answer is kept while lookups fail (default 30s).
+    #[serde(default, with = "opt_duration")]
+    pub hold: Option<HumanDuration>,
+    /// Shortest time between lookups of one name, whatever its TTL (default 1s).
+    #[serde(default, with = "opt_duration")]
+    pub min_ttl: Option<HumanDuration>,
+    /// Longest time between lookups of one name (default 300s).
+    #[serde(default, with = "opt_duration")]
+    pub max_ttl: Option<HumanDuration>,
+}
+
+impl Resolver {
+    /// `hold` when not set.
+    pub const DEFAULT_HOLD: Duration = Duration::from_secs(30);
+    /// `min_ttl` when not set.
+    pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
+    /// `max_ttl` when not set.
+    pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 }
 
 /// `admin:` — the listener serving /metrics, /healthz, /status and /api/status.
@@ -617,6 +647,20 @@ pub struct Server {
     /// Send a PROXY protocol header (v1 or v2) first on every connection to the server.
     #[serde(default)]
     pub send_proxy: Option<ProxyVersion>,
+    /// The entry stands for the servers DNS names: `dns` (A/AAAA of the address's
+    /// host, each a server on the entry's port) or `srv` (the address is an SRV name).
+    #[serde(default)]
+    pub discover: Option<Discover>,
+}
+
+/// `discover:` of a server entry.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Discover {
+    /// Every A and AAAA record of the host is a server.
+    Dns,
+    /// Every target of the SRV records is a server (their weights, ports and priorities).
+    Srv,
 }
 
 /// `forward_proxy:` of a frontend.

@@ -82,6 +82,36 @@ fn is_name(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
+/// What a `discover` entry's address names: for `dns` the host and port
+/// (`app.svc:8000`), for `srv` the SRV name (`_http._tcp.app.svc`, no port: the
+/// records carry it). Either must be a DNS name, not an IP address.
+pub fn discovered_name(kind: Discover, address: &str) -> Result<(&str, u16), String> {
+    let (host, port) = match kind {
+        Discover::Dns => {
+            let Some((host, port)) = address.rsplit_once(':') else {
+                return Err(format!("{address:?}: discover: dns needs host:port"));
+            };
+            match port.parse::<u16>() {
+                Ok(port) if port != 0 => (host, port),
+                _ => return Err(format!("{address:?}: invalid port")),
+            }
+        }
+        Discover::Srv if address.contains(':') => {
+            return Err(format!("{address:?}: discover: srv takes an SRV name without a port (the records give it)"))
+        }
+        Discover::Srv => (address, 0),
+    };
+    let labels_ok = host.trim_end_matches('.').split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if host.is_empty() || host.len() > 253 || !labels_ok || host.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!("{host:?} is not a DNS name to discover servers by"));
+    }
+    Ok((host, port))
+}
+
 /// A bare file name (a static route's `index`): not empty, not `.` or `..`, and
 /// without a path separator or NUL, so joining it to a directory stays in it.
 pub fn is_file_name(name: &str) -> bool {
@@ -134,6 +164,23 @@ impl Validator {
             self.backend(&format!("backends[{i}]"), backend);
         }
         self.hash_keys_fit_modes(config, &backends);
+        if let Some(resolver) = &config.resolver {
+            self.resolver(resolver);
+        }
+    }
+
+    fn resolver(&mut self, resolver: &crate::config::Resolver) {
+        if resolver.nameservers.as_ref().is_some_and(Vec::is_empty) {
+            self.err("resolver.nameservers", "at least one name server (or leave it out for /etc/resolv.conf's)");
+        }
+        self.duration_at_most("resolver.hold".into(), resolver.hold, DAY);
+        self.duration("resolver.min_ttl".into(), resolver.min_ttl, HOUR);
+        self.duration("resolver.max_ttl".into(), resolver.max_ttl, DAY);
+        let min = resolver.min_ttl.map_or(crate::config::Resolver::DEFAULT_MIN_TTL, |d| d.0);
+        let max = resolver.max_ttl.map_or(crate::config::Resolver::DEFAULT_MAX_TTL, |d| d.0);
+        if min > max {
+            self.err("resolver.min_ttl", "must not exceed max_ttl");
+        }
     }
 
     fn unique_names<'a>(&mut self, list: &str, names: impl Iterator<Item = &'a str>) {
@@ -258,8 +305,10 @@ impl Validator {
                 }
             }
             Mode::Http => {
-                if frontend.default_backend.is_none() && frontend.routes.is_empty() {
-                    self.err(path, "needs a default_backend or at least one route");
+                // A forward proxy alone is a complete frontend: requests name their destination.
+                let proxies = frontend.forward_proxy.is_some();
+                if frontend.default_backend.is_none() && frontend.routes.is_empty() && !proxies {
+                    self.err(path, "needs a default_backend, a route or a forward_proxy");
                 }
             }
         }
@@ -391,6 +440,11 @@ impl Validator {
             }
             // 0 means unlimited.
             self.number(format!("{server_path}.max_connections"), Some(server.max_connections), 0, MAX_CONNECTIONS);
+            if let Some(kind) = server.discover {
+                if let Err(msg) = discovered_name(kind, &server.address) {
+                    self.err(format!("{server_path}.address"), msg);
+                }
+            }
         }
         let ring_weight: u64 = backend.servers.iter().map(|s| u64::from(s.weight)).sum();
         if backend.balance == Balance::ConsistentHash && ring_weight > MAX_RING_WEIGHT {
@@ -575,6 +629,10 @@ impl Validator {
         let mut seen: HashMap<String, Result<SocketAddr, String>> = HashMap::new();
         for (i, backend) in backends.iter_mut().enumerate() {
             for (j, server) in backend.servers.iter_mut().enumerate() {
+                // Discovered entries are names looked up while running, not now.
+                if server.discover.is_some() {
+                    continue;
+                }
                 let resolved =
                     seen.entry(server.address.clone()).or_insert_with(|| resolve_address(&server.address)).clone();
                 match resolved {

@@ -76,6 +76,30 @@ impl<'de> Deserialize<'de> for BindAddr {
     }
 }
 
+/// One of `resolver.nameservers`: an IP address, with a port or port 53.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameServer(pub SocketAddr);
+
+impl FromStr for NameServer {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+            return Ok(NameServer(SocketAddr::new(ip, 53)));
+        }
+        match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Ok(NameServer(addr)),
+            _ => Err(format!("{text:?} is not a name server address like 127.0.0.1, 10.0.0.2:53 or [::1]:53")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NameServer {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        from_text(de, "a name server address like 127.0.0.1:53")
+    }
+}
+
 /// `bind:` of a frontend — one address or a list of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binds {

@@ -101,7 +101,12 @@ pub struct HttpServer {
 
 /// Starts an HTTP server that answers every request with `handler`.
 pub async fn http_server(name: &'static str, handler: Handler) -> HttpServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    http_server_on("127.0.0.1:0".parse().unwrap(), name, handler).await
+}
+
+/// [`http_server`] listening on `bind` (another loopback address, a given port).
+pub async fn http_server_on(bind: SocketAddr, name: &'static str, handler: Handler) -> HttpServer {
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
