@@ -195,19 +195,44 @@ async fn http11_clients_share_one_http2_connection_to_the_server() {
     let (server, seen) = h2_server(None).await;
     let lb = start(&config(server, "    protocol: h2c")).await;
     let addr = lb.local_addr("web");
-    // Once a connection is open (a cold burst opens one per request in flight)...
-    assert_eq!(get(addr, "/", &[]).await.0, 200);
+    // A cold burst: the first request opens the connection, the others wait for it
+    // rather than each opening one of their own.
     let mut clients = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..16 {
         clients.push(tokio::spawn(async move { get(addr, "/", &[]).await }));
     }
     for client in clients {
         let (status, _, body) = client.await.unwrap();
         assert_eq!((status, &body[..]), (200, &b"h2-app"[..]));
     }
-    assert_eq!(seen.requests.lock().unwrap().len(), 9);
+    assert_eq!(get(addr, "/", &[]).await.0, 200);
+    assert_eq!(seen.requests.lock().unwrap().len(), 17);
     assert!(seen.requests.lock().unwrap().iter().all(|(version, _)| *version == http::Version::HTTP_2));
     assert_eq!(seen.connections.load(Ordering::SeqCst), 1, "every request on one connection");
+}
+
+#[tokio::test]
+async fn a_burst_to_a_dead_http2_server_fails_together_not_one_connect_timeout_after_another() {
+    // A server whose accept queue is full: the kernel drops further SYNs, so a
+    // connect hangs until timeouts.connect, like one to a host that vanished.
+    let silent = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    silent.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    silent.listen(0).unwrap();
+    let server = silent.local_addr().unwrap().as_socket().unwrap();
+    let _filler = TcpStream::connect(server).await.unwrap();
+    let lb = start(&config(server, "    protocol: h2c\n    timeouts: {connect: 300ms}")).await;
+    let addr = lb.local_addr("web");
+    let started = tokio::time::Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(tokio::spawn(async move { get(addr, "/", &[]).await.0 }));
+    }
+    for client in clients {
+        assert_eq!(client.await.unwrap() / 100, 5, "a 5xx for each");
+    }
+    // Serialized connects would take 8 x 300 ms; the waiters share the first's failure.
+    assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+    drop(silent);
 }
 
 #[tokio::test]

@@ -8,6 +8,6 @@ mod server_state;
 mod wait_queue;
 
 pub use admin_state::{AdminOverride, AdminState, AdminView};
-pub use pool::{Pool, PoolSlot, Pooled, Worker, IDLE_TIMEOUT, MAX_IDLE};
+pub use pool::{ConnectGate, FailedConnect, Pool, PoolSlot, Pooled, Worker, IDLE_TIMEOUT, MAX_IDLE};
 pub use server_state::{unix_ms, ActiveGuard, CheckResult, ServerKey, ServerState, DURATION_BUCKETS};
 pub use wait_queue::{Ticket, WaitQueue, Waiters};

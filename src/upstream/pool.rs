@@ -43,18 +43,44 @@ pub trait Pooled: Send + 'static {
 
 type Idle<C> = Vec<(C, Instant)>;
 
+/// One worker's turn at opening a shared connection (HTTP/2) to one server:
+/// requests that find none pooled take turns here, so a burst opens one
+/// connection and the rest find it in the pool, instead of each opening its own.
+pub type ConnectGate = tokio::sync::Mutex<Option<FailedConnect>>;
+
+/// The last connect through a [`ConnectGate`] failed: requests that waited for it
+/// fail too (and may be retried elsewhere) rather than each trying again in turn,
+/// which would hold the last of them for as many connect timeouts as waited.
+#[derive(Debug, Clone)]
+pub struct FailedConnect {
+    /// When it failed.
+    pub at: Instant,
+    /// What it said.
+    pub error: String,
+}
+
 /// Idle connections to one server, most recently used last — one stack per
 /// worker thread, because a connection is driven by a task on the worker that
 /// opened it and reusing it from another worker would cost cross-thread wakeups.
 #[derive(Debug)]
 pub struct Pool<C> {
     per_worker: Box<[Mutex<Idle<C>>]>,
+    gates: Box<[ConnectGate]>,
 }
 
 impl<C: Pooled> Pool<C> {
     /// An empty pool for `workers` worker threads.
     pub fn new(workers: usize) -> Self {
-        Pool { per_worker: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect() }
+        let workers = workers.max(1);
+        Pool {
+            per_worker: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
+            gates: (0..workers).map(|_| ConnectGate::default()).collect(),
+        }
+    }
+
+    /// `worker`'s turn at opening a shared connection (see [`ConnectGate`]).
+    pub fn gate(&self, worker: Worker) -> &ConnectGate {
+        &self.gates[worker.index % self.gates.len()]
     }
 
     fn stack(&self, index: usize) -> MutexGuard<'_, Idle<C>> {

@@ -14,7 +14,7 @@ use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::proxy_protocol::Endpoints;
 use crate::proxy::ProxyError;
-use crate::upstream::{ActiveGuard, Pooled, Worker};
+use crate::upstream::{ActiveGuard, FailedConnect, Pooled, Worker};
 
 /// Sends `req` to `member` over its shared HTTP/2 connection (opened if needed).
 pub(super) async fn exchange(
@@ -31,21 +31,14 @@ pub(super) async fn exchange(
     // carries this request alone, never shared through the pool, and closes when
     // the response is done (its last handle dropped).
     let shared = member.send_proxy.is_none();
-    let pooled = if shared { member.state.pool.take::<SendRequest<RequestBody>>(worker) } else { None };
-    let (sender, fresh) = match pooled {
-        Some(shared) => {
-            member.state.pool.put(worker, shared.clone());
-            (shared, false)
-        }
-        None => match connect(member, backend, client).await {
-            Ok(sender) => {
-                if shared {
-                    member.state.pool.put(worker, sender.clone());
-                }
-                (sender, true)
-            }
-            Err(err) => return Err(Failure::Connect(err, Box::new(req))),
-        },
+    let opened = if shared {
+        shared_sender(member, backend, client, worker).await
+    } else {
+        connect(member, backend, client).await.map(|sender| (sender, true))
+    };
+    let (sender, fresh) = match opened {
+        Ok(opened) => opened,
+        Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
     let req = match send(backend, member, sender, req).await {
         Ok((response, _)) => return Ok((response, None, active)),
@@ -66,6 +59,55 @@ pub(super) async fn exchange(
         Ok((response, _)) => Ok((response, None, active)),
         Err(SendError::Unsent(_)) => Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() })),
         Err(SendError::Failed(err)) => Err(Failure::Sent(err)),
+    }
+}
+
+/// The server's shared connection on this worker: the pooled one, or one opened
+/// now. Requests that find none take turns at the worker's gate for the server:
+/// the first opens it, the others find it pooled (or its failure) when their turn
+/// comes. True when this request opened it.
+async fn shared_sender(
+    member: &Member,
+    backend: &Backend,
+    client: Option<Endpoints>,
+    worker: Worker,
+) -> Result<(SendRequest<RequestBody>, bool), ProxyError> {
+    let slot = &member.state.pool;
+    let pooled = |slot: &crate::upstream::PoolSlot| {
+        let sender = slot.take::<SendRequest<RequestBody>>(worker)?;
+        slot.put(worker, sender.clone());
+        Some(sender)
+    };
+    if let Some(sender) = pooled(slot) {
+        return Ok((sender, false));
+    }
+    let Some(pool) = slot.get::<SendRequest<RequestBody>>(worker) else {
+        return connect(member, backend, client).await.map(|sender| (sender, true));
+    };
+    let waiting_since = std::time::Instant::now();
+    // An async mutex held across the connect on purpose: it is the queue of the
+    // requests that would otherwise each open a connection of their own.
+    let mut turn = pool.gate(worker).lock().await;
+    if let Some(sender) = pooled(slot) {
+        return Ok((sender, false));
+    }
+    if let Some(failed) = turn.as_ref().filter(|failed| failed.at >= waiting_since) {
+        return Err(ProxyError::Connect {
+            server: member.name.clone(),
+            address: member.state.key.address,
+            source: std::io::Error::other(format!("the connect this request waited for failed: {}", failed.error)),
+        });
+    }
+    match connect(member, backend, client).await {
+        Ok(sender) => {
+            *turn = None;
+            slot.put(worker, sender.clone());
+            Ok((sender, true))
+        }
+        Err(err) => {
+            *turn = Some(FailedConnect { at: std::time::Instant::now(), error: err.to_string() });
+            Err(err)
+        }
     }
 }
 
