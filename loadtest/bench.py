@@ -17,8 +17,11 @@ workers each (a 200 ms handler) behind one more HAProxy (per-server `maxconn 2` 
 its queue), Fulcrum (`max_connections: 2` and `queue:`) and nginx (round robin, no
 queue), 40 wrk clients through each in turn (issue #14). With STATIC (default), after
 that: nginx (`alias`, sendfile on) and Fulcrum (a `static:` route) serving the same
-directory, a 4 KiB file (wrk) and a 64 MiB file (curl).
-Prints the tables, Fulcrum's ratios and the goals of issues #12 and #14, of TLS
+directory, a 4 KiB file (wrk) and a 64 MiB file (curl). With CACHE (default), last:
+cache hits on a 4 KiB answer of the nginx backend (`expires 1h`) through nginx
+(`proxy_cache`) and Fulcrum (`cache:`), and Fulcrum's `respond` route with the same
+body, the yardstick of issue #16's goal.
+Prints the tables, Fulcrum's ratios and the goals of issues #12, #14 and #16, of TLS
 termination and of static files.
 """
 
@@ -80,6 +83,12 @@ GUNICORN_SECS = int(ENV("GUNICORN_SECS", "10"))
 # curl downloads of a 64 MiB file. 0: skipped.
 STATIC = ENV("STATIC", "1") == "1"
 STATIC_SECS = int(ENV("STATIC_SECS", "5"))
+# 1: the cache row (issue #16): nginx (`proxy_cache`) and Fulcrum (`cache:`) in front
+# of the nginx backend, which answers /cached.css (4 KiB, `expires 1h`), each warmed
+# with one request and then wrk -t1 -c64 for CACHE_SECS on it (all hits); and
+# Fulcrum's `respond` route with the same 4 KiB, the goal's yardstick. 0: skipped.
+CACHE = ENV("CACHE", "1") == "1"
+CACHE_SECS = int(ENV("CACHE_SECS", "5"))
 BENCH_DIR = ENV("BENCH_DIR")                  # temp dir made by run.sh (it cleans up)
 
 for w in PROXY_THREADS + MEMORY_THREADS:
@@ -133,6 +142,13 @@ STATIC_BIG_MB = 64           # MiB of big.bin (sparse)
 STATIC_CLIENTS = 64          # wrk connections on small.css
 STATIC_RUNS = 3              # curl downloads of big.bin per proxy (median)
 
+# The cache row: nginx and Fulcrum (default worker counts) caching the backend's
+# /cached.css; Fulcrum's /respond answers the same bytes from its config.
+CACHE_PORTS = {"nginx": 18721, "fulcrum": 18723}
+CACHE_BODY = 4096            # bytes of /cached.css and /respond
+CACHE_CLIENTS = 64           # wrk connections
+CACHE_ROWS = (("nginx", "/cached.css"), ("fulcrum", "/cached.css"), ("fulcrum", "/respond"))
+
 
 def tls_port(name, setting_index):
     """https port of one proxy in the load set of PROXY_THREADS[setting_index]:
@@ -162,8 +178,10 @@ def backend_config(tmp):
     os.makedirs(big)
     with open(os.path.join(big, "big"), "wb") as f:
         f.truncate(BIG_MB * 1024 * 1024)  # sparse: no disk I/O in the measurement
-    # nginx workers drop root: let them read the file.
-    for path in (tmp, big, os.path.join(big, "big")):
+    # The cache row's answer: cacheable for an hour (nginx `expires`).
+    write(os.path.join(big, "cached.css"), cache_body())
+    # nginx workers drop root: let them read the files.
+    for path in (tmp, big, os.path.join(big, "big"), os.path.join(big, "cached.css")):
         os.chmod(path, 0o755)
     servers = "\n".join(f"    listen 127.0.0.1:{p} reuseport;" for p in BACKENDS)
     write(f"{tmp}/backend.conf", f"""
@@ -180,6 +198,7 @@ http {{
     location = / {{ return 200 "ok\\n"; }}
     location = /proto {{ return 200 "$http_x_forwarded_proto\\n"; }}
     location /big {{ }}
+    location = /cached.css {{ expires 1h; }}
   }}
 }}
 """)
@@ -478,6 +497,94 @@ frontends:
     return paths
 
 
+def cache_body():
+    """CACHE_BODY bytes of text: the backend's /cached.css and Fulcrum's /respond."""
+    line = "p { margin: 0 auto; padding: 1em; line-height: 1.5; color: #333; }\n"
+    return (line * (CACHE_BODY // len(line) + 1))[:CACHE_BODY - 1] + "\n"
+
+
+def cache_configs(tmp):
+    """The cache row's configs: nginx (`proxy_cache` in a directory under tmp,
+    `X-Cache` telling HIT or MISS, `access_log off`) and Fulcrum (`cache: {size:
+    64MiB, max_object: 1MiB}` on a backend of the first nginx backend, and a route
+    `respond`ing /respond with cache_body(), `access_log: false`), on CACHE_PORTS."""
+    cache_dir = f"{tmp}/nginx-cache"
+    for d in (cache_dir, f"{cache_dir}-temp"):
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o777)  # nginx workers drop root
+    paths = {"nginx": f"{tmp}/nginx-cache.conf", "fulcrum": f"{tmp}/fulcrum-cache.yaml"}
+    write(paths["nginx"], f"""
+worker_processes auto;
+pid {tmp}/nginx-cache.pid;
+error_log {tmp}/nginx-cache.err;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  proxy_cache_path {cache_dir} levels=1:2 keys_zone=bench:10m max_size=64m;
+  proxy_temp_path {cache_dir}-temp;
+  server {{
+    listen 127.0.0.1:{CACHE_PORTS["nginx"]};
+    keepalive_requests 1000000;
+    location / {{
+      proxy_pass http://127.0.0.1:{BACKENDS[0]};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache bench;
+      add_header X-Cache $upstream_cache_status;
+    }}
+  }}
+}}
+""")
+    body = cache_body().replace("\n", "\\n")
+    write(paths["fulcrum"], f"""
+timeouts: {{ connect: 3s, client: 60s, server: 60s, request_header: 60s }}
+frontends:
+  - name: http
+    bind: 127.0.0.1:{CACHE_PORTS["fulcrum"]}
+    mode: http
+    access_log: false
+    default_backend: app
+    routes:
+      - match: {{ path: /respond }}
+        respond: {{ status: 200, content_type: text/css, body: "{body}" }}
+backends:
+  - name: app
+    cache: {{ size: 64MiB, max_object: 1MiB }}
+    servers:
+      - {{ name: nginx, address: 127.0.0.1:{BACKENDS[0]} }}
+""")
+    fulcrum_check(paths["fulcrum"])
+    return paths
+
+
+def cache_warm(port, path):
+    """GETs `path` until an answer comes from the cache (nginx: X-Cache: HIT, which
+    may take a moment: nginx commits the entry after the first answer has left;
+    Fulcrum's cache: an Age header; /respond is not cached), at most 10 times: True
+    if one did, every answer being 200 with CACHE_BODY bytes."""
+    for attempt in range(10):
+        if attempt:
+            time.sleep(0.1)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            headers = {k.lower(): v for k, v in resp.getheaders()}
+            conn.close()
+        except OSError as e:
+            print(f"  !! cache {path} through port {port}: {e}", file=sys.stderr)
+            return False
+        if resp.status != 200 or len(body) != CACHE_BODY:
+            print(f"  !! cache {path} through port {port}: {resp.status}, {len(body)} bytes "
+                  f"(want 200 and {CACHE_BODY})", file=sys.stderr)
+            return False
+        if attempt and (headers.get("x-cache") == "HIT" or "age" in headers or path == "/respond"):
+            return True
+    print(f"  !! cache {path} through port {port}: no answer came from the cache ({headers})", file=sys.stderr)
+    return False
+
+
 def static_get(port, path, size):
     """GET `path` once: True if it answered 200 with `size` bytes."""
     try:
@@ -514,6 +621,8 @@ def ports_free():
         ports += GUNICORN_SERVERS + [gunicorn_port(name) for name in PROXIES]
     if STATIC:
         ports += list(STATIC_PORTS.values())
+    if CACHE:
+        ports += list(CACHE_PORTS.values())
     busy = []
     for port in ports:
         try:
@@ -1083,6 +1192,36 @@ def static_row(tmp, log, paths):
     return out
 
 
+def cache_row(tmp, log, paths):
+    """The cache row: nginx and Fulcrum (default worker counts) started on the
+    configs of cache_configs, each path of CACHE_ROWS warmed (and checked to be a
+    hit), then `wrk -t1 -c64 -d$CACHE_SECS --latency` on each in turn; stopped at
+    the end. Returns {(proxy, path): {"rps", "p99", "errors"}}."""
+    out, insts = {}, {}
+    started = time.time()
+    try:
+        for name in CACHE_PORTS:
+            insts[name] = Instance(tmp, name, "default", CACHE_PORTS[name], None, "cache", log, config=paths[name])
+        print("  cache row: " + ", ".join(f"{n} {i.shape()}" for n, i in insts.items()), file=sys.stderr)
+        for name, path in CACHE_ROWS:
+            port = CACHE_PORTS[name]
+            if not cache_warm(port, path):
+                continue
+            run = wrk(port, CACHE_CLIENTS, duration=CACHE_SECS, threads=1, path=path)
+            if not insts[name].alive():
+                print(f"  !! {name} (cache row) exited with {insts[name].proc.returncode}", file=sys.stderr)
+            if run is None:
+                continue
+            _, rps, _, p99, errors = run
+            out[(name, path)] = {"rps": rps, "p99": p99, "errors": errors}
+            print(f"  cache {name:8} {path:12} {rps:9.0f} req/s  p99 {p99:7.2f} ms  errors {errors}", file=sys.stderr)
+    finally:
+        for inst in insts.values():
+            inst.stop()
+        print(f"  cache row done in {time.time() - started:.0f} s", file=sys.stderr)
+    return out
+
+
 def peak_rss_mib(pids):
     return status_kib(pids, "VmHWM") / 1024
 
@@ -1170,12 +1309,14 @@ def main():
         gunicorn_paths = gunicorn_configs(tmp)  # Fulcrum's checked now, not after the load runs
     if STATIC:
         static_paths = static_configs(tmp)  # likewise
+    if CACHE:
+        cache_paths = cache_configs(tmp)  # likewise
     for line in versions():
         print(line)
     sys.stdout.flush()
     backend, sets, died = None, {}, []
     flog = open(f"{tmp}/fulcrum.log", "w")
-    results, after_load, bodies, tls_bodies, memory, queue, files = {}, {}, {}, {}, [], {}, {}
+    results, after_load, bodies, tls_bodies, memory, queue, files, hits = {}, {}, {}, {}, [], {}, {}, {}
     if TLS:
         CERT.update(make_certificate(tmp))
     try:
@@ -1260,6 +1401,10 @@ def main():
         if STATIC:
             files = static_row(tmp, flog, static_paths)
 
+        # Cache hits: nginx's proxy_cache and Fulcrum's cache in front of the backend.
+        if CACHE:
+            hits = cache_row(tmp, flog, cache_paths)
+
         # Memory: a fresh process per proxy and scenario, so one scenario's freed
         # heap does not hide the next one's growth.
         if IDLE:
@@ -1270,7 +1415,7 @@ def main():
                         count = min(IDLE, HAPROXY_MAXCONN - 20) if name == "haproxy" else IDLE
                         memory.append(memory_run(tmp, flog, name, workers, scenario, run_index, count))
                     run_index += 1
-        report(results, memory, bodies, after_load, tls_bodies, queue, files)
+        report(results, memory, bodies, after_load, tls_bodies, queue, files, hits)
         for d in died:
             print(f"!! {d}")
         print(f"\n(whole run {time.time() - started:.0f} s)")
@@ -1307,7 +1452,7 @@ def main():
 
 
 
-def report(results, memory, bodies, after_load, tls_bodies, queue, files):
+def report(results, memory, bodies, after_load, tls_bodies, queue, files, hits):
     med = lambda xs, i: statistics.median(x[i] for x in xs)
     ratios = {}  # (workers, conns, mode, other) -> (req/s, cpu, p99)
     body_ratios = {}  # (scheme, other) -> Fulcrum's MB/s / other's
@@ -1317,6 +1462,8 @@ def report(results, memory, bodies, after_load, tls_bodies, queue, files):
         gunicorn_table(queue)
     if STATIC:
         static_table(files)
+    if CACHE:
+        cache_table(hits)
     memory_tables(memory)
     if bodies or after_load:
         print()
@@ -1347,7 +1494,27 @@ def report(results, memory, bodies, after_load, tls_bodies, queue, files):
                     body_ratios[(scheme, other)] = r
                     cells.append("n/a" if r != r else f"{r:.2f}")
                 print(f"| MB/s over {scheme} | {cells[0]} | {cells[1]} |")
-    goals(ratios, memory, body_ratios, queue, files)
+    goals(ratios, memory, body_ratios, queue, files, hits)
+
+
+def cache_table(hits):
+    print()
+    print("HTTP cache hits (nginx proxy_cache vs Fulcrum cache, and Fulcrum's respond route)")
+    print()
+    print(f"The nginx backend answers /cached.css ({CACHE_BODY // 1024} KiB, `expires 1h`); each proxy (default worker "
+          f"counts, no access log) is warmed with one request, then `wrk -t1 -c{CACHE_CLIENTS} -d{CACHE_SECS}s "
+          f"--latency`: every request a hit. nginx: `proxy_cache` (keys_zone 10m, files under a temporary "
+          f"directory); Fulcrum: `cache: {{size: 64MiB, max_object: 1MiB}}`; Fulcrum's /respond: a `respond` route "
+          f"with the same {CACHE_BODY // 1024} KiB (issue #16's yardstick: a hit should cost no more).")
+    print()
+    print("| proxy | path | req/s | p99 ms | errors |")
+    print("|---|---|---:|---:|---:|")
+    for name, path in CACHE_ROWS:
+        h = hits.get((name, path))
+        if not h:
+            print(f"| {name} | {path} | failed | | |")
+            continue
+        print(f"| {name} | {path} | {h['rps']:.0f} | {h['p99']:.3f} | {h['errors']} |")
 
 
 def static_table(files):
@@ -1467,7 +1634,7 @@ def memory_tables(memory):
                   f"| {mib('requested')} | {mib('closed')} | {m['accepted']} | {m['phase_secs']:.1f} |")
 
 
-def goals(ratios, memory, body_ratios, queue, files):
+def goals(ratios, memory, body_ratios, queue, files, hits):
     """Issue #12's goals, the TLS goals and issue #14's (the gunicorn row) against this
     run: measured figure per cell, and whether all cells meet it."""
     rows = []
@@ -1538,9 +1705,24 @@ def goals(ratios, memory, body_ratios, queue, files):
             else:
                 met = r >= target and (f["errors"] <= n["errors"] if key == "rps" else True)
                 rows.append((label, f">= {target}", f"{r:.2f} ({fv:.0f} vs {nv:.0f} {unit})", "yes" if met else "no"))
+    if CACHE:
+        hit, fixed, nginx = (hits.get(k) for k in (("fulcrum", "/cached.css"), ("fulcrum", "/respond"),
+                                                  ("nginx", "/cached.css")))
+        for label, other, target in (("cache hit req/s vs Fulcrum's respond route", fixed, 0.9),
+                                     ("cache hit req/s vs nginx proxy_cache", nginx, None)):
+            if not (hit and other and other["rps"]):
+                rows.append((label, f">= {target}" if target else "(shown)", "n/a (a run failed)",
+                             "no" if target else "-"))
+                continue
+            r = hit["rps"] / other["rps"]
+            shown = f"{r:.2f} ({hit['rps']:.0f} vs {other['rps']:.0f} req/s)"
+            met = r >= target and hit["errors"] <= other["errors"] if target else None
+            rows.append((label, f">= {target}" if target else "(shown)", shown,
+                         "-" if met is None else ("yes" if met else "no")))
     if rows:
         print()
-        issues = "issues #12 and #14" if GUNICORN else "issue #12"
+        nums = ["#12"] + (["#14"] if GUNICORN else []) + (["#16"] if CACHE else [])
+        issues = f"issues {', '.join(nums[:-1])} and {nums[-1]}" if len(nums) > 1 else "issue #12"
         extra = [x for x, on in (("TLS termination", TLS), ("static files", STATIC)) if on]
         print(f"Goals of {issues}{' and of ' + ' and '.join(extra) if extra else ''} (Fulcrum; ratios are Fulcrum / other, "
               "from the tables above):")

@@ -12,7 +12,10 @@
 # clients for GUNICORN_SECS (default 10) through each; and static files (STATIC=0
 # skips it): nginx (alias, sendfile on) and Fulcrum (a `static:` route) serving one
 # directory, wrk -t1 -c64 for STATIC_SECS (default 5) on a 4 KiB file and 3 curl
-# downloads of a 64 MiB file through each. Everything runs on
+# downloads of a 64 MiB file through each; and cache hits (CACHE=0 skips it): nginx
+# (proxy_cache) and Fulcrum (cache:) in front of the nginx backend's 4 KiB cacheable
+# answer, and Fulcrum's respond route with the same bytes, wrk -t1 -c64 for CACHE_SECS
+# (default 5) on each. Everything runs on
 # 127.0.0.0/8, every step is bounded in time, and every process started is stopped
 # on exit.
 #
@@ -20,8 +23,10 @@
 #   ROUNDS=1 DURATION=2 IDLE=2000 BIG_RUNS=1 bash loadtest/run.sh   # quick check (~2 min)
 #   ROUNDS=0 BIG_RUNS=0 IDLE=0 TLS=0 STATIC=0 GUNICORN_SECS=5 PROXY_THREADS=default bash loadtest/run.sh
 #                                             # the gunicorn row alone (~40 s)
-#   ROUNDS=0 BIG_RUNS=0 IDLE=0 TLS=0 GUNICORN=0 STATIC_SECS=3 PROXY_THREADS=default bash loadtest/run.sh
+#   ROUNDS=0 BIG_RUNS=0 IDLE=0 TLS=0 GUNICORN=0 CACHE=0 STATIC_SECS=3 PROXY_THREADS=default bash loadtest/run.sh
 #                                             # the static-files row alone (~15 s)
+#   ROUNDS=0 BIG_RUNS=0 IDLE=0 TLS=0 GUNICORN=0 STATIC=0 CACHE_SECS=3 PROXY_THREADS=default bash loadtest/run.sh
+#                                             # the cache row alone (~15 s)
 #
 # Knobs and the meaning of each column: loadtest/README.md.
 set -euo pipefail

@@ -170,6 +170,14 @@ async fn a_failing_name_keeps_its_last_members_for_hold_then_loses_them() {
     let metrics = scrape(lb.admin_addr().unwrap()).await;
     assert!(metrics.contains("fulcrum_discovery_servers{backend=\"app\",name=\"pods\"} 1"), "{metrics}");
     assert!(!metrics.contains("fulcrum_discovery_errors_total{backend=\"app\",name=\"pods\"} 0"), "{metrics}");
+    // The status page shows the entry above its member, and /api/status has it.
+    let admin = lb.admin_addr().unwrap();
+    let page = String::from_utf8(get(admin, "/status", &[]).await.2.to_vec()).unwrap();
+    let entry = page.find(&format!("<b>pods</b> &middot; app.test:{port} (dns): 1 server")).expect("the entry's row");
+    assert!(page[entry..].contains("data-server=\"pods/127.0.0.2\""), "its member below it");
+    let status: serde_json::Value = serde_json::from_slice(&get(admin, "/api/status", &[]).await.2).unwrap();
+    let reported = &status["backends"][0]["discovered"][0];
+    assert_eq!((reported["name"].as_str(), reported["servers"].as_u64()), (Some("pods"), Some(1)), "{status}");
 
     wait_for("hold to run out", WAIT, || members(&lb).is_empty()).await;
     assert_eq!(who_status(lb.local_addr("web")).await, 503, "no servers left");

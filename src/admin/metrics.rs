@@ -66,6 +66,7 @@ pub fn render(live: &LiveView) -> String {
 
     frontends(&mut families, &snapshot);
     backends(&mut families, &snapshot);
+    caches(&mut families, &snapshot);
     discovery(&mut families, &snapshot);
 
     families.register(prometheus::process_collector::ProcessCollector::for_self());
@@ -88,6 +89,24 @@ fn discovery(families: &mut Families, snapshot: &Snapshot) {
         let labels = [entry.key.backend.as_str(), entry.key.server.as_str()];
         servers.with_label_values(&labels).set(i64::try_from(entry.servers).unwrap_or(i64::MAX));
         errors.with_label_values(&labels).inc_by(entry.errors);
+    }
+}
+
+/// Each backend cache: lookups by outcome and the bytes it holds.
+fn caches(families: &mut Families, snapshot: &Snapshot) {
+    let requests = families.counter(
+        "fulcrum_cache_requests_total",
+        "HTTP cache lookups: hit (answered from the cache), stale (revalidated with a server), miss (fetched), \
+         bypass (not for the cache: other methods, ranges, no-store).",
+        &["backend", "result"],
+    );
+    let bytes = families.gauge("fulcrum_cache_bytes", "Bytes held by the HTTP cache (heads and bodies).", &["backend"]);
+    for b in &snapshot.backends {
+        let Some(cache) = &b.cache else { continue };
+        for (result, count) in cache.counters().labelled() {
+            requests.with_label_values(&[b.name.as_str(), result]).inc_by(count.load(Relaxed));
+        }
+        bytes.with_label_values(&[b.name.as_str()]).set(i64::try_from(cache.bytes()).unwrap_or(i64::MAX));
     }
 }
 

@@ -111,10 +111,50 @@ pub struct BackendReport {
     pub retries: u64,
     /// The backend's queue, if it has one.
     pub queue: Option<QueueReport>,
+    /// The backend's HTTP cache, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheReport>,
     /// Whether servers are health-checked.
     pub health_checked: bool,
-    /// Servers in config order.
+    /// Servers in config order (a `discover` entry's members where it stands).
     pub servers: Vec<ServerReport>,
+    /// The backend's `discover` entries.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub discovered: Vec<DiscoveredReport>,
+}
+
+/// A `discover` entry of a backend: its members are the servers named `<name>/...`.
+#[derive(Debug, Serialize)]
+pub struct DiscoveredReport {
+    /// The entry's name.
+    pub name: String,
+    /// The name looked up (`host:port`, or an SRV name).
+    pub address: String,
+    /// `dns` or `srv`.
+    pub discover: &'static str,
+    /// Members it resolves to now.
+    pub servers: usize,
+    /// Failed lookups so far.
+    pub errors: u64,
+}
+
+/// A backend's HTTP cache.
+#[derive(Debug, Serialize)]
+pub struct CacheReport {
+    /// `cache.size`: bytes it may hold.
+    pub size: u64,
+    /// Bytes it holds now.
+    pub bytes: u64,
+    /// Responses it holds now (each Vary variant counts).
+    pub entries: u64,
+    /// Lookups answered from it.
+    pub hits: u64,
+    /// Lookups that found nothing usable (fetched).
+    pub misses: u64,
+    /// Lookups that revalidated a stale entry.
+    pub stale: u64,
+    /// Requests not for the cache.
+    pub bypassed: u64,
 }
 
 /// A backend's wait queue.
@@ -196,6 +236,7 @@ pub fn build(live: &LiveView, rate: impl Fn(&str) -> f64) -> StatusReport {
     let snapshot = live.snapshot();
     let reloads = live.reloads();
     let now = unix_ms();
+    let discovered = snapshot.discovered.report();
     StatusReport {
         version: env!("CARGO_PKG_VERSION"),
         generation: snapshot.generation,
@@ -215,7 +256,23 @@ pub fn build(live: &LiveView, rate: impl Fn(&str) -> f64) -> StatusReport {
             .backends
             .iter()
             .enumerate()
-            .map(|(i, b)| backend(b, snapshot.config.backends.get(i).map(|c| c.balance), now))
+            .map(|(i, b)| {
+                let mut report = backend(b, snapshot.config.backends.get(i).map(|c| c.balance), now);
+                report.discovered = (discovered.iter())
+                    .filter(|entry| entry.key.backend == b.name)
+                    .map(|entry| DiscoveredReport {
+                        name: entry.key.server.clone(),
+                        address: entry.key.address.clone(),
+                        discover: match entry.key.kind {
+                            crate::config::Discover::Dns => "dns",
+                            crate::config::Discover::Srv => "srv",
+                        },
+                        servers: entry.servers,
+                        errors: entry.errors,
+                    })
+                    .collect();
+                report
+            })
             .collect(),
     }
 }
@@ -273,8 +330,21 @@ fn backend(b: &Backend, balance: Option<crate::config::Balance>, now: u64) -> Ba
                 mean_wait_ms: if waits == 0 { 0.0 } else { queue.wait.get_sample_sum() * 1000.0 / waits as f64 },
             }
         }),
+        cache: b.cache.as_ref().map(|cache| {
+            let counters = cache.counters();
+            CacheReport {
+                size: cache.size(),
+                bytes: cache.bytes(),
+                entries: cache.entries(),
+                hits: counters.hit.load(Relaxed),
+                misses: counters.miss.load(Relaxed),
+                stale: counters.stale.load(Relaxed),
+                bypassed: counters.bypass.load(Relaxed),
+            }
+        }),
         health_checked: b.health_check.is_some(),
         servers: b.members.iter().map(|m| server(m, now)).collect(),
+        discovered: Vec::new(),
     }
 }
 

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::history::{Sample, SAMPLES};
-use super::report::{BackendReport, ServerReport, StatusReport};
+use super::report::{BackendReport, DiscoveredReport, ServerReport, StatusReport};
 
 /// Seconds between automatic refreshes of the page.
 const REFRESH_SECONDS: u32 = 3;
@@ -190,8 +190,20 @@ fn backend(html: &mut String, b: &BackendReport, history: &[Sample]) {
         b.responses[4],
         b.retries,
     );
+    let mut shown = vec![false; b.discovered.len()];
     for s in &b.servers {
+        // A discovered entry's line goes above its first member.
+        let entry =
+            b.discovered.iter().position(|d| s.name.strip_prefix(d.name.as_str()).is_some_and(|r| r.starts_with('/')));
+        if let Some(i) = entry.filter(|&i| !shown[i]) {
+            shown[i] = true;
+            discovered(html, &b.discovered[i]);
+        }
         server(html, &b.name, s, b.health_checked);
+    }
+    // Entries that resolve to nothing now still show.
+    for (entry, _) in b.discovered.iter().zip(shown).filter(|(_, shown)| !shown) {
+        discovered(html, entry);
     }
     html.push_str("</table>");
     charts(html, history);
@@ -204,6 +216,34 @@ fn backend(html: &mut String, b: &BackendReport, history: &[Sample]) {
             q.length, q.max, q.timeout_ms, q.waits, q.mean_wait_ms, q.refused,
         );
     }
+    if let Some(c) = &b.cache {
+        let _ = write!(
+            html,
+            "<p class=\"queue\">Cache: {} of {} in {} entries &middot; {} hits, {} revalidated, {} misses, {} bypassed</p>",
+            bytes(c.bytes),
+            bytes(c.size),
+            c.entries,
+            c.hits,
+            c.stale,
+            c.misses,
+            c.bypassed,
+        );
+    }
+}
+
+/// The row above a `discover` entry's members: what it looks up, what it found.
+fn discovered(html: &mut String, d: &DiscoveredReport) {
+    let class = if d.servers == 0 { " class=\"down\"" } else { "" };
+    let _ = write!(
+        html,
+        "<tr{class}><td colspan=\"12\" class=\"l\"><b>{}</b> &middot; {} ({}): {} server{} &middot; {} failed lookups</td></tr>",
+        esc(&d.name),
+        esc(&d.address),
+        d.discover,
+        d.servers,
+        if d.servers == 1 { "" } else { "s" },
+        d.errors,
+    );
 }
 
 fn server(html: &mut String, backend: &str, s: &ServerReport, checked: bool) {

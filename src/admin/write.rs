@@ -1,4 +1,5 @@
-//! The admin API's writes: a server's state and weight, a reload, a config check.
+//! The admin API's writes: a server's state and weight, a reload, a config check,
+//! a cache purge.
 //! Each needs `Authorization: Bearer <admin.token_file's content>` (compared in
 //! constant time); without a token file every write is refused (403). Only POST
 //! changes anything, so no GET (an `<img>` on some page) can. Every write is
@@ -45,6 +46,8 @@ pub async fn handle(
         WriteAction::Reload
     } else if path == "/api/config/check" {
         WriteAction::ConfigCheck
+    } else if path == "/api/cache/purge" {
+        WriteAction::CachePurge
     } else if path.starts_with("/api/backends/") {
         WriteAction::Server
     } else {
@@ -59,6 +62,7 @@ pub async fn handle(
         WriteAction::Reload => reload(control).await,
         WriteAction::ConfigCheck => check(body, control).await,
         WriteAction::Server => server(path, &body, live, control, client).await,
+        WriteAction::CachePurge => purge(&body, live),
     };
     let result = if answer.0.is_success() { WriteResult::Ok } else { WriteResult::Invalid };
     live.count_write(action, result);
@@ -169,6 +173,42 @@ async fn server(path: &str, body: &[u8], live: &LiveView, control: &Control, cli
     (StatusCode::OK, json!({"backend": backend_name, "server": server_name, "before": before, "after": after}))
 }
 
+/// The body of `POST /api/cache/purge`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeWrite {
+    backend: String,
+    path_prefix: String,
+}
+
+/// Drops what a backend's cache holds under a path prefix (on every host).
+fn purge(body: &[u8], live: &LiveView) -> Answer {
+    let write: PurgeWrite = match serde_json::from_slice(body) {
+        Ok(write) => write,
+        Err(err) => return error(StatusCode::BAD_REQUEST, &format!("bad JSON: {err}")),
+    };
+    if !write.path_prefix.starts_with('/') {
+        return error(StatusCode::BAD_REQUEST, "path_prefix must start with '/' (\"/\" purges everything)");
+    }
+    let snapshot = live.snapshot();
+    let Some(backend) = snapshot.backends.iter().find(|b| b.name == write.backend) else {
+        return error(StatusCode::NOT_FOUND, &format!("no backend {:?}", write.backend));
+    };
+    let Some(cache) = &backend.cache else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("backend {:?} has no cache (see backends[].cache)", write.backend),
+        );
+    };
+    let before = json!({"entries": cache.entries(), "bytes": cache.bytes()});
+    let purged = cache.purge(&write.path_prefix);
+    let after = json!({"entries": cache.entries(), "bytes": cache.bytes()});
+    (
+        StatusCode::OK,
+        json!({"backend": write.backend, "path_prefix": write.path_prefix, "purged": purged, "before": before, "after": after}),
+    )
+}
+
 /// `segment` with its `%XX` escapes decoded; `None` if one is malformed or the
 /// result is not UTF-8.
 fn percent_decoded(segment: &str) -> Option<String> {
@@ -195,7 +235,7 @@ fn error(status: StatusCode, message: &str) -> Answer {
 /// Writes counted so far, by action and result (for /metrics).
 pub fn counts(live: &LiveView) -> Vec<(&'static str, &'static str, u64)> {
     let mut out = Vec::new();
-    for action in [WriteAction::Server, WriteAction::Reload, WriteAction::ConfigCheck] {
+    for action in [WriteAction::Server, WriteAction::Reload, WriteAction::ConfigCheck, WriteAction::CachePurge] {
         for result in [WriteResult::Ok, WriteResult::Denied, WriteResult::Invalid] {
             out.push((action.as_str(), result.as_str(), live.writes(action, result).load(Relaxed)));
         }

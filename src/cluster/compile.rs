@@ -166,6 +166,10 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             timeouts: b.timeouts.resolve(global),
             health_check,
             stats,
+            cache: b.cache.map(|cache| {
+                let previous = carry.caches.get(b.name.as_str());
+                crate::proxy::http::cache::HttpCache::carried(previous, cache.size.bytes(), cache.max_object())
+            }),
         }));
     }
     let by_name: HashMap<&str, &Arc<Backend>> = backends.iter().map(|b| (b.name.as_str(), b)).collect();
@@ -295,6 +299,8 @@ struct Carry<'a> {
     servers: HashMap<ServerKey, Arc<ServerState>>,
     backends: HashMap<&'a str, Arc<BackendStats>>,
     frontends: HashMap<&'a str, &'a Frontend>,
+    /// HTTP caches by backend name: kept (entries and all) while the settings stay.
+    caches: HashMap<&'a str, Arc<crate::proxy::http::cache::HttpCache>>,
 }
 
 impl<'a> Carry<'a> {
@@ -308,6 +314,9 @@ impl<'a> Carry<'a> {
                 .collect(),
             backends: prev.backends.iter().map(|b| (b.name.as_str(), Arc::clone(&b.stats))).collect(),
             frontends: prev.frontends.iter().map(|f| (f.name.as_str(), f.as_ref())).collect(),
+            caches: (prev.backends.iter())
+                .filter_map(|b| Some((b.name.as_str(), Arc::clone(b.cache.as_ref()?))))
+                .collect(),
         }
     }
 }

@@ -79,7 +79,7 @@ pub struct Live {
     /// The threads serving connections, with their open connections.
     pub workers: Arc<Workers>,
     /// Admin API writes, by action and result.
-    pub admin_writes: [[std::sync::atomic::AtomicU64; 3]; 3],
+    pub admin_writes: [[std::sync::atomic::AtomicU64; 3]; 4],
 }
 
 /// What an admin API write did.
@@ -91,6 +91,8 @@ pub enum WriteAction {
     Reload,
     /// A config checked.
     ConfigCheck,
+    /// A backend's HTTP cache purged.
+    CachePurge,
 }
 
 impl WriteAction {
@@ -100,6 +102,7 @@ impl WriteAction {
             WriteAction::Server => "server",
             WriteAction::Reload => "reload",
             WriteAction::ConfigCheck => "config_check",
+            WriteAction::CachePurge => "cache_purge",
         }
     }
 }

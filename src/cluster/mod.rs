@@ -141,6 +141,9 @@ pub struct Backend {
     pub sticky: Option<StickySettings>,
     /// Counters (and the wait queue), kept across reloads.
     pub stats: Arc<BackendStats>,
+    /// The shared HTTP cache in front of the servers (`cache:`), kept across
+    /// reloads while its settings stay.
+    pub cache: Option<Arc<crate::proxy::http::cache::HttpCache>>,
 }
 
 /// A backend's `retry_on:` as flags.
@@ -304,5 +307,6 @@ pub(crate) fn test_backend(name: &str) -> Arc<Backend> {
         outlier: None,
         sticky: None,
         stats: Arc::new(BackendStats::new(name)),
+        cache: None,
     })
 }

@@ -18,6 +18,7 @@ pub use validate::{
     discovered_name, is_file_name, resolve_address, MAX_CONNECTIONS, MAX_HEADER_BYTES, MAX_RETRIES, MAX_RING_WEIGHT,
     MAX_RISE_FALL, MAX_WEIGHT, MIN_HEADER_BYTES,
 };
+pub use value::ByteSize;
 pub use value::{BindAddr, Binds, HashKey, NameServer, StatusSet, TlsVersion};
 
 impl Config {

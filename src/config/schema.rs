@@ -463,6 +463,31 @@ pub struct Backend {
     /// What a request is retried on another server for (default: connect_failure).
     #[serde(default)]
     pub retry_on: Option<Vec<RetryOn>>,
+    /// A shared HTTP cache (RFC 9111) in front of the servers.
+    #[serde(default)]
+    pub cache: Option<BackendCache>,
+}
+
+/// `cache:` of a backend: a shared HTTP cache held in memory.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendCache {
+    /// Bytes held at most (heads and bodies); the least recently used go first.
+    pub size: super::value::ByteSize,
+    /// Largest response stored (default 8MiB, at most `size`); larger ones are
+    /// streamed through uncached.
+    #[serde(default)]
+    pub max_object: Option<super::value::ByteSize>,
+}
+
+impl BackendCache {
+    /// `max_object` when not set (capped at `size`).
+    pub const DEFAULT_MAX_OBJECT: u64 = 8 << 20;
+
+    /// The largest response stored, in bytes.
+    pub fn max_object(&self) -> u64 {
+        self.max_object.map_or(Self::DEFAULT_MAX_OBJECT.min(self.size.bytes()), |m| m.bytes())
+    }
 }
 
 /// One entry of `retry_on:` (a status may be written as a number or a string).

@@ -29,6 +29,10 @@ pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 /// Highest health check `rise` and `fall`.
 pub const MAX_RISE_FALL: u32 = 100;
+/// Largest `cache.size` of a backend (held in memory).
+const MAX_CACHE_SIZE: u64 = 1 << 40;
+/// Largest `cache.max_object` (a response being stored is held whole in memory).
+const MAX_CACHE_OBJECT: u64 = 1 << 30;
 
 /// The longest a duration key may be, with its spelling for messages. Every timeout
 /// is added to `Instant::now()` somewhere; a bound keeps that from overflowing (a
@@ -489,6 +493,31 @@ impl Validator {
                     "no server has max_connections, so nothing would ever wait: set servers[].max_connections",
                 );
             }
+        }
+        if let Some(cache) = &backend.cache {
+            self.cache(&format!("{path}.cache"), cache);
+        }
+    }
+
+    /// `cache:` of a backend: a size above zero, and objects that fit in it.
+    fn cache(&mut self, path: &str, cache: &BackendCache) {
+        let size = cache.size.bytes();
+        if size == 0 {
+            self.err(format!("{path}.size"), "must be greater than 0");
+        } else if size > MAX_CACHE_SIZE {
+            self.err(format!("{path}.size"), "must be at most 1TiB (the cache is held in memory)");
+        }
+        match cache.max_object.map(|m| m.bytes()) {
+            Some(0) => self.err(format!("{path}.max_object"), "must be greater than 0"),
+            Some(max) if max > MAX_CACHE_OBJECT => self.err(
+                format!("{path}.max_object"),
+                "must be at most 1GiB (a response being stored is held in memory until it is whole)",
+            ),
+            Some(max) if max > size => self.err(
+                format!("{path}.max_object"),
+                format!("{} is more than the cache's size ({})", super::ByteSize(max), cache.size),
+            ),
+            _ => {}
         }
     }
 

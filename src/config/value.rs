@@ -397,6 +397,79 @@ pub(super) mod checked {
     }
 }
 
+/// A size in bytes (`cache.size`, `cache.max_object`): a number of bytes, or a
+/// number with a unit: `B`, `KB`/`MB`/`GB`/`TB` (powers of 1000) or
+/// `KiB`/`MiB`/`GiB`/`TiB` (powers of 1024), as in `256MiB`. Units are read
+/// case-insensitively (`8mib`), a space before the unit is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// The size in bytes.
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a size like 256MiB, 8MB or 1048576 (bytes)");
+        let trimmed = text.trim();
+        let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(split);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let scale: u64 = match unit.trim_start().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "mb" => 1000 * 1000,
+            "gb" => 1000 * 1000 * 1000,
+            "tb" => 1000 * 1000 * 1000 * 1000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            "tib" => 1 << 40,
+            _ => return Err(bad()),
+        };
+        number.checked_mul(scale).map(ByteSize).ok_or_else(|| format!("{text:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    /// The largest binary unit that writes the size exactly (`8MiB`, `1500B`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, scale) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if self.0 >= scale && self.0.is_multiple_of(scale) {
+                return write!(f, "{}{unit}", self.0 / scale);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size like 256MiB, 8MB or a number of bytes")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                text.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(bytes))
+            }
+            fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<ByteSize, E> {
+                u64::try_from(bytes).map(ByteSize).map_err(|_| E::custom(format!("{bytes} is not a size (negative)")))
+            }
+        }
+        de.deserialize_any(SizeVisitor)
+    }
+}
+
 /// An RFC 9110 token (method, cookie name, ...).
 fn is_token(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -468,6 +541,24 @@ mod tests {
         assert!(parse("{method: GE T}").unwrap_err().contains("not an HTTP method"));
         assert!(parse("{name: X Canary}").unwrap_err().contains("not a valid header name"));
         assert!(parse("{value: \"a\\nb\"}").unwrap_err().contains("header value"));
+    }
+
+    #[test]
+    fn byte_sizes_take_decimal_and_binary_units() {
+        let parse = |yaml: &str| serde_yaml::from_str::<ByteSize>(yaml).map_err(|e| e.to_string());
+        assert_eq!(parse("256MiB").unwrap(), ByteSize(256 << 20));
+        assert_eq!(parse("8 mib").unwrap(), ByteSize(8 << 20));
+        assert_eq!(parse("10MB").unwrap(), ByteSize(10_000_000));
+        assert_eq!(parse("1GiB").unwrap(), ByteSize(1 << 30));
+        assert_eq!(parse("512KiB").unwrap(), ByteSize(512 << 10));
+        assert_eq!(parse("1500").unwrap(), ByteSize(1500));
+        assert_eq!(parse("\"1500B\"").unwrap(), ByteSize(1500));
+        for bad in ["8 MiBs", "MiB", "1.5MiB", "-3", "99999999999TiB", "\"\""] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse("8 furlongs").unwrap_err().contains("256MiB"));
+        assert_eq!(ByteSize(8 << 20).to_string(), "8MiB");
+        assert_eq!(ByteSize(1500).to_string(), "1500B");
     }
 }
 

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessRecord;
+use super::cache::RecordingBody;
 use super::client_state::OpenRequest;
 use super::compress::CompressedBody;
 use super::request_body::RequestBody;
@@ -33,6 +34,9 @@ pub enum ResponseBody {
     /// Another body coded on its way (gzip, brotli, zstd). Boxed: it holds a
     /// `ResponseBody`, and its encoder would make every response body larger.
     Compressed(Box<CompressedBody>),
+    /// A server's body copied into the cache as it is sent (see `cache::record`).
+    /// Boxed: only responses being stored carry the copy.
+    Recording(Box<RecordingBody>),
 }
 
 impl ResponseBody {
@@ -52,6 +56,7 @@ impl ResponseBody {
             ResponseBody::Upstream(body) => body.open = Some(open),
             ResponseBody::Static(_, slot) | ResponseBody::File(_, slot) => *slot = Some(open),
             ResponseBody::Compressed(body) => body.hold(open),
+            ResponseBody::Recording(body) => body.hold(open),
         }
     }
 }
@@ -66,6 +71,7 @@ impl Body for ResponseBody {
             ResponseBody::Static(bytes, _) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::File(body, _) => Pin::new(body).poll_frame(cx),
             ResponseBody::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            ResponseBody::Recording(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -75,6 +81,7 @@ impl Body for ResponseBody {
             ResponseBody::Static(bytes, _) => bytes.is_none(),
             ResponseBody::File(body, _) => body.is_end_stream(),
             ResponseBody::Compressed(body) => body.is_end_stream(),
+            ResponseBody::Recording(body) => body.is_end_stream(),
         }
     }
 
@@ -85,6 +92,7 @@ impl Body for ResponseBody {
             ResponseBody::Static(None, _) => SizeHint::with_exact(0),
             ResponseBody::File(body, _) => body.size_hint(),
             ResponseBody::Compressed(body) => body.size_hint(),
+            ResponseBody::Recording(body) => body.size_hint(),
         }
     }
 }

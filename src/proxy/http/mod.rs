@@ -3,6 +3,7 @@
 
 mod access_log;
 mod body;
+pub mod cache;
 mod client_state;
 mod client_timer;
 pub mod compress;

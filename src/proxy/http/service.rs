@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::access_log::AccessRecord;
 use super::body::{ResponseBody, UpstreamBody};
+use super::cache::{Class, Fill, HttpCache, Lookup};
 use super::client_state::ClientHandle;
 use super::compress;
 use super::forward_proxy::ForwardProxy;
@@ -162,27 +163,107 @@ impl ConnContext {
         };
         let host = authority.and_then(|a| a.host_to_send());
         let name_server = authority.is_none();
+        let mut response = match &backend.cache {
+            None => self.to_backend(&now, &backend, req, host, name_server, None).await,
+            Some(cache) => {
+                let class = cache.classify(&req, authority.map(|a| a.host), self.tls.is_some());
+                match cache.fresh(&class, &req) {
+                    Some(hit) => self.answered_by_cache(&now, &backend, &req, hit),
+                    // Boxed: requests to backends without a cache do not carry its
+                    // state, nor do fresh hits, answered above.
+                    None => Box::pin(self.through_cache(&now, &backend, cache, class, req, host, name_server)).await,
+                }
+            }
+        };
+        if now.closing {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
+    /// Forwards `req` to a server of `backend` and relays its answer. With `fill`,
+    /// the backend's cache takes the answer first (see [`Fill::on_response`]);
+    /// boxed, so that requests without one do not carry its room.
+    async fn to_backend(
+        &self,
+        now: &Current,
+        backend: &Arc<Backend>,
+        req: Request<Incoming>,
+        host: Option<HeaderValue>,
+        name_server: bool,
+        fill: Option<Box<Fill>>,
+    ) -> Response<ResponseBody> {
         let key = backend.hash_key.as_ref().and_then(|k| self.hash(k, &req));
         let named = backend.sticky.as_ref().and_then(|s| sticky::named_server(s, req.headers()));
         let method = req.method().clone();
         let path = req.uri().path_and_query().cloned();
-        let (request, client_upgrade) = self.prepare(&now.frontend, req, host, &backend);
-        let mut response = match forward(&backend, key, named, self.endpoints, request, name_server, self.worker).await
-        {
-            Ok(exchange) => {
+        let (request, client_upgrade) = self.prepare(&now.frontend, req, host, backend);
+        match forward(backend, key, named, self.endpoints, request, name_server, self.worker).await {
+            Ok(mut exchange) => {
                 let server = exchange.server;
-                let mut response = self.relay(&now, &backend, exchange, client_upgrade, method, path);
+                let filled = fill.map(|fill| {
+                    // What the cache keeps of the head is end to end only.
+                    strip_hop_by_hop(exchange.response.headers_mut(), false);
+                    fill.on_response(&mut exchange.response)
+                });
+                let mut response = self.relay(now, backend, exchange, client_upgrade, method, path);
+                if let Some(filled) = filled {
+                    response = response.map(|body| filled.body(body));
+                }
                 if let Some(settings) = &backend.sticky {
                     sticky::remember(settings, named, server, self.tls.is_some(), response.headers_mut());
                 }
                 response
             }
-            // A balancer-made error names no server: no cookie.
-            Err(err) => self.fail(&now, Some(&backend), err, &method, path.as_ref()),
-        };
-        if now.closing {
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            // A balancer-made error names no server: no cookie (and nothing stored).
+            Err(err) => self.fail(now, Some(backend), err, &method, path.as_ref()),
         }
+    }
+
+    /// A request to a backend with a cache: answered from it, forwarded for it to
+    /// fill or revalidate, or forwarded past it (`class`, from [`HttpCache::classify`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn through_cache(
+        &self,
+        now: &Current,
+        backend: &Arc<Backend>,
+        cache: &Arc<HttpCache>,
+        class: Class,
+        mut req: Request<Incoming>,
+        host: Option<HeaderValue>,
+        name_server: bool,
+    ) -> Response<ResponseBody> {
+        match class {
+            Class::Bypass => self.to_backend(now, backend, req, host, name_server, None).await,
+            Class::Unsafe(key) => {
+                let response = self.to_backend(now, backend, req, host, name_server, None).await;
+                cache.invalidate(&key, response.status(), response.headers());
+                response
+            }
+            Class::Cacheable(wanted) => match cache.lookup(wanted, &mut req).await {
+                Lookup::Fetch(fill) => {
+                    self.to_backend(now, backend, req, host, name_server, Some(Box::new(fill))).await
+                }
+                Lookup::Answer(response) => self.answered_by_cache(now, backend, &req, response),
+            },
+        }
+    }
+
+    /// A response from `backend`'s cache, no server asked: counted and logged
+    /// like a route's own answer.
+    fn answered_by_cache(
+        &self,
+        now: &Current,
+        backend: &Arc<Backend>,
+        req: &Request<Incoming>,
+        response: Response<ResponseBody>,
+    ) -> Response<ResponseBody> {
+        let status = response.status().as_u16();
+        count(&now.frontend, Some(backend), status);
+        let path = req.uri().path_and_query();
+        let record =
+            AccessRecord::start(&now.frontend, self.peer, Some(backend), None, req.method(), path, status, now.started);
+        drop(record);
         response
     }
 
