@@ -93,6 +93,9 @@ backends:\n  - name: app\n    servers:\n{servers}"
 }
 
 const WAIT: Duration = Duration::from_secs(20);
+/// dnsmasq's record TTL (`--local-ttl=1`) plus a second: a change to the records
+/// shows in the members within this.
+const FOLLOW: Duration = Duration::from_secs(2);
 
 /// Two app servers on the same port of 127.0.0.2 and 127.0.0.3 (a dns entry has one port).
 async fn two_servers() -> (HttpServer, HttpServer) {
@@ -129,7 +132,7 @@ async fn members_follow_the_a_records_and_keep_their_state() {
     assert!(served >= 1, "the request was counted on the member");
 
     dns.set_hosts("127.0.0.2 app.test\n127.0.0.3 app.test\n");
-    wait_for("the second member", WAIT, || members(&lb) == ["pods/127.0.0.2", "pods/127.0.0.3"]).await;
+    wait_for("the second member", FOLLOW, || members(&lb) == ["pods/127.0.0.2", "pods/127.0.0.3"]).await;
     let snapshot = lb.snapshot();
     let kept = snapshot.backends[0].members.iter().find(|m| m.name == "pods/127.0.0.2").unwrap();
     assert!(Arc::ptr_eq(&kept.state, &first), "a member whose address stays keeps its state (counters, health)");
@@ -140,7 +143,7 @@ async fn members_follow_the_a_records_and_keep_their_state() {
     assert_eq!(seen.len(), 2, "both members serve: {seen:?}");
 
     dns.set_hosts("127.0.0.3 app.test\n");
-    wait_for("the first member to go", WAIT, || members(&lb) == ["pods/127.0.0.3"]).await;
+    wait_for("the first member to go", FOLLOW, || members(&lb) == ["pods/127.0.0.3"]).await;
     for _ in 0..4 {
         assert_eq!(who(web).await, "200 b");
     }
@@ -166,7 +169,9 @@ async fn a_failing_name_keeps_its_last_members_for_hold_then_loses_them() {
     let errors = |lb: &Instance| lb.snapshot().discovered.report().first().map_or(0, |e| e.errors);
     wait_for("a failed lookup", WAIT, || errors(&lb) >= 1).await;
     assert_eq!(members(&lb), ["pods/127.0.0.2"], "held: still serving");
-    assert_eq!(who(lb.local_addr("web")).await, "200 a");
+    for _ in 0..20 {
+        assert_eq!(who(lb.local_addr("web")).await, "200 a", "no failed request while held");
+    }
     let metrics = scrape(lb.admin_addr().unwrap()).await;
     assert!(metrics.contains("fulcrum_discovery_servers{backend=\"app\",name=\"pods\"} 1"), "{metrics}");
     assert!(!metrics.contains("fulcrum_discovery_errors_total{backend=\"app\",name=\"pods\"} 0"), "{metrics}");
@@ -296,18 +301,122 @@ async fn two_instances_discovering_the_same_name_agree_on_hash_keys() {
     for lb in [&first, &second] {
         wait_for("three members", WAIT, || members(lb).len() == 3).await;
     }
-    let mut placed = std::collections::HashSet::new();
-    for user in 0..24 {
+    // The same 1,000 keys through each, on a keep-alive connection apiece.
+    let (mut one, mut other) = (client(first.local_addr("web")).await, client(second.local_addr("web")).await);
+    let mut placed = std::collections::HashMap::new();
+    for user in 0..1000 {
         let user = format!("user-{user}");
-        let on = |lb: &Instance| {
-            let web = lb.local_addr("web");
-            let user = user.clone();
-            async move { get(web, "/", &[("x-user", &user)]).await.2 }
-        };
-        let (one, other) = (on(&first).await, on(&second).await);
-        assert_eq!(one, other, "{user}: the instances disagree");
-        placed.insert(one);
+        let (by_first, by_second) = (pick(&mut one, &user).await, pick(&mut other, &user).await);
+        assert_eq!(by_first, by_second, "{user}: the instances disagree");
+        *placed.entry(by_first).or_insert(0) += 1;
     }
-    assert!(placed.len() >= 2, "keys spread over the members: {placed:?}");
+    assert_eq!(placed.len(), 3, "keys spread over every member: {placed:?}");
+    drop(dns);
+}
+
+/// The body of a GET / with `X-User: user` on `sender`'s connection.
+async fn pick(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    user: &str,
+) -> bytes::Bytes {
+    use http_body_util::BodyExt;
+    sender.ready().await.unwrap();
+    let req = hyper::Request::get("/")
+        .header("host", "app.test")
+        .header("x-user", user)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    sender.send_request(req).await.unwrap().into_body().collect().await.unwrap().to_bytes()
+}
+
+#[tokio::test]
+async fn a_name_server_outage_is_held_without_a_failed_request() {
+    let (a, _b) = two_servers().await;
+    let Some(mut dns) = Dnsmasq::start("127.0.0.2 app.test\n", &[]).await else { return };
+    let port = a.addr.port();
+    let yaml = config(
+        dns.port,
+        &format!("      - {{name: pods, address: \"app.test:{port}\", discover: dns}}\n"),
+        "  hold: 1h\n",
+    );
+    let lb = start(&yaml).await;
+    wait_for("the first answer", WAIT, || members(&lb) == ["pods/127.0.0.2"]).await;
+    // The name server goes away: lookups time out.
+    let _ = dns.child.kill();
+    let _ = dns.child.wait();
+    let errors = |lb: &Instance| lb.snapshot().discovered.report().first().map_or(0, |e| e.errors);
+    wait_for("a failed lookup", WAIT, || errors(&lb) >= 1).await;
+    for _ in 0..20 {
+        assert_eq!(who(lb.local_addr("web")).await, "200 a", "no failed request while the name server is down");
+    }
+    assert_eq!(members(&lb), ["pods/127.0.0.2"]);
+}
+
+/// A server on `bind` that answers each request only when `release` fires.
+async fn held_server(bind: SocketAddr) -> (SocketAddr, tokio::sync::mpsc::Receiver<tokio::sync::oneshot::Sender<()>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived, arrivals) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let arrived = arrived.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = stream.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let (release, released) = tokio::sync::oneshot::channel();
+                let _ = arrived.send(release).await;
+                let _ = released.await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await;
+            });
+        }
+    });
+    (addr, arrivals)
+}
+
+#[tokio::test]
+async fn a_request_in_flight_to_a_member_that_vanishes_completes() {
+    let (slow, mut arrivals) = held_server("127.0.0.2:0".parse().unwrap()).await;
+    let port = slow.port();
+    let _other = named_http_on(SocketAddr::new("127.0.0.3".parse().unwrap(), port), "b").await;
+    let Some(dns) = Dnsmasq::start("127.0.0.2 app.test\n", &[]).await else { return };
+    let lb =
+        start(&config(dns.port, &format!("      - {{name: pods, address: \"app.test:{port}\", discover: dns}}\n"), ""))
+            .await;
+    wait_for("the first answer", WAIT, || members(&lb) == ["pods/127.0.0.2"]).await;
+    let web = lb.local_addr("web");
+    let in_flight = tokio::spawn(async move { get(web, "/", &[]).await });
+    let release = arrivals.recv().await.expect("the request reached the member");
+
+    dns.set_hosts("127.0.0.3 app.test\n");
+    wait_for("the member to vanish", FOLLOW, || members(&lb) == ["pods/127.0.0.3"]).await;
+    assert_eq!(who(web).await, "200 b", "new requests go to the member that stays");
+    release.send(()).unwrap();
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!((status, &body[..]), (200, &b"slow"[..]), "the request in flight finished");
+}
+
+#[tokio::test]
+async fn aaaa_records_are_members_too() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        println!("no IPv6 loopback here; AAAA discovery skipped");
+        return;
+    };
+    drop(probe);
+    let app = named_http_on("[::1]:0".parse().unwrap(), "v6").await;
+    let port = app.addr.port();
+    let Some(dns) = Dnsmasq::start("::1 app.test\n", &[]).await else { return };
+    let lb =
+        start(&config(dns.port, &format!("      - {{name: pods, address: \"app.test:{port}\", discover: dns}}\n"), ""))
+            .await;
+    wait_for("the AAAA answer", WAIT, || members(&lb) == ["pods/::1"]).await;
+    assert_eq!(who(lb.local_addr("web")).await, "200 v6");
     drop(dns);
 }
