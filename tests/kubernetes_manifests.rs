@@ -307,3 +307,36 @@ fn dashboard_config_map_holds_the_dashboards_unchanged() {
         );
     }
 }
+
+#[test]
+fn the_image_runs_as_the_deployment_says() {
+    let all = manifests();
+    let fulcrum = fulcrum(&all);
+    let what = fulcrum.deployment.what();
+    let dockerfile = std::fs::read_to_string(repo().join("configs/kubernetes/Dockerfile")).expect("the Dockerfile");
+    let last = |instruction: &str| {
+        (dockerfile.lines())
+            .filter_map(|line| line.strip_prefix(instruction).map(str::trim))
+            .last()
+            .unwrap_or_else(|| panic!("Dockerfile: no {instruction}"))
+            .to_string()
+    };
+    // The run stage's user is the one the pod runs as (and not root).
+    let user = last("USER ");
+    let uid: u64 = user.split(':').next().unwrap().parse().expect("a numeric USER");
+    let pod = &fulcrum.deployment.doc["spec"]["template"]["spec"]["securityContext"];
+    assert_eq!(pod["runAsUser"].as_u64(), Some(uid), "{what}: runAsUser vs the Dockerfile's USER {user}");
+    assert_ne!(uid, 0);
+    // The binary is where the container's command finds it, and the image's own
+    // default command reads the file the ConfigMap is mounted as.
+    let command = fulcrum.container["command"][0].as_str().unwrap();
+    assert!(last("ENTRYPOINT ").contains(&format!("/usr/local/bin/{command}\"")), "{what}: command {command:?}");
+    let args: Vec<&str> = fulcrum.container["args"].as_sequence().unwrap().iter().filter_map(Value::as_str).collect();
+    let config = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
+    assert!(last("CMD ").contains(&format!("\"{config}\"")), "Dockerfile CMD reads {config}");
+    // What the build copies is what .dockerignore lets into the context.
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
+    for copied in ["Cargo.toml", "Cargo.lock", "src/"] {
+        assert!(ignore.lines().any(|line| line == format!("!{copied}")), ".dockerignore keeps {copied}");
+    }
+}
