@@ -317,7 +317,7 @@ fn the_image_runs_as_the_deployment_says() {
     let last = |instruction: &str| {
         (dockerfile.lines())
             .filter_map(|line| line.strip_prefix(instruction).map(str::trim))
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("Dockerfile: no {instruction}"))
             .to_string()
     };
