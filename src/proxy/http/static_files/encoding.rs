@@ -32,7 +32,7 @@ impl Coding {
 }
 
 /// The codings a client accepts (q > 0), from every Accept-Encoding field.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub(super) struct Accepts {
     br: bool,
     gzip: bool,

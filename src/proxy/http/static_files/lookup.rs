@@ -38,7 +38,7 @@ pub(super) enum Lookup {
 }
 
 /// What the response says about the representation chosen.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Rep {
     pub len: u64,
     pub validators: Validators,

@@ -5,9 +5,11 @@
 //!
 //! File system work runs on tokio's blocking pool, one round trip per request
 //! (lookup, validators, and a small file's bytes together), then one per chunk
-//! of a larger file as the client takes it.
+//! of a larger file as the client takes it. Small files served lately are
+//! answered from memory for up to a second after their lookup (`hot`).
 
 mod encoding;
+mod hot;
 mod lookup;
 mod mime;
 mod path;
@@ -27,6 +29,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, Uri};
 
 use super::body::ResponseBody;
 use encoding::Accepts;
+use hot::{HotFile, HotFiles, HotKey};
 use lookup::{Lookup, Site};
 use path::RelPath;
 use range::RangeRequest;
@@ -43,6 +46,8 @@ pub struct StaticSite {
     site: Arc<Site>,
     /// The route's path_prefix, dropped from request paths (nginx `alias`).
     strip_prefix: Option<String>,
+    /// Small files served lately.
+    hot: HotFiles,
 }
 
 impl StaticSite {
@@ -66,7 +71,7 @@ impl StaticSite {
             index => index.map(OsString::from),
         };
         let strip_prefix = strip_prefix.filter(|prefix| !prefix.is_empty()).map(str::to_string);
-        Ok(StaticSite { site: Arc::new(Site { root, index }), strip_prefix })
+        Ok(StaticSite { site: Arc::new(Site { root, index }), strip_prefix, hot: HotFiles::default() })
     }
 
     /// Answers one request (GET/HEAD; others 405 with Allow).
@@ -80,19 +85,46 @@ impl StaticSite {
             return response::not_found();
         };
         let wants = Wants::from_headers(headers, head);
+        let key = HotKey::new(&rel, wants.accepts);
+        if let Some(hot) = self.hot.get(&key) {
+            return from_memory(&hot, &wants);
+        }
         let site = Arc::clone(&self.site);
-        match tokio::task::spawn_blocking(move || answer(&site, &rel, &wants)).await {
-            Ok(Answer::File(rep, plan, content)) => response::file(&rep, plan, content),
-            Ok(Answer::Missing) => response::not_found(),
-            Ok(Answer::Forbidden) => response::forbidden(),
-            Ok(Answer::AddSlash) => response::add_slash(uri),
-            Ok(Answer::Failed) => response::failed(),
+        let (answer, wants) = match tokio::task::spawn_blocking(move || (answer(&site, &rel, &wants), wants)).await {
+            Ok(answered) => answered,
             Err(err) => {
                 tracing::error!(error = %err, "static file lookup task failed");
-                response::failed()
+                return response::failed();
             }
+        };
+        if !matches!(answer, Answer::Small(..)) {
+            self.hot.remove(&key);
+        }
+        match answer {
+            Answer::Small(rep, bytes) => {
+                let hot = Arc::new(HotFile::new(rep, bytes));
+                self.hot.put(key, Arc::clone(&hot));
+                from_memory(&hot, &wants)
+            }
+            Answer::File(rep, plan, content) => response::file(&rep, plan, content),
+            Answer::Missing => response::not_found(),
+            Answer::Forbidden => response::forbidden(),
+            Answer::AddSlash => response::add_slash(uri),
+            Answer::Failed => response::failed(),
         }
     }
+}
+
+/// The answer to a request from a small file read whole.
+fn from_memory(hot: &HotFile, wants: &Wants) -> Response<ResponseBody> {
+    let plan = plan(&hot.rep, wants);
+    let content = match plan {
+        _ if wants.head => Content::Empty,
+        Plan::Full if !hot.bytes.is_empty() => Content::Whole(hot.bytes.clone()),
+        Plan::Partial(first, last) => Content::Whole(hot.bytes.slice(first as usize..=last as usize)),
+        Plan::Full | Plan::NotModified | Plan::Unsatisfiable => Content::Empty,
+    };
+    response::file(&hot.rep, plan, content)
 }
 
 /// What a request asks beyond its path, taken from its headers before the
@@ -133,6 +165,9 @@ impl Wants {
 /// The blocking call's result.
 #[derive(Debug)]
 enum Answer {
+    /// A small file, read whole: what this request gets of it is decided from
+    /// memory (and so are the next ones, for a while).
+    Small(lookup::Rep, bytes::Bytes),
     File(lookup::Rep, Plan, Content),
     Missing,
     Forbidden,
@@ -149,6 +184,15 @@ fn answer(site: &Site, rel: &RelPath, wants: &Wants) -> Answer {
         Lookup::Forbidden => return Answer::Forbidden,
         Lookup::Failed => return Answer::Failed,
     };
+    if rep.len <= SMALL_FILE {
+        return match stream::read_exact_at(&file, 0, rep.len as usize) {
+            Ok(bytes) => Answer::Small(rep, bytes),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read a static file");
+                Answer::Failed
+            }
+        };
+    }
     let plan = plan(&rep, wants);
     let span = match plan {
         Plan::Full => (0, rep.len),
