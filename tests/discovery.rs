@@ -33,25 +33,34 @@ impl Dnsmasq {
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let hosts_path = dir.path().join("hosts");
         write_world_readable(&hosts_path, hosts);
-        let port = free_udp_port();
-        let child = std::process::Command::new(binary)
-            .arg("--keep-in-foreground")
-            .arg("--conf-file=/dev/null")
-            .arg(format!("--port={port}"))
-            .arg("--listen-address=127.0.0.1")
-            .arg("--bind-interfaces")
-            .arg("--no-resolv")
-            .arg("--no-hosts")
-            .arg("--pid-file=")
-            .arg("--local=/test/")
-            .arg("--local-ttl=1")
-            .arg(format!("--addn-hosts={}", hosts_path.display()))
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("dnsmasq starts");
-        Some(Dnsmasq { child, port, hosts: hosts_path, _dir: dir })
+        // A port another test takes between our probe and dnsmasq's bind makes
+        // dnsmasq exit: then again on another port.
+        for _ in 0..5 {
+            let port = free_dns_port();
+            let mut child = std::process::Command::new(&binary)
+                .arg("--keep-in-foreground")
+                .arg("--conf-file=/dev/null")
+                .arg(format!("--port={port}"))
+                .arg("--listen-address=127.0.0.1")
+                .arg("--bind-interfaces")
+                .arg("--no-resolv")
+                .arg("--no-hosts")
+                .arg("--pid-file=")
+                .arg("--local=/test/")
+                .arg("--local-ttl=1")
+                .arg(format!("--addn-hosts={}", hosts_path.display()))
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("dnsmasq starts");
+            if answers(&mut child, port).await {
+                return Some(Dnsmasq { child, port, hosts: hosts_path, _dir: dir });
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start answering on any of 5 ports");
     }
 
     /// Replaces the hosts file and makes dnsmasq read it again.
@@ -73,8 +82,35 @@ fn write_world_readable(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback port free for both UDP and TCP a moment ago (dnsmasq binds both).
+fn free_dns_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Waits until dnsmasq on `port` answers a query (any answer), for at most 5 s;
+/// false if it exited or never answered.
+async fn answers(child: &mut std::process::Child, port: u16) -> bool {
+    // A query for probe.test, type A, class IN, recursion desired.
+    const QUERY: &[u8] = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x05probe\x04test\x00\x00\x01\x00\x01";
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        let _ = socket.send_to(QUERY, ("127.0.0.1", port)).await;
+        let mut reply = [0u8; 512];
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), socket.recv_from(&mut reply)).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// The member names of the first backend, sorted.
