@@ -64,3 +64,58 @@ async fn one_line_per_request_with_bytes_and_durations() {
     tokio::task::yield_now().await;
     assert_eq!(captured.lines().len(), before);
 }
+
+// Answers made here log what they sent too: a route's `respond`, a static file,
+// and a balancer-made error page.
+#[tokio::test]
+async fn answers_made_here_log_their_bytes_once_sent() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_env_filter("fulcrum::access=info")
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("file.txt"), "twelve bytes").unwrap();
+    let yaml = format!(
+        r#"
+frontends:
+  - name: web
+    bind: 127.0.0.1:0
+    mode: http
+    access_log: true
+    default_backend: empty
+    routes:
+      - {{match: {{path: /ping}}, respond: {{status: 200, body: "pong\n"}}}}
+      - {{match: {{path_prefix: /files/}}, static: {{root: "{}", strip_prefix: true}}}}
+backends:
+  - {{ name: empty, servers: [] }}
+"#,
+        dir.path().display()
+    );
+    let lb = start(&yaml).await;
+    let web = lb.local_addr("web");
+    for (path, status, bytes) in [("/ping", 200, 5), ("/files/file.txt", 200, 12)] {
+        let (got, _, body) = get(web, path, &[]).await;
+        assert_eq!((got, body.len()), (status, bytes), "{path}");
+    }
+    let (status, _, error_page) = get(web, "/nowhere", &[]).await;
+    assert_eq!(status, 503);
+    wait_for("three access-log lines", Duration::from_secs(5), || captured.lines().len() >= 3).await;
+    let lines = captured.lines();
+    let line = |path: &str| {
+        lines.iter().find(|l| l.contains(&format!("path={path} "))).unwrap_or_else(|| panic!("{path}: {lines:?}"))
+    };
+    for (path, fields) in [
+        ("/ping", vec!["status=200", "bytes=5", "complete=true"]),
+        ("/files/file.txt", vec!["status=200", "bytes=12", "complete=true"]),
+        ("/nowhere", vec!["status=503", &*format!("bytes={}", error_page.len()), "complete=true"]),
+    ] {
+        for field in fields {
+            assert!(line(path).contains(field), "{field:?} missing in {}", line(path));
+        }
+    }
+}

@@ -73,6 +73,13 @@ impl Browser {
 
     /// Sends a DevTools command (to the page once attached) and waits for its result.
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        let answer = self.send(method, params).await;
+        assert!(answer.get("error").is_none(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Sends a DevTools command and waits for its answer, an error or a result.
+    async fn send(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({"id": id, "method": method, "params": params});
@@ -91,8 +98,7 @@ impl Browser {
         })
         .await
         .unwrap_or_else(|_| panic!("no answer to {method}"));
-        assert!(answer.get("error").is_none(), "{method}: {answer}");
-        answer["result"].clone()
+        answer
     }
 
     /// Opens `url` in a new page and attaches to it.
@@ -104,10 +110,21 @@ impl Browser {
         self.wait_for("the page loaded", "document.readyState === 'complete' && !!document.querySelector('tr')").await;
     }
 
-    /// Evaluates `expression` in the page; its value.
+    /// Evaluates `expression` in the page; its value. The page replaces itself
+    /// (after an action, and every few seconds): an evaluation that met a page
+    /// being replaced never ran, and is tried again in the new one.
     async fn eval(&mut self, expression: &str) -> Value {
-        let result = self.call("Runtime.evaluate", json!({"expression": expression, "returnByValue": true})).await;
-        result["result"]["value"].clone()
+        for _ in 0..200 {
+            let answer = self.send("Runtime.evaluate", json!({"expression": expression, "returnByValue": true})).await;
+            let Some(error) = answer.get("error") else { return answer["result"]["result"]["value"].clone() };
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("navigated or closed") || message.contains("context"),
+                "Runtime.evaluate: {answer}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the page never settled to evaluate {expression}");
     }
 
     /// Polls `expression` until it is true (at most 10 s).

@@ -37,6 +37,10 @@ pub enum ResponseBody {
     /// A server's body copied into the cache as it is sent (see `cache::record`).
     /// Boxed: only responses being stored carry the copy.
     Recording(Box<RecordingBody>),
+    /// A body made here (a route's answer, the cache's, an error page) with its
+    /// access-log line, written when the body is done. Boxed: only frontends with
+    /// `access_log: true` carry one.
+    Logged(Box<LoggedBody>),
 }
 
 impl ResponseBody {
@@ -50,6 +54,19 @@ impl ResponseBody {
         ResponseBody::Static(None, None)
     }
 
+    /// This body with `access` written when it is done (bytes sent counted);
+    /// as it is when the frontend does not log.
+    pub fn logged(self, access: Option<Box<AccessRecord>>) -> Self {
+        match access {
+            Some(access) => {
+                let mut body = LoggedBody { inner: self, access };
+                body.access.complete = body.inner.is_end_stream();
+                ResponseBody::Logged(Box::new(body))
+            }
+            None => self,
+        }
+    }
+
     /// Keeps `open` (the request this body answers) until the body is done.
     pub fn hold(&mut self, open: OpenRequest) {
         match self {
@@ -57,6 +74,7 @@ impl ResponseBody {
             ResponseBody::Static(_, slot) | ResponseBody::File(_, slot) => *slot = Some(open),
             ResponseBody::Compressed(body) => body.hold(open),
             ResponseBody::Recording(body) => body.hold(open),
+            ResponseBody::Logged(body) => body.inner.hold(open),
         }
     }
 }
@@ -72,6 +90,7 @@ impl Body for ResponseBody {
             ResponseBody::File(body, _) => Pin::new(body).poll_frame(cx),
             ResponseBody::Compressed(body) => Pin::new(body.as_mut()).poll_frame(cx),
             ResponseBody::Recording(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            ResponseBody::Logged(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -82,6 +101,7 @@ impl Body for ResponseBody {
             ResponseBody::File(body, _) => body.is_end_stream(),
             ResponseBody::Compressed(body) => body.is_end_stream(),
             ResponseBody::Recording(body) => body.is_end_stream(),
+            ResponseBody::Logged(body) => body.inner.is_end_stream(),
         }
     }
 
@@ -93,7 +113,42 @@ impl Body for ResponseBody {
             ResponseBody::File(body, _) => body.size_hint(),
             ResponseBody::Compressed(body) => body.size_hint(),
             ResponseBody::Recording(body) => body.size_hint(),
+            ResponseBody::Logged(body) => body.inner.size_hint(),
         }
+    }
+}
+
+/// A body made here and its access-log line (see [`ResponseBody::logged`]).
+#[derive(Debug)]
+pub struct LoggedBody {
+    inner: ResponseBody,
+    access: Box<AccessRecord>,
+}
+
+impl Body for LoggedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.as_mut().get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.access.bytes += frame.data_ref().map_or(0, |data| data.len() as u64);
+                this.access.complete = this.inner.is_end_stream();
+            }
+            Poll::Ready(None) => this.access.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

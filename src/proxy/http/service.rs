@@ -263,8 +263,7 @@ impl ConnContext {
         let path = req.uri().path_and_query();
         let record =
             AccessRecord::start(&now.frontend, self.peer, Some(backend), None, req.method(), path, status, now.started);
-        drop(record);
-        response
+        response.map(|body| body.logged(record))
     }
 
     /// The hash of the request's key; `None` when the request lacks it (the
@@ -393,8 +392,9 @@ impl ConnContext {
         let response = forward.serve(req, timeouts.connect, timeouts.client, &self.tasks).await;
         let status = response.status().as_u16();
         count(&now.frontend, None, status);
-        drop(AccessRecord::start(&now.frontend, self.peer, None, None, &method, target.as_ref(), status, now.started));
-        response
+        let record =
+            AccessRecord::start(&now.frontend, self.peer, None, None, &method, target.as_ref(), status, now.started);
+        response.map(|body| body.logged(record))
     }
 
     /// A request a route answers here (`static`, `redirect`, `respond`): counted
@@ -409,8 +409,8 @@ impl ConnContext {
         let status = response.status().as_u16();
         count(&now.frontend, None, status);
         let path = req.uri().path_and_query();
-        drop(AccessRecord::start(&now.frontend, self.peer, None, None, req.method(), path, status, now.started));
-        response
+        let record = AccessRecord::start(&now.frontend, self.peer, None, None, req.method(), path, status, now.started);
+        response.map(|body| body.logged(record))
     }
 
     /// The one place a request that gets no server response is counted, logged and
@@ -440,8 +440,7 @@ impl ConnContext {
         count(frontend, backend, status.as_u16());
         let record =
             AccessRecord::start(frontend, self.peer, backend, None, method, path, status.as_u16(), now.started);
-        drop(record);
-        let mut response = error_response(status, err.closes_connection());
+        let mut response = error_response(status, err.closes_connection()).map(|body| body.logged(record));
         if let ProxyError::RateLimited { retry_after } = err {
             // Whole seconds, rounded up: a client that waits that long finds a token.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
