@@ -22,14 +22,7 @@ backends:
 // Current-thread runtime: the subscriber set for this thread sees every task.
 #[tokio::test]
 async fn one_line_per_request_with_bytes_and_durations() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("fulcrum::access=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install("fulcrum::access=info");
 
     let app = named_http("hello-from-s1").await;
     let lb = start(&config(app.addr, true)).await;
@@ -69,14 +62,7 @@ async fn one_line_per_request_with_bytes_and_durations() {
 // and a balancer-made error page.
 #[tokio::test]
 async fn answers_made_here_log_their_bytes_once_sent() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("fulcrum::access=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install("fulcrum::access=info");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("file.txt"), "twelve bytes").unwrap();

@@ -453,14 +453,7 @@ backends:
 // Current-thread runtime: the subscriber set for this thread sees every task.
 #[tokio::test]
 async fn access_logs_name_the_client_from_the_header_and_refusals_are_logged() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("fulcrum::access=info,fulcrum::proxy::proxy_protocol=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::install("fulcrum::access=info,fulcrum::proxy::proxy_protocol=info");
 
     let app = named_http("app").await;
     let echo = echo().await;

@@ -496,6 +496,19 @@ impl std::io::Write for Captured {
 }
 
 impl Captured {
+    /// Captures the events `filter` passes (an env-filter directive), for this
+    /// thread while the guard lives: on a current-thread runtime, every task's.
+    pub fn install(filter: &str) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
     /// Everything written so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()

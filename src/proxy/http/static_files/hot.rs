@@ -13,7 +13,6 @@
 //! empties it, the site being compiled anew).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,18 +27,18 @@ pub(super) const RECHECK: Duration = Duration::from_secs(1);
 /// Bytes of file content a site keeps at most.
 pub(super) const MAX_BYTES: usize = 16 << 20;
 
-/// What a request's answer depends on, beyond its conditions and range.
+/// What a request's answer depends on, beyond its conditions and range: the
+/// path, and which precompressed sibling may be chosen. Owns the request's path,
+/// so a hit costs no copy of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct HotKey {
-    path: PathBuf,
-    trailing_slash: bool,
-    /// Which precompressed sibling may be chosen.
+    pub rel: RelPath,
     accepts: Accepts,
 }
 
 impl HotKey {
-    pub fn new(rel: &RelPath, accepts: Accepts) -> HotKey {
-        HotKey { path: rel.path.clone(), trailing_slash: rel.trailing_slash, accepts }
+    pub fn new(rel: RelPath, accepts: Accepts) -> HotKey {
+        HotKey { rel, accepts }
     }
 }
 
@@ -114,7 +113,7 @@ mod tests {
     use super::*;
 
     fn key(name: &str) -> HotKey {
-        HotKey { path: PathBuf::from(name), trailing_slash: false, accepts: Accepts::default() }
+        HotKey { rel: RelPath { path: name.into(), trailing_slash: false }, accepts: Accepts::default() }
     }
 
     fn file(len: usize) -> Arc<HotFile> {

@@ -85,12 +85,13 @@ impl StaticSite {
             return response::not_found();
         };
         let wants = Wants::from_headers(headers, head);
-        let key = HotKey::new(&rel, wants.accepts);
+        let key = HotKey::new(rel, wants.accepts);
         if let Some(hot) = self.hot.get(&key) {
             return from_memory(&hot, &wants);
         }
         let site = Arc::clone(&self.site);
-        let (answer, wants) = match tokio::task::spawn_blocking(move || (answer(&site, &rel, &wants), wants)).await {
+        let looked_up = tokio::task::spawn_blocking(move || (answer(&site, &key.rel, &wants), wants, key)).await;
+        let (answer, wants, key) = match looked_up {
             Ok(answered) => answered,
             Err(err) => {
                 tracing::error!(error = %err, "static file lookup task failed");

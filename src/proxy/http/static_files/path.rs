@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// A request path that is safe to join to the site root.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct RelPath {
     /// Only normal components: no `..`, no root, no empty or `.` segment.
     pub path: PathBuf,
