@@ -69,6 +69,12 @@ BIG_RUNS = int(ENV("BIG_RUNS", "3"))
 # https (curl). 0: no TLS at all.
 TLS = ENV("TLS", "1") == "1"
 TLS_CONNECTIONS = int(ENV("TLS_CONNECTIONS", "64"))  # concurrency of both TLS rows
+# https-new-capped: the https-new row with each proxy held to the same CPU time, this
+# many CPUs' worth (a cgroup cpu quota on its processes; 0 skips the row). On a few
+# shared cores the client's handshakes cost more than the proxy's, so https-new
+# measures ab; under the cap the proxy is what runs out, as at an edge with many
+# clients, and connections/s compares the proxies' handshake cost directly.
+TLS_CPU_CAP = float(ENV("TLS_CPU_CAP", "0.25"))
 # https-flood: new TLS clients at once (ab) while the keep-alive HTTPS row is measured.
 FLOOD_CONNECTIONS = int(ENV("FLOOD_CONNECTIONS", "256"))
 # 1: the gunicorn row (issue #14): two gunicorn servers, 2 sync workers each, a
@@ -873,6 +879,84 @@ def ab(port, connections, csv):
 AB_CPU = []  # ab's own CPU ms per 1k connections, every run
 
 
+class CpuCap:
+    """For a with-block, the processes `pids` (every thread of each) held to `cpus`
+    CPUs' time in all: a cgroup made for it (v2 `cpu.max`, or v1 `cpu.cfs_quota_us`)
+    takes them, and gives them back to the cgroup each came from on exit. Entering
+    yields False, with the reason printed once, where no cpu cgroup can be made
+    (not root, no cpu controller): the capped row is then left out."""
+
+    PERIOD_US = 100_000
+    warned = False
+
+    def __init__(self, pids, cpus):
+        self.pids, self.quota = pids, max(1000, int(cpus * self.PERIOD_US))
+        self.group, self.home = None, {}
+
+    @staticmethod
+    def hierarchy():
+        """(mount, v2?) of the cgroup hierarchy with the cpu controller, or None."""
+        v1 = "/sys/fs/cgroup/cpu"
+        if os.path.exists(os.path.join(v1, "cpu.cfs_quota_us")):
+            return v1, False
+        try:
+            with open("/sys/fs/cgroup/cgroup.controllers") as f:
+                if "cpu" in f.read().split():
+                    return "/sys/fs/cgroup", True
+        except OSError:
+            pass
+        return None
+
+    @staticmethod
+    def current(pid, v2):
+        """The cgroup path of `pid` in that hierarchy (relative to its mount)."""
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if (v2 and controllers == "") or (not v2 and "cpu" in controllers.split(",")):
+                    return path
+        return "/"
+
+    def __enter__(self):
+        found = self.hierarchy()
+        try:
+            if found is None:
+                raise OSError("no cgroup hierarchy with the cpu controller")
+            mount, v2 = found
+            self.mount = mount
+            group = os.path.join(mount, f"fulcrum-bench-{os.getpid()}")
+            os.makedirs(group, exist_ok=True)
+            self.group = group
+            if v2:
+                write(os.path.join(group, "cpu.max"), f"{self.quota} {self.PERIOD_US}")
+            else:
+                write(os.path.join(group, "cpu.cfs_period_us"), str(self.PERIOD_US))
+                write(os.path.join(group, "cpu.cfs_quota_us"), str(self.quota))
+            for pid in self.pids:
+                self.home[pid] = self.current(pid, v2)
+                write(os.path.join(group, "cgroup.procs"), str(pid))
+            return True
+        except OSError as e:
+            if not CpuCap.warned:
+                print(f"  https-new-capped left out: no CPU cap here ({e})", file=sys.stderr)
+                CpuCap.warned = True
+            self.__exit__()
+            return False
+
+    def __exit__(self, *exc):
+        for pid, home in self.home.items():
+            try:
+                write(os.path.join(self.mount, home.lstrip("/"), "cgroup.procs"), str(pid))
+            except OSError:
+                pass  # the process is gone
+        if self.group:
+            try:
+                os.rmdir(self.group)
+            except OSError as e:
+                print(f"  could not remove {self.group}: {e}", file=sys.stderr)
+        return False
+
+
 def flooded_wrk(port, connections):
     """The keep-alive HTTPS row (wrk) measured while ab floods the same proxy with
     FLOOD_CONNECTIONS new TLS 1.3 clients at once: what established clients see of
@@ -1293,13 +1377,16 @@ def load_cells():
     """(workers, connections, mode) of every throughput cell, in the order they are
     measured in a round and printed: per worker setting, http and tcp at each of
     CONNECTIONS, then (TLS) https keep-alive, https-new (a new TLS connection per
-    request) and https-flood (keep-alive during a flood of new TLS clients) at
+    request), https-flood (keep-alive during a flood of new TLS clients) and
+    https-new-capped (https-new with the proxy held to TLS_CPU_CAP CPUs) at
     TLS_CONNECTIONS."""
     cells = []
     for w in PROXY_THREADS:
         cells += [(w, c, m) for c in CONNECTIONS for m in ("http", "tcp")]
         if TLS:
             cells += [(w, TLS_CONNECTIONS, m) for m in ("https", "https-new", "https-flood")]
+            if TLS_CPU_CAP > 0:
+                cells.append((w, TLS_CONNECTIONS, "https-new-capped"))
     return cells
 
 
@@ -1370,6 +1457,9 @@ def main():
                     cpu0 = cpu_seconds(pids)
                     if mode == "https-new":
                         run = ab(inst.https, conns, ab_csv)
+                    elif mode == "https-new-capped":
+                        with CpuCap(pids, TLS_CPU_CAP) as capped:
+                            run = ab(inst.https, conns, ab_csv) if capped else None
                     elif mode == "https-flood":
                         run = flooded_wrk(inst.https, conns)
                     else:
@@ -1583,7 +1673,10 @@ def throughput(results, ratios, med):
     if TLS:
         print("https: keep-alive over TLS (wrk); https-new: a new TLS 1.3 connection (full handshake) per request "
               "(ab), so its req/s is new connections/s and its CPU is per 1k handshakes; https-flood: the https "
-              f"row while ab floods the proxy with {FLOOD_CONNECTIONS} new TLS clients at once.")
+              f"row while ab floods the proxy with {FLOOD_CONNECTIONS} new TLS clients at once"
+              + (f"; https-new-capped: https-new with each proxy's processes held to {TLS_CPU_CAP:g} CPU "
+                 "(one cgroup cpu quota for all its threads and workers), so the proxy, not ab, is what runs out."
+                 if TLS_CPU_CAP > 0 else "."))
         print()
     print("| workers | conns | mode | proxy | req/s | p50 ms | p99 ms | CPU ms / 1k req | errors |")
     print("|---|---:|---|---|---:|---:|---:|---:|---:|")
@@ -1671,6 +1764,8 @@ def goals(ratios, memory, body_ratios, queue, files, hits):
     ratio_goal("TCP req/s vs HAProxy", "tcp", "haproxy", 0, 1.0, True)
     ratio_goal("TCP req/s vs nginx", "tcp", "nginx", 0, 1.0, True)
     ratio_goal("TLS: new TLS 1.3 connections/s vs HAProxy", "https-new", "haproxy", 0, 1.5, True)
+    ratio_goal(f"TLS: new TLS 1.3 connections/s vs HAProxy, each held to {TLS_CPU_CAP:g} CPU", "https-new-capped",
+               "haproxy", 0, 1.5, True)
     ratio_goal("TLS: HTTPS keep-alive req/s vs HAProxy", "https", "haproxy", 0, 1.0, True)
     ratio_goal("TLS: HTTPS keep-alive req/s vs nginx", "https", "nginx", 0, 1.0, True)
     ratio_goal("TLS: keep-alive HTTPS p99 during a handshake flood vs HAProxy", "https-flood", "haproxy", 2, 1.0, False)
