@@ -349,3 +349,55 @@ async fn a_reload_that_switches_a_server_to_h2c_pools_http2_connections() {
     // for HTTP/1.1 connections would keep none).
     assert_eq!(connections.load(Ordering::SeqCst) - before, 1);
 }
+
+/// An HTTP/2 server whose connections the test can drop at once (FIN, no GOAWAY):
+/// (address, connections accepted, the drop switch).
+async fn droppable_h2_server() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<tokio::sync::Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, drop_all) = (Arc::new(AtomicUsize::new(0)), Arc::new(tokio::sync::Notify::new()));
+    let (counter, switch) = (Arc::clone(&accepted), Arc::clone(&drop_all));
+    tokio::spawn(async move {
+        let mut live = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((tcp, _)) = accepted else { return };
+                    tcp.set_nodelay(true).unwrap();
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    live.spawn(async move {
+                        let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                            Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(Bytes::from("h2-app"))))
+                        });
+                        let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                    });
+                }
+                () = switch.notified() => live.abort_all(),
+            }
+        }
+    });
+    (addr, accepted, drop_all)
+}
+
+/// A reused HTTP/2 connection that the server drops just as a request arrives: the
+/// request either finds it closed before it was sent (it goes on a new one) or is
+/// lost on it (an idempotent request is sent again on a new one). Both happen in
+/// a run of 200; without either resend, some of them got a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_a_dropped_http2_connection_are_sent_again_on_a_new_one() {
+    let (server, accepted, drop_all) = droppable_h2_server().await;
+    let lb = start(&config(server, "    protocol: h2c")).await;
+    let addr = lb.local_addr("web");
+    for i in 0..200 {
+        // A new client connection each time: only the server side races here.
+        let mut sender = client(addr).await;
+        let req = Request::get("/").header("host", "test.local").body(http_body_util::Full::new(Bytes::new())).unwrap();
+        drop_all.notify_one();
+        let resp = sender.send_request(req).await.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!((status, &body[..]), (200, &b"h2-app"[..]), "request {i}");
+    }
+    assert!(accepted.load(Ordering::SeqCst) > 100, "the server's connections were dropped");
+}

@@ -107,7 +107,7 @@ async fn exchange(
         req.headers_mut().insert(http::header::HOST, host.clone());
     }
     if backend.protocol.is_h2() {
-        return super::upstream_h2::exchange(backend, member, active, req, worker, client).await;
+        return super::upstream_h2::exchange(backend, member, active, req, replayable, worker, client).await;
     }
     // A send_proxy server's connections are never pooled (see `reusable`).
     let pooled = match member.send_proxy {
@@ -297,7 +297,7 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// A copy of a bodiless request, to send again if the first send is lost.
-fn replay_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
+pub(super) fn replay_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
     let mut copy = Request::new(RequestBody::Empty);
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();

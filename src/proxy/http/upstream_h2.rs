@@ -1,7 +1,9 @@
 //! HTTP/2 to a backend's servers (`protocol: h2` over TLS, `h2c` without): one
 //! connection per server and worker carries every request in flight to it, as
 //! streams. The connection stays in the server's pool while in use (it is shared,
-//! not lent); a request finding it closed (GOAWAY, reset) gets a new one, once.
+//! not lent); a request finding it closed (GOAWAY, reset) gets a new one, once,
+//! as does an idempotent bodiless request that a reused connection lost before
+//! its answer (the same replay as on a reused HTTP/1.1 connection).
 
 use http::uri::{Authority, Scheme};
 use http::{header, Request, Uri, Version};
@@ -9,7 +11,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::request_body::RequestBody;
-use super::upstream::{open, send, Failure, SendError, ServerStream, TrySend};
+use super::upstream::{open, replay_copy, send, Failure, SendError, ServerStream, TrySend};
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::proxy_protocol::Endpoints;
@@ -22,6 +24,7 @@ pub(super) async fn exchange(
     member: &Member,
     active: ActiveGuard,
     req: Request<RequestBody>,
+    replayable: bool,
     worker: Worker,
     client: Endpoints,
 ) -> Result<super::upstream::Sent, Failure> {
@@ -40,9 +43,18 @@ pub(super) async fn exchange(
         Ok(opened) => opened,
         Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
+    // A reused connection may have been lost just as the request went out (the
+    // server closed it while idle): a request that may be sent twice goes again.
+    let spare = (replayable && !fresh).then(|| replay_copy(&req));
     let req = match send(backend, member, sender, req).await {
         Ok((response, _)) => return Ok((response, None, active)),
-        Err(SendError::Failed(err)) => return Err(Failure::Sent(err)),
+        Err(SendError::Failed(err)) => match spare {
+            Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
+                tracing::debug!(server = %member.name, error = %err, "reused HTTP/2 connection failed; replaying on a new one");
+                copy
+            }
+            _ => return Err(Failure::Sent(err)),
+        },
         // Closed before taking the request: a new connection, unless this one was.
         Err(SendError::Unsent(req)) if !fresh => *req,
         Err(SendError::Unsent(_)) => {
