@@ -1622,14 +1622,14 @@ def cache_table(hits):
 
 def static_table(files):
     print()
-    print("Static files (nginx sendfile vs Fulcrum read loop)")
+    print("Static files (nginx and Fulcrum, both with sendfile)")
     print()
     print(f"One directory served by both (default worker counts, no access log): small.css ({STATIC_SMALL // 1024} KiB "
           f"of text) with `wrk -t1 -c{STATIC_CLIENTS} -d{STATIC_SECS}s --latency`, big.bin ({STATIC_BIG_MB} MiB, "
           f"sparse) with curl (median of {STATIC_RUNS}). nginx: `location /static/ {{ alias DIR/; }}`, `sendfile on`, "
           f"and the same with `open_file_cache max=1000 inactive=20s; open_file_cache_valid 1s;`; "
           f"Fulcrum: a route `static: {{root: DIR, strip_prefix: true}}` (small files kept in memory for 1 s "
-          f"after their lookup).")
+          f"after their lookup; sendfile on the blocking pool for the rest).")
     print()
     print(f"| proxy | {STATIC_SMALL // 1024} KiB req/s | {STATIC_SMALL // 1024} KiB p99 ms | errors "
           f"| {STATIC_BIG_MB} MiB MB/s |")

@@ -200,3 +200,109 @@ fn a_forward_proxy_is_a_frontend_of_its_own() {
         .to_string();
     assert!(err.contains("frontends[0]") && err.contains("forward_proxy"), "{err}");
 }
+
+/// A file of `len` bytes in which every 8-byte word holds its own offset: any
+/// byte from the wrong place (or a zero placeholder) shows.
+fn numbered_file(path: &std::path::Path, len: usize) -> Vec<u8> {
+    let bytes: Vec<u8> = (0..len).map(|i| ((i / 8) as u64).to_le_bytes()[i % 8] ^ 0x5a).collect();
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+fn sendfile_bytes(lb: &fulcrum::instance::Instance) -> u64 {
+    lb.snapshot().frontends[0].stats.sendfile_bytes.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn static_files_go_out_with_sendfile_over_plain_http11_and_read_where_it_cannot_be_used() {
+    use http_body_util::BodyExt;
+    let app = named_http("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Above the 16 MiB kept in memory, so every request reads the disk.
+    let len = (16 << 20) + 12_345;
+    let want = numbered_file(&dir.path().join("big.bin"), len);
+    let text = "compressible text line\n".repeat(200);
+    std::fs::write(dir.path().join("page.txt"), &text).unwrap();
+    let routes = format!(
+        "      - match: {{path_prefix: /files/}}\n        static: {{root: \"{}\", strip_prefix: true}}\n",
+        dir.path().display()
+    );
+    let yaml =
+        config(&routes, app.addr).replace("    mode: http\n", "    mode: http\n    compression: {min_size: 1024}\n");
+    let lb = start(&yaml).await;
+    let web = lb.local_addr("web");
+
+    // Plain HTTP/1.1: the whole file, every byte by sendfile.
+    let (status, _, body) = get(web, "/files/big.bin", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body[..] == want[..], "the file's bytes, in order ({} of {len})", body.len());
+    assert_eq!(sendfile_bytes(&lb), len as u64);
+
+    // A range, and a second request on the same connection after it.
+    let mut sender = client(web).await;
+    let range = hyper::Request::get("/files/big.bin")
+        .header("host", "t")
+        .header("range", "bytes=300000-1000000")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(range).await.unwrap();
+    assert_eq!(resp.status(), 206);
+    let part = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(part[..] == want[300_000..=1_000_000]);
+    let again = hyper::Request::get("/files/big.bin")
+        .header("host", "t")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(again).await.unwrap();
+    let whole = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(whole[..] == want[..]);
+    assert_eq!(sendfile_bytes(&lb), 2 * len as u64 + 700_001);
+
+    // Compressed on the way: read, not sent with sendfile.
+    let before = sendfile_bytes(&lb);
+    let (status, headers, body) = get(web, "/files/page.txt", &[("accept-encoding", "gzip")]).await;
+    assert_eq!((status, headers["content-encoding"].to_str().unwrap()), (200, "gzip"));
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain).unwrap();
+    assert_eq!(plain, text);
+    assert_eq!(sendfile_bytes(&lb), before, "compressed bytes are not the file's");
+
+    // h2c: hyper copies the bytes into frames, so they are read.
+    let (mut h2, _conn) = h2c::<http_body_util::Full<bytes::Bytes>>(web).await;
+    let req =
+        hyper::Request::get("http://t/files/big.bin").body(http_body_util::Full::new(bytes::Bytes::new())).unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(body[..] == want[..]);
+    assert_eq!(sendfile_bytes(&lb), before, "h2 bytes are not sent with sendfile");
+}
+
+#[tokio::test]
+async fn a_client_reading_slowly_gets_the_whole_file_by_sendfile() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = named_http("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let len = (16 << 20) + 1;
+    let want = numbered_file(&dir.path().join("big.bin"), len);
+    let routes = format!("      - static: {{root: \"{}\"}}\n", dir.path().display());
+    let lb = start(&config(&routes, app.addr)).await;
+    // A small receive window: the proxy's socket fills and sendfile waits for
+    // room again and again.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(lb.local_addr("web")).await.unwrap();
+    stream.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&got[..head_end]));
+    assert!(got[head_end..] == want[..], "{} body bytes of {len}", got.len() - head_end);
+    assert_eq!(sendfile_bytes(&lb), len as u64);
+}

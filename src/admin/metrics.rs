@@ -134,6 +134,11 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
     );
     let received = families.counter("fulcrum_frontend_received_bytes_total", "Bytes received from clients.", labels);
     let sent = families.counter("fulcrum_frontend_sent_bytes_total", "Bytes sent to clients.", labels);
+    let sendfile = families.counter(
+        "fulcrum_frontend_sendfile_bytes_total",
+        "Of the bytes sent to clients, file bytes sent with sendfile (static routes over plain HTTP/1.1).",
+        labels,
+    );
     let responses = families.counter(
         "fulcrum_frontend_http_responses_total",
         "HTTP responses sent by class, including those made before routing (400, 408, 431).",
@@ -192,6 +197,7 @@ fn frontends(families: &mut Families, snapshot: &Snapshot) {
         }
         received.with_label_values(&name).inc_by(s.received_bytes.load(Relaxed));
         sent.with_label_values(&name).inc_by(s.sent_bytes.load(Relaxed));
+        sendfile.with_label_values(&name).inc_by(s.sendfile_bytes.load(Relaxed));
         for (class, count) in CLASSES.iter().zip(&s.responses) {
             responses.with_label_values(&[f.name.as_str(), class]).inc_by(count.load(Relaxed));
         }

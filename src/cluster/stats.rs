@@ -26,6 +26,9 @@ pub struct FrontendStats {
     pub received_bytes: AtomicU64,
     /// Bytes written to clients.
     pub sent_bytes: AtomicU64,
+    /// Of `sent_bytes`, file bytes sent with `sendfile(2)` (static routes over
+    /// plain HTTP/1.1).
+    pub sendfile_bytes: AtomicU64,
     /// HTTP responses sent by status class (index 0 = 1xx ... 4 = 5xx), including
     /// those made before a backend was chosen (400, 408, 431, no route).
     pub responses: [AtomicU64; 5],

@@ -13,7 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessRecord;
 use super::cache::RecordingBody;
-use super::client_state::OpenRequest;
+use super::client_state::{ClientHandle, OpenRequest};
 use super::compress::CompressedBody;
 use super::request_body::RequestBody;
 use super::stall::StallTimer;
@@ -64,6 +64,18 @@ impl ResponseBody {
                 ResponseBody::Logged(Box::new(body))
             }
             None => self,
+        }
+    }
+
+    /// Sends a static route's file with `sendfile(2)` through `client`'s socket
+    /// (see `sendfile`), if this body is such a file and nothing on its way would
+    /// read its bytes. Only for a plain HTTP/1.1 connection: the caller knows.
+    pub fn send_files_directly(&mut self, client: &ClientHandle) {
+        match self {
+            ResponseBody::File(body, _) => body.send_directly(client.clone()),
+            ResponseBody::Logged(body) => body.inner.send_files_directly(client),
+            // Compression reads the bytes; the rest are not files.
+            _ => {}
         }
     }
 

@@ -9,6 +9,8 @@ use std::task::Poll;
 
 use futures_util::task::AtomicWaker;
 
+use super::sendfile::Pending;
+
 /// State shared by one client connection's socket wrapper, handler and service.
 #[derive(Debug)]
 pub(super) struct Flags {
@@ -30,6 +32,8 @@ pub(super) struct Flags {
     pub idle_expired: AtomicBool,
     /// The handler waiting for `idle_expired`.
     pub handler_waker: AtomicWaker,
+    /// File ranges announced to the socket wrapper, to send with `sendfile`.
+    pub sendfile: Pending,
 }
 
 impl Flags {
@@ -43,6 +47,7 @@ impl Flags {
             idle_waker: AtomicWaker::new(),
             idle_expired: AtomicBool::new(false),
             handler_waker: AtomicWaker::new(),
+            sendfile: Pending::default(),
         }
     }
 }
@@ -81,6 +86,12 @@ impl ClientHandle {
             }
         })
         .await;
+    }
+
+    /// Announces that the body's next placeholder stands for `len` bytes of
+    /// `file` from `offset` (see `sendfile`).
+    pub(super) fn queue_file(&self, file: Arc<std::fs::File>, offset: u64, len: usize) {
+        self.flags.sendfile.push(file, offset, len);
     }
 
     /// Records that the connection now tunnels another protocol: the HTTP client

@@ -13,6 +13,7 @@
 //! every request). A TLS connection reads and writes through rustls (tokio-rustls)
 //! with the same limits; its 408 goes through rustls too.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,6 +32,7 @@ use super::client_state::{ClientHandle, Flags};
 use super::client_timer::{ClientTimedOut, ClientTimer, Expired, Wait};
 use super::framing::FramingWatch;
 use super::reply::RAW_408;
+use super::sendfile;
 use super::stall::StallTimer;
 use crate::cluster::Frontend;
 use crate::tls::HandshakeInfo;
@@ -112,6 +114,8 @@ pub struct ClientIo {
     parked: bool,
     /// The client sent part of the h2 preface, still unread: a request has started.
     preface_started: bool,
+    /// A file range being sent with `sendfile` on the blocking pool (see `sendfile`).
+    file_send: Option<tokio::task::JoinHandle<io::Result<usize>>>,
 }
 
 impl ClientIo {
@@ -139,6 +143,7 @@ impl ClientIo {
             polite_close_asked: false,
             parked: false,
             preface_started: false,
+            file_send: None,
         };
         (io, handle)
     }
@@ -445,6 +450,9 @@ impl AsyncRead for ClientIo {
 impl AsyncWrite for ClientIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(at) = sendfile::placeholder_offset(data) {
+            return this.poll_write_file(cx, &[io::IoSlice::new(data)], 0, at);
+        }
         let stream = match &mut this.stream {
             Transport::Plain(stream) => stream,
             Transport::Tls(tls) => {
@@ -474,6 +482,9 @@ impl AsyncWrite for ClientIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some((index, at)) = sendfile::first_placeholder(bufs) {
+            return this.poll_write_file(cx, bufs, index, at);
+        }
         let stream = match &mut this.stream {
             Transport::Plain(stream) => stream,
             Transport::Tls(tls) => {
@@ -530,6 +541,71 @@ impl AsyncWrite for ClientIo {
 }
 
 impl ClientIo {
+    /// Writes `bufs`, the one at `index` a file placeholder starting `at` in its
+    /// region (see `sendfile`): what comes before it as usual (flagged MSG_MORE,
+    /// so the file's first bytes share its segment), then, once it comes first,
+    /// the file range it stands for, by `sendfile` on the blocking pool.
+    fn poll_write_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+        index: usize,
+        at: usize,
+    ) -> Poll<io::Result<usize>> {
+        let Transport::Plain(stream) = &self.stream else {
+            // Never queued for TLS; should it happen, no placeholder byte goes out.
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "a file placeholder over TLS")));
+        };
+        if index > 0 {
+            loop {
+                let mut ready = match stream.poll_write_ready(cx) {
+                    Poll::Ready(ready) => ready?,
+                    Poll::Pending => return self.poll_write_stall(cx),
+                };
+                let head = &bufs[..index];
+                match ready.try_io(|fd| SockRef::from(fd.get_ref()).send_vectored_with_flags(head, libc::MSG_MORE)) {
+                    Ok(Ok(n)) => {
+                        self.on_sent(n);
+                        return Poll::Ready(Ok(n));
+                    }
+                    Ok(Err(err)) => return Poll::Ready(Err(err)),
+                    Err(_would_block) => continue,
+                }
+            }
+        }
+        loop {
+            if let Some(sending) = self.file_send.as_mut() {
+                let done = ready!(Pin::new(sending).poll(cx));
+                self.file_send = None;
+                match done {
+                    Ok(Ok(n)) => {
+                        self.flags.sendfile.advance(n);
+                        self.frontend.stats.sendfile_bytes.fetch_add(n as u64, Relaxed);
+                        self.on_sent(n);
+                        return Poll::Ready(Ok(n));
+                    }
+                    // The socket is full: wait until the client makes room.
+                    Ok(Err(err)) if err.kind() == io::ErrorKind::WouldBlock => {
+                        if let Poll::Ready(ready) = stream.poll_write_ready(cx) {
+                            ready?.clear_ready();
+                        }
+                    }
+                    Ok(Err(err)) => return Poll::Ready(Err(err)),
+                    Err(join) => return Poll::Ready(Err(io::Error::other(join))),
+                }
+            }
+            match stream.poll_write_ready(cx) {
+                Poll::Ready(ready) => drop(ready?),
+                Poll::Pending => return self.poll_write_stall(cx),
+            }
+            let transfer = self.flags.sendfile.transfer(at, bufs[0].len())?;
+            // The task's own descriptor: the connection may be dropped meanwhile,
+            // and its number reused, while the call still runs.
+            let socket = stream.get_ref().try_clone()?;
+            self.file_send = Some(tokio::task::spawn_blocking(move || transfer.run(&socket)));
+        }
+    }
+
     /// Accounts for a TLS write: bytes sent, or the client's time to make room.
     fn on_write(&mut self, cx: &mut Context<'_>, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match written {

@@ -18,6 +18,7 @@ mod park;
 mod proxied;
 mod reply;
 mod request_body;
+mod sendfile;
 mod service;
 mod stall;
 mod static_files;

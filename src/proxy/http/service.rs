@@ -105,6 +105,8 @@ impl ConnContext {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
         let open = self.client.request_started();
         let now = self.current();
+        // Files go out with sendfile where nothing but the socket sees the bytes.
+        let plain_http1 = self.tls.is_none() && req.version() != Version::HTTP_2;
         // Read before the request is consumed; nothing at all without `compression`.
         let compression =
             now.frontend.compress_min_size.map(|min| (min, compress::negotiate(req.method(), req.headers())));
@@ -117,6 +119,9 @@ impl ConnContext {
                     response
                 }
             };
+        }
+        if plain_http1 {
+            response.body_mut().send_files_directly(&self.client);
         }
         response.body_mut().hold(open);
         Ok(response)

@@ -14,6 +14,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::task::JoinHandle;
 
 use crate::proxy::http::body::BodyError;
+use crate::proxy::http::client_state::ClientHandle;
+use crate::proxy::http::sendfile::{placeholder, MARK_LEN};
 
 /// Bytes per frame: large enough that the blocking pool round trip is cheap per
 /// byte, small enough that a slow client holds little (two chunks at most, 512
@@ -34,12 +36,40 @@ pub struct FileBody {
     /// Bytes not yet handed to hyper.
     unsent: u64,
     reading: Option<JoinHandle<io::Result<Bytes>>>,
+    /// The connection whose socket sends the file itself (`sendfile`): frames
+    /// are placeholders, no byte is read here.
+    direct: Option<ClientHandle>,
 }
 
 impl FileBody {
     /// `len` bytes of `file` from `offset`.
     pub(super) fn new(file: File, offset: u64, len: u64) -> FileBody {
-        FileBody { file: Arc::new(file), next: offset, unread: len, unsent: len, reading: None }
+        FileBody { file: Arc::new(file), next: offset, unread: len, unsent: len, reading: None, direct: None }
+    }
+
+    /// Lets `client`'s socket send the bytes with `sendfile` (plain HTTP/1.1,
+    /// nothing reading the body on its way): from now on each frame is a
+    /// placeholder for the next range, announced to the socket first. Only
+    /// before the first frame.
+    pub fn send_directly(&mut self, client: ClientHandle) {
+        if self.reading.is_none() && self.unread == self.unsent {
+            self.direct = Some(client);
+        }
+    }
+
+    /// The next range as a placeholder frame (see `send_directly`).
+    fn next_placeholder(&mut self) -> Option<Frame<Bytes>> {
+        let client = self.direct.as_ref()?;
+        if self.unread == 0 {
+            return None;
+        }
+        // Bounded by MARK_LEN, so it fits a usize.
+        let len = self.unread.min(MARK_LEN as u64) as usize;
+        client.queue_file(Arc::clone(&self.file), self.next, len);
+        self.next += len as u64;
+        self.unread -= len as u64;
+        self.unsent -= len as u64;
+        Some(Frame::data(placeholder(len)))
     }
 
     fn start_read(&mut self) {
@@ -65,6 +95,9 @@ impl Body for FileBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if this.direct.is_some() {
+            return Poll::Ready(this.next_placeholder().map(Ok));
+        }
         if this.reading.is_none() {
             if this.unread == 0 {
                 return Poll::Ready(None);
