@@ -107,7 +107,10 @@ async fn exchange(
         req.headers_mut().insert(http::header::HOST, host.clone());
     }
     if backend.protocol.is_h2() {
-        return super::upstream_h2::exchange(backend, member, active, req, replayable, worker, client).await;
+        // Boxed, as is the connect below: the state machines of HTTP/2 and of a
+        // new connection (TLS included) are many times the size of a pooled
+        // exchange's, and every request's future would carry (and copy) their room.
+        return Box::pin(super::upstream_h2::exchange(backend, member, active, req, replayable, worker, client)).await;
     }
     // A send_proxy server's connections are never pooled (see `reusable`).
     let pooled = match member.send_proxy {
@@ -129,7 +132,7 @@ async fn exchange(
             },
         }
     }
-    let sender = match connect(member, backend, Some(client)).await {
+    let sender = match Box::pin(connect(member, backend, Some(client))).await {
         Ok(sender) => sender,
         Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
