@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use fulcrum::config::{AllowList, Config};
 use fulcrum::proxy::http::forward_proxy::ForwardProxy;
 use fulcrum::proxy::http::ResponseBody;
 use http_body_util::{BodyExt, Full};
@@ -28,7 +29,8 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// A proxy on 127.0.0.1:0 serving every request `wants` accepts (others: 421).
 async fn proxy(allow: &[&str], connect_ports: &[u16]) -> SocketAddr {
-    let proxy = Arc::new(ForwardProxy::new(&strings(allow), connect_ports).expect("valid rules"));
+    let rules = AllowList::parse(&strings(allow)).expect("valid rules");
+    let proxy = Arc::new(ForwardProxy::new(rules, connect_ports));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -196,13 +198,21 @@ async fn origin_form_requests_are_not_for_the_proxy() {
 }
 
 #[test]
-fn bad_entries_are_refused_by_name() {
+fn bad_entries_are_refused_by_name_with_their_key_path() {
+    let config = |allow: &str, ports: &str| {
+        format!(
+            "frontends:\n  - name: out\n    bind: 127.0.0.1:0\n    mode: http\n    forward_proxy: {{allow: {allow}, connect_ports: {ports}}}\n"
+        )
+    };
     for bad in ["10.0.0.0/33", "fe80::/200", "*.*.example.com", "bad name", "", "a..b"] {
-        let err = ForwardProxy::new(&strings(&["127.0.0.1", bad]), &[443]).unwrap_err();
-        assert!(err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
+        let err = Config::parse(&config(&format!("[\"127.0.0.1\", {bad:?}]"), "[443]")).unwrap_err().to_string();
+        assert!(
+            err.contains("frontends[0].forward_proxy.allow") && err.contains(&format!("{bad:?}")),
+            "{bad:?}: {err}"
+        );
     }
-    let err = ForwardProxy::new(&strings(&["127.0.0.1"]), &[443, 0]).unwrap_err();
-    assert!(err.contains("connect_ports"), "{err}");
-    assert!(ForwardProxy::new(&strings(&["*.example.com", "example.org", "10.0.0.0/8", "::1/128", "fd00::1"]), &[443])
-        .is_ok());
+    let err = Config::parse(&config("[\"127.0.0.1\"]", "[443, 0]")).unwrap_err().to_string();
+    assert!(err.contains("frontends[0].forward_proxy.connect_ports"), "{err}");
+    Config::parse(&config("[\"*.example.com\", \"example.org\", \"10.0.0.0/8\", \"::1/128\", \"fd00::1\"]", "[443]"))
+        .expect("valid entries");
 }

@@ -201,6 +201,21 @@ fn a_forward_proxy_is_a_frontend_of_its_own() {
     assert!(err.contains("frontends[0]") && err.contains("forward_proxy"), "{err}");
 }
 
+#[tokio::test]
+async fn a_forward_proxy_alone_answers_400_to_a_request_that_names_no_destination() {
+    let target = named_http("target").await;
+    let yaml = "frontends:\n  - name: out\n    bind: 127.0.0.1:0\n    mode: http\n    forward_proxy: {allow: [\"127.0.0.0/8\"]}\n";
+    let lb = start(yaml).await;
+    let out = lb.local_addr("out");
+    // Origin form, as to a web server: the client is not speaking to a proxy.
+    let reply = raw(out, b"GET /x HTTP/1.1\r\nhost: example.test\r\nconnection: close\r\n\r\n").await;
+    assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    // The same proxy still forwards what names its destination.
+    let request = format!("GET http://{0}/ HTTP/1.1\r\nhost: {0}\r\nconnection: close\r\n\r\n", target.addr);
+    let reply = raw(out, request.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+}
+
 /// A file of `len` bytes in which every 8-byte word holds its own offset: any
 /// byte from the wrong place (or a zero placeholder) shows.
 fn numbered_file(path: &std::path::Path, len: usize) -> Vec<u8> {

@@ -234,15 +234,9 @@ pub fn compile(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snaps
             access_log: f.access_log,
             compress_min_size: f.compression.as_ref().map(|c| c.min_size.unwrap_or(1024)),
             proxy_protocol: f.proxy_protocol,
-            forward_proxy: f.forward_proxy.as_ref().and_then(|forward| {
-                let ports = forward.connect_ports.clone().unwrap_or_else(|| vec![443]);
-                match crate::proxy::http::forward_proxy::ForwardProxy::new(&forward.allow, &ports) {
-                    Ok(proxy) => Some(Arc::new(proxy)),
-                    Err(err) => {
-                        issues.push(Issue::new(format!("frontends[{i}].forward_proxy"), err));
-                        None
-                    }
-                }
+            forward_proxy: f.forward_proxy.as_ref().map(|forward| {
+                let ports = forward.connect_ports.as_deref().unwrap_or(&[443]);
+                Arc::new(crate::proxy::http::forward_proxy::ForwardProxy::new(forward.allow.clone(), ports))
             }),
             needs_local: config.backends.iter().flat_map(|b| &b.servers).any(|s| s.send_proxy.is_some()),
             rate_limit: f.rate_limit.as_ref().map(|limit| {

@@ -1,5 +1,6 @@
 //! The config file: schema, loading, and validation with precise errors.
 
+mod allow_list;
 mod duration;
 mod error;
 mod expansion;
@@ -10,6 +11,7 @@ mod value;
 
 use std::path::Path;
 
+pub use allow_list::{parse_ip, AllowList};
 pub use duration::HumanDuration;
 pub use error::{ConfigError, Issue};
 pub use schema::*;

@@ -693,7 +693,7 @@ pub enum Discover {
 #[serde(deny_unknown_fields)]
 pub struct ForwardProxyConfig {
     /// Destinations: host names (`*.example.com` wildcards), IPs and CIDRs.
-    pub allow: Vec<String>,
+    pub allow: super::AllowList,
     /// Ports CONNECT may reach (default: 443).
     #[serde(default)]
     pub connect_ports: Option<Vec<u16>>,

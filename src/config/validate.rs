@@ -249,9 +249,8 @@ impl Validator {
             if frontend.mode != Mode::Http {
                 self.err(format!("{path}.forward_proxy"), "only applies to http frontends");
             }
-            let ports = forward.connect_ports.clone().unwrap_or_else(|| vec![443]);
-            if let Err(err) = crate::proxy::http::forward_proxy::ForwardProxy::new(&forward.allow, &ports) {
-                self.err(format!("{path}.forward_proxy"), err);
+            if forward.connect_ports.as_ref().is_some_and(|ports| ports.contains(&0)) {
+                self.err(format!("{path}.forward_proxy.connect_ports"), "bad entry 0: not a port");
             }
         }
         if let Some(compression) = &frontend.compression {

@@ -28,6 +28,11 @@ pub enum ProxyError {
     /// No route matched and the frontend has no default backend.
     #[error("no route matches and there is no default backend")]
     NoRoute,
+    /// A forward proxy's frontend got a request with no destination in it (an
+    /// origin-form target, not `http://host/...` or CONNECT) and nothing else
+    /// of the frontend takes it: the client is not speaking to a proxy.
+    #[error("a proxy request needs an absolute URI (http://host/...) or CONNECT")]
+    NotAProxyRequest,
     /// Every server of the backend is down, drained, full or already tried.
     #[error("backend {backend}: no server available")]
     NoServer {
@@ -117,9 +122,10 @@ impl ProxyError {
     /// The status a client gets for this failure: the single mapping of errors to codes.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::AmbiguousFraming | ProxyError::BadHost(_) | ProxyError::ClientBody { timed_out: false, .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::AmbiguousFraming
+            | ProxyError::BadHost(_)
+            | ProxyError::NotAProxyRequest
+            | ProxyError::ClientBody { timed_out: false, .. } => StatusCode::BAD_REQUEST,
             ProxyError::ClientBody { timed_out: true, .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoRoute

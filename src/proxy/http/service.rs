@@ -169,7 +169,15 @@ impl ConnContext {
         let backend = match route(&now.frontend, &req, authority.map(|a| a.host)) {
             Some(Target::Backend(backend)) => Arc::clone(backend),
             Some(Target::Answer(action)) => return Box::pin(self.answer_locally(&now, action, &req)).await,
-            None => return self.fail(&now, None, ProxyError::NoRoute, req.method(), req.uri().path_and_query()),
+            None => {
+                // A frontend that is (also) a forward proxy: the client meant a
+                // proxy and sent no destination (Squid answers 400 too).
+                let err = match now.frontend.forward_proxy {
+                    Some(_) => ProxyError::NotAProxyRequest,
+                    None => ProxyError::NoRoute,
+                };
+                return self.fail(&now, None, err, req.method(), req.uri().path_and_query());
+            }
         };
         let host = authority.and_then(|a| a.host_to_send());
         let name_server = authority.is_none();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::rules::{parse_ip, Rules};
+use crate::config::{parse_ip, AllowList};
 
 /// Why a destination was not connected to.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ pub enum DialError {
 /// any of its addresses; otherwise (an IP literal, or a name no name rule admits)
 /// only at addresses an address rule admits. Resolution and connection share
 /// `timeout`.
-pub async fn dial(rules: &Rules, host: &str, port: u16, timeout: Duration) -> Result<TcpStream, DialError> {
+pub async fn dial(rules: &AllowList, host: &str, port: u16, timeout: Duration) -> Result<TcpStream, DialError> {
     let by_name = match parse_ip(host) {
         Some(ip) if rules.admits_addr(ip) => return connect_any(&[SocketAddr::new(ip, port)], timeout).await,
         Some(_) => return Err(DialError::Forbidden),

@@ -5,7 +5,6 @@
 
 mod dial;
 mod forward;
-mod rules;
 mod tunnel;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,14 +16,14 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::body::ResponseBody;
+use crate::config::AllowList;
 use crate::upstream::{ServerKey, ServerState};
 use dial::DialError;
-use rules::Rules;
 
 /// A frontend's forward proxy, compiled once per snapshot.
 #[derive(Debug)]
 pub struct ForwardProxy {
-    rules: Rules,
+    rules: AllowList,
     connect_ports: Vec<u16>,
     /// Stands for "whatever host a request names": a response body streamed from
     /// a destination is an upstream body, which counts itself on a server.
@@ -32,20 +31,16 @@ pub struct ForwardProxy {
 }
 
 impl ForwardProxy {
-    /// `allow`: host names with an optional leading `*.` wildcard (one or more labels), exact names, IPs, and CIDRs
-    /// (v4 and v6, e.g. "10.0.0.0/8", "::1/128"); `connect_ports`: ports CONNECT may reach. Err names the bad entry.
-    pub fn new(allow: &[String], connect_ports: &[u16]) -> Result<ForwardProxy, String> {
-        let rules = Rules::parse(allow)?;
-        if connect_ports.contains(&0) {
-            return Err("forward_proxy.connect_ports: bad entry 0: not a port".to_string());
-        }
+    /// A forward proxy to the destinations `rules` admits (parsed with the
+    /// config), CONNECT only to `connect_ports`.
+    pub fn new(rules: AllowList, connect_ports: &[u16]) -> ForwardProxy {
         let key = ServerKey {
             backend: "forward_proxy".to_string(),
             server: "forward_proxy".to_string(),
             address: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
             http2: false,
         };
-        Ok(ForwardProxy { rules, connect_ports: connect_ports.to_vec(), destinations: ServerState::new(key, true) })
+        ForwardProxy { rules, connect_ports: connect_ports.to_vec(), destinations: ServerState::new(key, true) }
     }
 
     /// True when `req` is for the forward proxy: CONNECT, or an absolute-form `http://` target.

@@ -1,18 +1,22 @@
-//! The `allow` list of a forward proxy, parsed once: name rules (exact names and
-//! `*.` wildcards) and address rules (IPs and CIDRs, v4 and v6).
+//! `forward_proxy.allow`, parsed when the config is read: name rules (exact
+//! names and `*.` wildcards) and address rules (IPs and CIDRs, v4 and v6). The
+//! forward proxy takes it as it is; `fulcrum check` reports a bad entry with its
+//! key path.
 
 use std::net::IpAddr;
 
+use serde::{Deserialize, Deserializer};
+
 /// A parsed `allow` list.
-#[derive(Debug, Default)]
-pub struct Rules {
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AllowList {
     names: Vec<NameRule>,
     nets: Vec<Cidr>,
 }
 
 /// A name rule. Names are kept lowercase and without a trailing dot, as they are
 /// compared (DNS names are case-insensitive; `host.` and `host` are one name).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum NameRule {
     /// Exactly this name.
     Exact(String),
@@ -29,12 +33,12 @@ struct Cidr {
     prefix: u8,
 }
 
-impl Rules {
+impl AllowList {
     /// Parses `allow`; Err names the first bad entry and what is wrong with it.
-    pub fn parse(allow: &[String]) -> Result<Rules, String> {
-        let mut rules = Rules::default();
+    pub fn parse(allow: &[String]) -> Result<AllowList, String> {
+        let mut rules = AllowList::default();
         for entry in allow {
-            let bad = |why: &str| format!("forward_proxy.allow: bad entry {entry:?}: {why}");
+            let bad = |why: &str| format!("bad entry {entry:?}: {why}");
             let trimmed = entry.trim();
             if trimmed.is_empty() {
                 return Err(bad("empty"));
@@ -72,6 +76,13 @@ impl Rules {
     /// name no name rule admits cannot make it pass, so it is not even looked up.
     pub fn has_addr_rules(&self) -> bool {
         !self.nets.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowList {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let entries = Vec::<String>::deserialize(de)?;
+        AllowList::parse(&entries).map_err(serde::de::Error::custom)
     }
 }
 
@@ -142,8 +153,8 @@ fn normalize(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn rules(allow: &[&str]) -> Rules {
-        Rules::parse(&allow.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    fn rules(allow: &[&str]) -> AllowList {
+        AllowList::parse(&allow.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
     }
 
     fn ip(text: &str) -> IpAddr {
@@ -202,7 +213,7 @@ mod tests {
     #[test]
     fn bad_entries_are_named() {
         for bad in ["", "10.0.0.0/33", "::/129", "10.0.0.0/x", "nope/8", "a.*.com", "*", "*.", "ex ample.com", "a..b"] {
-            let err = Rules::parse(&[bad.to_string()]).unwrap_err();
+            let err = AllowList::parse(&[bad.to_string()]).unwrap_err();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
     }
