@@ -108,6 +108,13 @@ pub enum ProxyError {
         /// Server name.
         server: String,
     },
+    /// The server's HTTP/2 connection ended while the request waited for its
+    /// response head (the request may have reached the server).
+    #[error("server {server}'s connection ended before it answered")]
+    ServerLost {
+        /// Server name.
+        server: String,
+    },
     /// The server sent no response head within `timeouts.server`.
     #[error("server {server} sent no response within {timeout:?}")]
     ServerTimeout {
@@ -135,7 +142,8 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::Tls { .. }
             | ProxyError::Upstream { .. }
-            | ProxyError::ServerClosed { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::ServerClosed { .. }
+            | ProxyError::ServerLost { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ServerTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -150,6 +158,7 @@ impl ProxyError {
                 | ProxyError::Tls { .. }
                 | ProxyError::Upstream { .. }
                 | ProxyError::ServerClosed { .. }
+                | ProxyError::ServerLost { .. }
                 | ProxyError::ServerTimeout { .. }
         )
     }

@@ -84,7 +84,7 @@ pub async fn forward(
 /// before the answer), or no answer in time.
 fn retried_after_send(policy: &crate::cluster::RetryPolicy, err: &ProxyError) -> bool {
     match err {
-        ProxyError::Upstream { .. } | ProxyError::ServerClosed { .. } => policy.reset,
+        ProxyError::Upstream { .. } | ProxyError::ServerClosed { .. } | ProxyError::ServerLost { .. } => policy.reset,
         ProxyError::ServerTimeout { .. } => policy.timeout,
         _ => false,
     }

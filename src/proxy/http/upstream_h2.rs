@@ -3,12 +3,17 @@
 //! streams. The connection stays in the server's pool while in use (it is shared,
 //! not lent); a request finding it closed (GOAWAY, reset) gets a new one, once,
 //! as does an idempotent bodiless request that a reused connection lost before
-//! its answer (the same replay as on a reused HTTP/1.1 connection).
+//! its answer (the same replay as on a reused HTTP/1.1 connection). A request
+//! still waiting when its connection's task has ended is given up shortly after
+//! (`LOST_GRACE`) instead of at `timeouts.server`: hyper can leave a stream
+//! opened just as the connection ended with neither answer nor error.
 
 use http::uri::{Authority, Scheme};
 use http::{header, Request, Uri, Version};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use super::request_body::RequestBody;
 use super::upstream::{open, replay_copy, send, Failure, SendError, ServerStream, TrySend};
@@ -46,8 +51,8 @@ pub(super) async fn exchange(
     // A reused connection may have been lost just as the request went out (the
     // server closed it while idle): a request that may be sent twice goes again.
     let spare = (replayable && !fresh).then(|| replay_copy(&req));
-    let req = match send(backend, member, sender, req).await {
-        Ok((response, _)) => return Ok((response, None, active)),
+    let req = match send_on(backend, member, sender, req).await {
+        Ok(response) => return Ok((response, None, active)),
         Err(SendError::Failed(err)) => match spare {
             Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
                 tracing::debug!(server = %member.name, error = %err, "reused HTTP/2 connection failed; replaying on a new one");
@@ -67,8 +72,8 @@ pub(super) async fn exchange(
         Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
     member.state.pool.put(worker, sender.clone());
-    match send(backend, member, sender, req).await {
-        Ok((response, _)) => Ok((response, None, active)),
+    match send_on(backend, member, sender, req).await {
+        Ok(response) => Ok((response, None, active)),
         Err(SendError::Unsent(_)) => Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() })),
         Err(SendError::Failed(err)) => Err(Failure::Sent(err)),
     }
@@ -83,17 +88,17 @@ async fn shared_sender(
     backend: &Backend,
     client: Option<Endpoints>,
     worker: Worker,
-) -> Result<(SendRequest<RequestBody>, bool), ProxyError> {
+) -> Result<(Shared, bool), ProxyError> {
     let slot = &member.state.pool;
     let pooled = |slot: &crate::upstream::PoolSlot| {
-        let sender = slot.take::<SendRequest<RequestBody>>(worker)?;
+        let sender = slot.take::<Shared>(worker)?;
         slot.put(worker, sender.clone());
         Some(sender)
     };
     if let Some(sender) = pooled(slot) {
         return Ok((sender, false));
     }
-    let Some(pool) = slot.get::<SendRequest<RequestBody>>(worker) else {
+    let Some(pool) = slot.get::<Shared>(worker) else {
         return connect(member, backend, client).await.map(|sender| (sender, true));
     };
     let waiting_since = std::time::Instant::now();
@@ -150,57 +155,128 @@ fn for_h2(req: Request<RequestBody>, backend: &Backend, member: &Member) -> Requ
 }
 
 /// Opens an HTTP/2 connection to `member`; it runs in its own task.
-async fn connect(
-    member: &Member,
-    backend: &Backend,
-    client: Option<Endpoints>,
-) -> Result<SendRequest<RequestBody>, ProxyError> {
+async fn connect(member: &Member, backend: &Backend, client: Option<Endpoints>) -> Result<Shared, ProxyError> {
     let handshake = |err| ProxyError::Upstream { server: member.name.clone(), source: err };
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
     match open(member, backend, client).await? {
         ServerStream::Plain(stream) => {
             let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.map_err(handshake)?;
-            tokio::spawn(run(conn, member));
-            Ok(sender)
+            Ok(Shared::run(sender, conn, member))
         }
         ServerStream::Tls(stream) => {
             let (sender, conn) = builder.handshake(TokioIo::new(*stream)).await.map_err(handshake)?;
-            tokio::spawn(run(conn, member));
-            Ok(sender)
+            Ok(Shared::run(sender, conn, member))
         }
     }
 }
 
-/// Drives a server connection until it ends.
-fn run<F>(conn: F, member: &Member) -> impl std::future::Future<Output = ()> + Send + 'static
-where
-    F: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
-{
-    let server = member.state.key.server.clone();
-    async move {
-        if let Err(err) = conn.await {
-            tracing::debug!(%server, error = %err, "HTTP/2 server connection ended with an error");
-        }
+/// How long a request whose connection has ended still waits for its response
+/// head: one the connection delivered just before its end is on its way through
+/// hyper's tasks; after this, none can come.
+const LOST_GRACE: Duration = Duration::from_millis(50);
+
+/// A server's shared HTTP/2 connection: the handle requests go out on, and the
+/// signal that its connection task has ended.
+#[derive(Debug, Clone)]
+struct Shared {
+    sender: SendRequest<RequestBody>,
+    ended: CancellationToken,
+}
+
+impl Shared {
+    /// Drives `conn` in its own task until it ends (then `ended` is set).
+    fn run<F>(sender: SendRequest<RequestBody>, conn: F, member: &Member) -> Shared
+    where
+        F: std::future::Future<Output = hyper::Result<()>> + Send + 'static,
+    {
+        let ended = CancellationToken::new();
+        let signal = ended.clone();
+        let server = member.state.key.server.clone();
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%server, error = %err, "HTTP/2 server connection ended with an error");
+            }
+            signal.cancel();
+        });
+        Shared { sender, ended }
     }
 }
 
-impl Pooled for SendRequest<RequestBody> {
+/// Sends `req` on `conn`. A request taken just as the connection was lost can
+/// be left waiting by hyper with no answer and no error (a stream opened as the
+/// connection reached its end); once the connection task has ended, it gets
+/// `LOST_GRACE` more, then fails as closed by the server (and may be replayed).
+async fn send_on(
+    backend: &Backend,
+    member: &Member,
+    conn: Shared,
+    req: Request<RequestBody>,
+) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+    let ended = conn.ended.clone();
+    match unless_lost(&ended, send(backend, member, conn, req)).await {
+        Some(sent) => sent.map(|(response, _)| response),
+        None => Err(SendError::Failed(ProxyError::ServerLost { server: member.name.clone() })),
+    }
+}
+
+/// `sending`'s outcome, or `None` once `ended` is set and `LOST_GRACE` has
+/// passed without one (an outcome ready at the same time wins).
+async fn unless_lost<T>(ended: &CancellationToken, sending: impl std::future::Future<Output = T>) -> Option<T> {
+    let lost = async {
+        ended.cancelled().await;
+        tokio::time::sleep(LOST_GRACE).await;
+    };
+    tokio::select! {
+        biased;
+        outcome = sending => Some(outcome),
+        () = lost => None,
+    }
+}
+
+impl Pooled for Shared {
     fn is_ready(&self) -> bool {
-        SendRequest::is_ready(self)
+        self.sender.is_ready() && !self.ended.is_cancelled()
     }
     fn is_closed(&self) -> bool {
-        SendRequest::is_closed(self)
+        self.sender.is_closed() || self.ended.is_cancelled()
     }
 }
 
-impl TrySend for SendRequest<RequestBody> {
+impl TrySend for Shared {
     fn try_send(
         &mut self,
         req: Request<RequestBody>,
     ) -> impl std::future::Future<
         Output = Result<http::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>,
     > + Send {
-        self.try_send_request(req)
+        self.sender.try_send_request(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_on_an_ended_connection_gives_up_after_the_grace_not_before() {
+        let ended = CancellationToken::new();
+        // Open connection: waits as long as the answer does.
+        let answer = async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "answer"
+        };
+        assert_eq!(unless_lost(&ended, answer).await, Some("answer"));
+        // The connection ends: an answer never coming is given up after the grace.
+        ended.cancel();
+        let started = tokio::time::Instant::now();
+        assert_eq!(unless_lost(&ended, std::future::pending::<&str>()).await, None);
+        assert_eq!(started.elapsed(), LOST_GRACE);
+        // An answer arriving within the grace still wins.
+        let late = async {
+            tokio::time::sleep(LOST_GRACE / 2).await;
+            "late"
+        };
+        assert_eq!(unless_lost(&ended, late).await, Some("late"));
     }
 }
