@@ -210,6 +210,7 @@ async fn a_forward_proxy_alone_answers_400_to_a_request_that_names_no_destinatio
     // Origin form, as to a web server: the client is not speaking to a proxy.
     let reply = raw(out, b"GET /x HTTP/1.1\r\nhost: example.test\r\nconnection: close\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.1 400 "), "{reply}");
+    assert!(reply.contains("absolute URI"), "says what a proxy wants: {reply}");
     // The same proxy still forwards what names its destination.
     let request = format!("GET http://{0}/ HTTP/1.1\r\nhost: {0}\r\nconnection: close\r\n\r\n", target.addr);
     let reply = raw(out, request.as_bytes()).await;

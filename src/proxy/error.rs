@@ -148,6 +148,17 @@ impl ProxyError {
         }
     }
 
+    /// The body a client gets for this failure where its status's usual text
+    /// would mislead (see `reply::error_response`).
+    pub fn client_text(&self) -> Option<&'static [u8]> {
+        match self {
+            ProxyError::NotAProxyRequest => {
+                Some(b"400 Bad Request: this is a forward proxy; ask for an absolute URI (GET http://host/path) or CONNECT host:port\n")
+            }
+            _ => None,
+        }
+    }
+
     /// True when the server is to blame (outlier detection counts these): it
     /// could not be reached, reset or closed on the request, or took too long.
     pub fn is_server_failure(&self) -> bool {

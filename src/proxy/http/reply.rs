@@ -9,7 +9,13 @@ static TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=u
 
 /// A balancer-made response for `status`, e.g. `503 Service Unavailable`.
 pub fn error_response(status: StatusCode, close: bool) -> Response<ResponseBody> {
-    let body = Bytes::from_static(error_body(status));
+    error_response_saying(status, close, error_body(status))
+}
+
+/// [`error_response`] with `text` as its body: for an error whose status alone
+/// would mislead the client about what to change.
+pub fn error_response_saying(status: StatusCode, close: bool, text: &'static [u8]) -> Response<ResponseBody> {
+    let body = Bytes::from_static(text);
     let mut response = Response::new(ResponseBody::fixed(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();

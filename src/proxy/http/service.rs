@@ -21,7 +21,7 @@ use super::compress;
 use super::forward_proxy::ForwardProxy;
 use super::headers::{accepts_trailers, add_forwarding, strip_hop_by_hop, wants_upgrade};
 use super::host::request_authority;
-use super::reply::error_response;
+use super::reply::{error_response, error_response_saying};
 use super::request_body::RequestBody;
 use super::sticky;
 use super::tunnel;
@@ -458,7 +458,11 @@ impl ConnContext {
         count(frontend, backend, status.as_u16());
         let record =
             AccessRecord::start(frontend, self.peer, backend, None, method, path, status.as_u16(), now.started);
-        let mut response = error_response(status, err.closes_connection()).map(|body| body.logged(record));
+        let response = match err.client_text() {
+            Some(text) => error_response_saying(status, err.closes_connection(), text),
+            None => error_response(status, err.closes_connection()),
+        };
+        let mut response = response.map(|body| body.logged(record));
         if let ProxyError::RateLimited { retry_after } = err {
             // Whole seconds, rounded up: a client that waits that long finds a token.
             let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
