@@ -234,7 +234,8 @@ async fn static_files_go_out_with_sendfile_over_plain_http11_and_read_where_it_c
     use http_body_util::BodyExt;
     let app = named_http("app").await;
     let dir = tempfile::tempdir().unwrap();
-    // Above the 16 MiB kept in memory, so every request reads the disk.
+    // Far above the 64 KiB a small file may be kept in memory (and the 16 MiB
+    // a route keeps): every request reads the disk.
     let len = (16 << 20) + 12_345;
     let want = numbered_file(&dir.path().join("big.bin"), len);
     let text = "compressible text line\n".repeat(200);

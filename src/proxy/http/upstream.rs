@@ -123,13 +123,7 @@ async fn exchange(
         match send(backend, member, sender, req).await {
             Ok((response, sender)) => return Ok((response, Some(sender), active)),
             Err(SendError::Unsent(back)) => req = *back,
-            Err(SendError::Failed(err)) => match spare {
-                Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
-                    tracing::debug!(server = %member.name, error = %err, "reused connection failed; replaying on a fresh one");
-                    req = copy;
-                }
-                _ => return Err(Failure::Sent(err)),
-            },
+            Err(SendError::Failed(err)) => req = replay_after(member, err, spare)?,
         }
     }
     let sender = match Box::pin(connect(member, backend, Some(client))).await {
@@ -141,14 +135,41 @@ async fn exchange(
             let sender = reusable(member, &response, sender);
             Ok((response, sender, active))
         }
-        Err(SendError::Unsent(_)) => Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() })),
-        Err(SendError::Failed(err)) => Err(Failure::Sent(err)),
+        Err(err) => Err(err.on_fresh(member)),
+    }
+}
+
+/// What a reused connection's failure after the request left leaves to send on
+/// a new one: the copy kept of a request that may be sent twice (`spare`),
+/// unless the server was only slow (a timeout is not replayed).
+pub(super) fn replay_after(
+    member: &Member,
+    err: ProxyError,
+    spare: Option<Request<RequestBody>>,
+) -> Result<Request<RequestBody>, Failure> {
+    match spare {
+        Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
+            tracing::debug!(server = %member.name, error = %err, "reused connection failed; replaying on a new one");
+            Ok(copy)
+        }
+        _ => Err(Failure::Sent(err)),
     }
 }
 
 pub(super) enum SendError {
     Unsent(Box<Request<RequestBody>>),
     Failed(ProxyError),
+}
+
+impl SendError {
+    /// The failure of a send on a connection opened for it: nothing to retry on
+    /// (one that closed before taking the request was closed by the server).
+    pub(super) fn on_fresh(self, member: &Member) -> Failure {
+        match self {
+            SendError::Unsent(_) => Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() }),
+            SendError::Failed(err) => Failure::Sent(err),
+        }
+    }
 }
 
 pub(super) async fn send<S: TrySend>(

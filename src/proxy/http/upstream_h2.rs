@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::request_body::RequestBody;
-use super::upstream::{open, replay_copy, send, Failure, SendError, ServerStream, TrySend};
+use super::upstream::{open, replay_after, replay_copy, send, Failure, SendError, ServerStream, TrySend};
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::proxy_protocol::Endpoints;
@@ -53,18 +53,10 @@ pub(super) async fn exchange(
     let spare = (replayable && !fresh).then(|| replay_copy(&req));
     let req = match send_on(backend, member, sender, req).await {
         Ok(response) => return Ok((response, None, active)),
-        Err(SendError::Failed(err)) => match spare {
-            Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
-                tracing::debug!(server = %member.name, error = %err, "reused HTTP/2 connection failed; replaying on a new one");
-                copy
-            }
-            _ => return Err(Failure::Sent(err)),
-        },
+        Err(SendError::Failed(err)) if !fresh => replay_after(member, err, spare)?,
         // Closed before taking the request: a new connection, unless this one was.
         Err(SendError::Unsent(req)) if !fresh => *req,
-        Err(SendError::Unsent(_)) => {
-            return Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() }));
-        }
+        Err(err) => return Err(err.on_fresh(member)),
     };
     // Only a pooled connection gets here (a private one is always fresh).
     let sender = match connect(member, backend, client).await {
@@ -74,8 +66,7 @@ pub(super) async fn exchange(
     member.state.pool.put(worker, sender.clone());
     match send_on(backend, member, sender, req).await {
         Ok(response) => Ok((response, None, active)),
-        Err(SendError::Unsent(_)) => Err(Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() })),
-        Err(SendError::Failed(err)) => Err(Failure::Sent(err)),
+        Err(err) => Err(err.on_fresh(member)),
     }
 }
 
