@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+/// Any error, boxed: those of our HTTP/1.1 client and of hyper's alike.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a connection or request could not be proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -18,9 +21,9 @@ pub enum ProxyError {
     ClientBody {
         /// The client stopped sending (rather than broke the body).
         timed_out: bool,
-        /// What hyper saw.
+        /// What the body's reader saw.
         #[source]
-        source: hyper::Error,
+        source: BoxError,
     },
     /// The request's Host is missing (HTTP/1.1), repeated or invalid (RFC 9112 section 3.2).
     #[error(transparent)]
@@ -98,9 +101,9 @@ pub enum ProxyError {
     Upstream {
         /// Server name.
         server: String,
-        /// What hyper saw.
+        /// What the HTTP client saw.
         #[source]
-        source: hyper::Error,
+        source: BoxError,
     },
     /// The server closed a fresh connection before taking the request.
     #[error("server {server} closed the connection before the request was sent")]

@@ -85,6 +85,11 @@ impl QuickAck {
         Self { stream, head: Head::Done }
     }
 
+    /// The socket beneath.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.stream
+    }
+
     /// Sends the pending ACK now (if any) and leaves delayed-ACK mode.
     fn ack_now(&mut self) {
         #[cfg(target_os = "linux")]

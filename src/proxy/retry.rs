@@ -125,8 +125,8 @@ pub trait Verdict {
     fn server_failed(&self) -> bool;
 }
 
-/// HTTP: the response head, the connection, the slot.
-impl<C> Verdict for (http::Response<hyper::body::Incoming>, C, ActiveGuard) {
+/// HTTP: the response head, the slot.
+impl<B> Verdict for (http::Response<B>, ActiveGuard) {
     fn server_failed(&self) -> bool {
         self.0.status().is_server_error()
     }

@@ -36,9 +36,9 @@ impl Worker {
 /// A connection a [`Pool`] can hold.
 pub trait Pooled: Send + 'static {
     /// The connection can take a new request now.
-    fn is_ready(&self) -> bool;
+    fn is_ready(&mut self) -> bool;
     /// The connection is gone (the server closed it, or it failed).
-    fn is_closed(&self) -> bool;
+    fn is_closed(&mut self) -> bool;
 }
 
 type Idle<C> = Vec<(C, Instant)>;
@@ -93,7 +93,7 @@ impl<C: Pooled> Pool<C> {
     pub fn take(&self, worker: Worker) -> Option<C> {
         let mut idle = self.stack(worker.index);
         let now = Instant::now();
-        while let Some((conn, since)) = idle.pop() {
+        while let Some((mut conn, since)) = idle.pop() {
             if now.duration_since(since) < IDLE_TIMEOUT && conn.is_ready() {
                 return Some(conn);
             }
@@ -102,7 +102,7 @@ impl<C: Pooled> Pool<C> {
     }
 
     /// Returns a connection after its response completed.
-    pub fn put(&self, worker: Worker, conn: C) {
+    pub fn put(&self, worker: Worker, mut conn: C) {
         if !conn.is_ready() {
             return;
         }
@@ -110,7 +110,7 @@ impl<C: Pooled> Pool<C> {
         let now = Instant::now();
         // The oldest entries sit at the front; expire them as we go.
         if idle.first().is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT) {
-            idle.retain(|(c, since)| now.duration_since(*since) < IDLE_TIMEOUT && !c.is_closed());
+            idle.retain_mut(|(c, since)| now.duration_since(*since) < IDLE_TIMEOUT && !c.is_closed());
         }
         if idle.len() < MAX_IDLE {
             idle.push((conn, now));
@@ -125,7 +125,7 @@ impl<C: Pooled> Pool<C> {
             .map(|index| {
                 let mut idle = self.stack(index);
                 let before = idle.len();
-                idle.retain(|(c, since)| now.duration_since(*since) < IDLE_TIMEOUT && !c.is_closed());
+                idle.retain_mut(|(c, since)| now.duration_since(*since) < IDLE_TIMEOUT && !c.is_closed());
                 before - idle.len()
             })
             .sum()
@@ -244,10 +244,10 @@ mod tests {
     struct Conn(Arc<AtomicBool>);
 
     impl Pooled for Conn {
-        fn is_ready(&self) -> bool {
+        fn is_ready(&mut self) -> bool {
             !self.0.load(SeqCst)
         }
-        fn is_closed(&self) -> bool {
+        fn is_closed(&mut self) -> bool {
             self.0.load(SeqCst)
         }
     }

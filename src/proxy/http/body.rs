@@ -2,23 +2,21 @@
 //! applies backpressure); nothing is buffered whole.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use super::access_log::AccessRecord;
 use super::cache::RecordingBody;
 use super::client_state::{ClientHandle, OpenRequest};
 use super::compress::CompressedBody;
-use super::request_body::RequestBody;
+use super::h1::ServerBody;
 use super::stall::StallTimer;
 use super::static_files::FileBody;
-use crate::upstream::{ActiveGuard, ServerState, Worker};
+use crate::upstream::ActiveGuard;
 
 /// A response body on its way to the client.
 #[derive(Debug)]
@@ -167,17 +165,51 @@ impl Body for LoggedBody {
 /// Error of a body sent to the client: the server's, or a stall we detected.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A server's response body. Holds the request's in-flight count on the server
-/// until the body ends, then returns the connection to the server's pool.
+/// A server's response body as it comes off the connection: read by our
+/// HTTP/1.1 client, or by hyper's (HTTP/2, and the forward proxy's destinations).
+#[derive(Debug)]
+pub enum ServerResponseBody {
+    /// HTTP/1.1: the body owns its connection and takes it back to the pool at its end.
+    Own(ServerBody),
+    /// hyper's.
+    Hyper(Incoming),
+}
+
+impl Body for ServerResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ServerResponseBody::Own(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            ServerResponseBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ServerResponseBody::Own(body) => body.is_end_stream(),
+            ServerResponseBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ServerResponseBody::Own(body) => body.size_hint(),
+            ServerResponseBody::Hyper(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A server's response body on its way to the client. Holds the request's
+/// in-flight count on the server until the body ends.
 ///
 /// A server that stops sending mid-body for `timeouts.server` is given up on: the
 /// client's response is cut (it cannot be turned into a 504 any more) and the server
 /// connection is dropped rather than pooled.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
-    /// An HTTP/1.1 connection goes back to its server's pool at the end.
-    release: Option<(SendRequest<RequestBody>, Arc<ServerState>, Worker)>,
+    inner: ServerResponseBody,
     _active: Option<ActiveGuard>,
     /// The access-log line, written when this body is dropped.
     access: Option<Box<AccessRecord>>,
@@ -192,25 +224,15 @@ pub struct UpstreamBody {
 pub struct BodyStalled(Duration);
 
 impl UpstreamBody {
-    /// Wraps `inner`; `sender` (HTTP/1.1) returns to `server`'s pool when the body
-    /// completes.
+    /// Wraps `inner`, holding `active` until it ends.
     pub fn new(
-        inner: Incoming,
-        sender: Option<SendRequest<RequestBody>>,
-        server: Arc<ServerState>,
-        worker: Worker,
+        inner: ServerResponseBody,
         active: ActiveGuard,
         access: Option<Box<AccessRecord>>,
         idle_limit: Duration,
     ) -> Self {
-        let mut body = UpstreamBody {
-            inner,
-            release: sender.map(|sender| (sender, server, worker)),
-            _active: Some(active),
-            access,
-            stall: StallTimer::new(idle_limit),
-            open: None,
-        };
+        let mut body =
+            UpstreamBody { inner, _active: Some(active), access, stall: StallTimer::new(idle_limit), open: None };
         if body.inner.is_end_stream() {
             body.finish();
         }
@@ -221,9 +243,6 @@ impl UpstreamBody {
         self._active = None;
         if let Some(access) = &mut self.access {
             access.complete = true;
-        }
-        if let Some((sender, server, worker)) = self.release.take() {
-            server.pool.put(worker, sender);
         }
     }
 }
@@ -236,7 +255,7 @@ impl Body for UpstreamBody {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if polled.is_pending() {
             if self.stall.stalled(cx) {
-                self.release = None;
+                // The server connection is dropped (closed) with this body.
                 return Poll::Ready(Some(Err(Box::new(BodyStalled(self.stall.limit())))));
             }
             return Poll::Pending;
@@ -248,11 +267,9 @@ impl Body for UpstreamBody {
         match &polled {
             Poll::Ready(None) => self.finish(),
             Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
-            // An error leaves the connection unusable: drop it instead of pooling it.
-            Poll::Ready(Some(Err(_))) => self.release = None,
             _ => {}
         }
-        polled.map(|frame| frame.map(|result| result.map_err(BodyError::from)))
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -10,6 +10,7 @@ pub mod compress;
 mod dormant;
 pub mod forward_proxy;
 mod framing;
+mod h1;
 mod headers;
 mod host;
 mod io;

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
 use super::access_log::AccessRecord;
-use super::body::{ResponseBody, UpstreamBody};
+use super::body::{ResponseBody, ServerResponseBody, UpstreamBody};
 use super::cache::{Class, Fill, HttpCache, Lookup};
 use super::client_state::ClientHandle;
 use super::compress;
@@ -361,7 +361,7 @@ impl ConnContext {
         method: http::Method,
         path: Option<PathAndQuery>,
     ) -> Response<ResponseBody> {
-        let Exchange { mut response, sender, server, active } = exchange;
+        let Exchange { mut response, server, active } = exchange;
         let member = &backend.members[server];
         let status = response.status();
         let elapsed = now.started.elapsed().as_secs_f64();
@@ -379,22 +379,21 @@ impl ConnContext {
             now.started,
         );
         if status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let server_upgrade = hyper::upgrade::on(&mut response);
+            let server_upgrade = match response.body_mut() {
+                ServerResponseBody::Own(body) => body.upgrade(),
+                ServerResponseBody::Hyper(_) => None,
+            };
+            if let (Some(client_upgrade), Some(server_upgrade)) = (client_upgrade, server_upgrade) {
                 self.client.upgraded();
-                tunnel::spawn(&self.tasks, Arc::clone(&now.frontend), client_upgrade, server_upgrade, sender, active);
+                tunnel::spawn(&self.tasks, Arc::clone(&now.frontend), client_upgrade, server_upgrade, active);
                 strip_hop_by_hop(response.headers_mut(), true);
                 drop(record);
                 return response.map(|_| ResponseBody::empty());
             }
         }
         strip_hop_by_hop(response.headers_mut(), false);
-        let state = Arc::clone(&member.state);
         let idle_limit = backend.timeouts.server;
-        let worker = self.worker;
-        response.map(|body| {
-            ResponseBody::Upstream(UpstreamBody::new(body, sender, state, worker, active, record, idle_limit))
-        })
+        response.map(|body| ResponseBody::Upstream(UpstreamBody::new(body, active, record, idle_limit)))
     }
 
     /// A forward-proxy request (absolute-form or CONNECT): out to the destination

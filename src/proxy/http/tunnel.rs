@@ -3,31 +3,21 @@
 
 use std::sync::Arc;
 
-use hyper::client::conn::http1::SendRequest;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use super::request_body::RequestBody;
+use super::h1::Upgraded;
 use crate::cluster::Frontend;
 use crate::proxy::copy::{pipe_io, Counted, Idle};
 use crate::upstream::ActiveGuard;
 
 /// Runs the tunnel in its own task, so the 101 reaches the client first.
-pub fn spawn(
-    tasks: &TaskTracker,
-    frontend: Arc<Frontend>,
-    client: OnUpgrade,
-    server: OnUpgrade,
-    sender: Option<SendRequest<RequestBody>>,
-    active: ActiveGuard,
-) {
+pub fn spawn(tasks: &TaskTracker, frontend: Arc<Frontend>, client: OnUpgrade, server: Upgraded, active: ActiveGuard) {
     tasks.spawn(async move {
-        // The server connection now belongs to the tunnel, never to the pool.
-        let _connection = sender;
         let _active = active;
-        let (client, server) = match tokio::try_join!(client, server) {
-            Ok(pair) => pair,
+        let client = match client.await {
+            Ok(client) => client,
             Err(err) => {
                 tracing::warn!(frontend = %frontend.name, error = %err, "upgrade failed");
                 return;
@@ -37,7 +27,7 @@ pub fn spawn(
         let idle = Idle::new(tunnel, tunnel);
         // Client bytes are already counted by the client socket wrapper.
         let (up, down) = (Counted::new(None), Counted::new(None));
-        if let Err(err) = pipe_io(TokioIo::new(client), TokioIo::new(server), &idle, &up, &down).await {
+        if let Err(err) = pipe_io(TokioIo::new(client), server, &idle, &up, &down).await {
             tracing::debug!(frontend = %frontend.name, error = %err, "tunnel ended");
         }
     });

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 
+use super::body::ServerResponseBody;
 use super::client_timer::ClientTimedOut;
-use super::request_body::RequestBody;
+use super::h1::{self, ServerConn, ServerIo};
+use super::request_body::{RequestBody, Upload};
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::connect::connect_server;
@@ -19,15 +19,13 @@ use crate::proxy::proxy_protocol::Endpoints;
 use crate::proxy::quick_ack::QuickAck;
 use crate::proxy::retry::{on_servers_preferring, Attempt};
 use crate::proxy::ProxyError;
-use crate::upstream::{ActiveGuard, Pooled, Worker};
+use crate::upstream::{ActiveGuard, Worker};
 
 /// A response head from a server, with what the body needs to finish the exchange.
 pub struct Exchange {
-    /// The server's response (body still streaming).
-    pub response: Response<Incoming>,
-    /// The HTTP/1.1 connection, to return to the pool when the body completes
-    /// (an HTTP/2 one stays shared in the pool meanwhile: `None`).
-    pub sender: Option<SendRequest<RequestBody>>,
+    /// The server's response (body still streaming; an HTTP/1.1 body takes its
+    /// connection back to the pool at its end).
+    pub response: Response<ServerResponseBody>,
     /// Index of the server in the backend.
     pub server: usize,
     /// In-flight count on the server, held until the response body completes.
@@ -61,7 +59,7 @@ pub async fn forward(
     // What failed after the request left may be sent again only from a copy kept
     // before it left: idempotent requests without a body, and only if asked for.
     let keep_copy = replayable && policy.after_send();
-    let (server, (response, sender, active)) =
+    let (server, (response, active)) =
         on_servers_preferring(backend, key, prefer, req, |member, active, req| async move {
             let spare = keep_copy.then(|| replay_copy(&req));
             match exchange(backend, member, active, req, replayable, name_server, worker, client).await {
@@ -77,7 +75,7 @@ pub async fn forward(
             }
         })
         .await?;
-    Ok(Exchange { response, sender, server, active })
+    Ok(Exchange { response, server, active })
 }
 
 /// A failure after the request left that `retry_on` lists: a reset (or a close
@@ -90,7 +88,7 @@ fn retried_after_send(policy: &crate::cluster::RetryPolicy, err: &ProxyError) ->
     }
 }
 
-pub(super) type Sent = (Response<Incoming>, Option<SendRequest<RequestBody>>, ActiveGuard);
+pub(super) type Sent = (Response<ServerResponseBody>, ActiveGuard);
 
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
@@ -112,29 +110,29 @@ async fn exchange(
         // exchange's, and every request's future would carry (and copy) their room.
         return Box::pin(super::upstream_h2::exchange(backend, member, active, req, replayable, worker, client)).await;
     }
-    // A send_proxy server's connections are never pooled (see `reusable`).
-    let pooled = match member.send_proxy {
-        None => member.state.pool.take::<SendRequest<RequestBody>>(worker),
-        Some(_) => None,
+    // A send_proxy server's connection named one client in its PROXY header: it
+    // carries that client's request alone, is never pooled, and closes once the
+    // response is read (or carries the tunnel, after a 101).
+    let home = member.send_proxy.is_none().then(|| (Arc::clone(&member.state), worker));
+    let pooled = match home {
+        Some(_) => member.state.pool.take::<ServerConn>(worker),
+        None => None,
     };
-    if let Some(sender) = pooled {
+    if let Some(conn) = pooled {
         // A replay copy only for requests that may be sent twice (no body, idempotent).
         let spare = replayable.then(|| replay_copy(&req));
-        match send(backend, member, sender, req).await {
-            Ok((response, sender)) => return Ok((response, Some(sender), active)),
+        match send_h1(backend, member, conn, req, home.clone()).await {
+            Ok(response) => return Ok((response, active)),
             Err(SendError::Unsent(back)) => req = *back,
             Err(SendError::Failed(err)) => req = replay_after(member, err, spare)?,
         }
     }
-    let sender = match Box::pin(connect(member, backend, Some(client))).await {
-        Ok(sender) => sender,
+    let conn = match Box::pin(connect(member, backend, Some(client))).await {
+        Ok(conn) => conn,
         Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
-    match send(backend, member, sender, req).await {
-        Ok((response, sender)) => {
-            let sender = reusable(member, &response, sender);
-            Ok((response, sender, active))
-        }
+    match send_h1(backend, member, conn, req, home).await {
+        Ok(response) => Ok((response, active)),
         Err(err) => Err(err.on_fresh(member)),
     }
 }
@@ -172,29 +170,70 @@ impl SendError {
     }
 }
 
+/// Resolves when the server has had its time (`timeouts.server`) without
+/// progress: counted while the upload is its turn and once the body is sent; a
+/// body waiting for the client is limited by `timeouts.client` instead.
+async fn server_time_out(backend: &Backend, upload: Option<Arc<Upload>>) {
+    let timeout = backend.timeouts.server;
+    match upload {
+        Some(upload) => upload.server_quiet(timeout).await,
+        None => tokio::time::sleep(timeout).await,
+    }
+}
+
+/// Sends `req` on an HTTP/1.1 connection and reads the response head, within
+/// the server's time; the body takes `conn` to `home` at its end.
+async fn send_h1(
+    backend: &Backend,
+    member: &Member,
+    conn: ServerConn,
+    req: Request<RequestBody>,
+    home: h1::Home,
+) -> Result<Response<ServerResponseBody>, SendError> {
+    let upload = req.body().start_upload();
+    let answered = tokio::select! {
+        biased;
+        answered = h1::send(conn, req, home) => answered,
+        () = server_time_out(backend, upload) => {
+            let timeout = backend.timeouts.server;
+            return Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout }));
+        }
+    };
+    match answered {
+        Ok(response) => {
+            member.state.requests_total.fetch_add(1, Relaxed);
+            Ok(response.map(ServerResponseBody::Own))
+        }
+        Err(h1::Sending::Unsent(req)) => Err(SendError::Unsent(req)),
+        Err(h1::Sending::Server(err)) => {
+            Err(SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: Box::new(err) }))
+        }
+        Err(h1::Sending::ClientBody(source)) => {
+            let timed_out = ClientTimedOut::caused(source.as_ref());
+            Err(SendError::Failed(ProxyError::ClientBody { timed_out, source }))
+        }
+    }
+}
+
+/// Sends `req` on a hyper connection (HTTP/2) and waits for the response head,
+/// within the server's time.
 pub(super) async fn send<S: TrySend>(
     backend: &Backend,
     member: &Member,
     mut sender: S,
     req: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, S), SendError> {
-    let timeout = backend.timeouts.server;
-    // The server's time counts while the upload is its turn and once the body is
-    // sent: a body waiting for the client is limited by `timeouts.client` instead.
     let upload = req.body().start_upload();
-    let deadline = async {
-        match upload {
-            Some(upload) => upload.server_quiet(timeout).await,
-            None => tokio::time::sleep(timeout).await,
-        }
-    };
     let answered = tokio::select! {
         biased;
         answered = sender.try_send(req) => Ok(answered),
-        () = deadline => Err(()),
+        () = server_time_out(backend, upload) => Err(()),
     };
     match answered {
-        Err(()) => Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout })),
+        Err(()) => {
+            let timeout = backend.timeouts.server;
+            Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout }))
+        }
         Ok(Ok(response)) => {
             member.state.requests_total.fetch_add(1, Relaxed);
             Ok((response, sender))
@@ -205,9 +244,9 @@ pub(super) async fn send<S: TrySend>(
                 let source = err.into_error();
                 // A failing request body is the client's doing, not the server's.
                 let failure = if source.is_user() {
-                    ProxyError::ClientBody { timed_out: ClientTimedOut::caused(&source), source }
+                    ProxyError::ClientBody { timed_out: ClientTimedOut::caused(&source), source: Box::new(source) }
                 } else {
-                    ProxyError::Upstream { server: member.name.clone(), source }
+                    ProxyError::Upstream { server: member.name.clone(), source: Box::new(source) }
                 };
                 Err(SendError::Failed(failure))
             }
@@ -216,18 +255,15 @@ pub(super) async fn send<S: TrySend>(
 }
 
 /// Opens a new HTTP/1.1 connection to `member` (over TLS if the backend says so).
-async fn connect(
-    member: &Member,
-    backend: &Backend,
-    client: Option<Endpoints>,
-) -> Result<SendRequest<RequestBody>, ProxyError> {
-    match open(member, backend, client).await? {
+async fn connect(member: &Member, backend: &Backend, client: Option<Endpoints>) -> Result<ServerConn, ProxyError> {
+    let io = match open(member, backend, client).await? {
         // ACK the server's segments at once: a server writing head and body apart
         // with Nagle on would otherwise wait for our delayed ACK (see `quick_ack`).
-        ServerStream::Plain(stream) => handshake(member, QuickAck::new(stream)).await,
+        ServerStream::Plain(stream) => ServerIo::Plain(QuickAck::new(stream)),
         // Beneath TLS the quick ACK cannot see the response head: plain I/O.
-        ServerStream::Tls(stream) => handshake(member, *stream).await,
-    }
+        ServerStream::Tls(stream) => ServerIo::Tls(stream),
+    };
+    Ok(ServerConn::new(io))
 }
 
 /// A connection to a server, before HTTP starts on it.
@@ -235,19 +271,6 @@ pub(super) enum ServerStream {
     Plain(tokio::net::TcpStream),
     /// Boxed: rustls's state is large.
     Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
-}
-
-/// What becomes of a fresh connection after its first response: kept for the
-/// pool, except a `send_proxy` server's, whose PROXY header named this request's
-/// client: no other client's request may go on it, so it is dropped (closed once
-/// the response is read), unless upgraded (the tunnel keeps it).
-fn reusable(
-    member: &Member,
-    response: &Response<Incoming>,
-    sender: SendRequest<RequestBody>,
-) -> Option<SendRequest<RequestBody>> {
-    let private = member.send_proxy.is_some() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS;
-    (!private).then_some(sender)
 }
 
 /// Connects to `member` (sending a `send_proxy` server the PROXY header naming
@@ -287,35 +310,6 @@ pub(super) trait TrySend {
     > + Send;
 }
 
-impl TrySend for SendRequest<RequestBody> {
-    fn try_send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> impl std::future::Future<
-        Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>,
-    > + Send {
-        self.try_send_request(req)
-    }
-}
-
-/// Starts HTTP/1.1 on a connected `stream` to `member`; the connection runs in its own task.
-async fn handshake<S>(member: &Member, stream: S) -> Result<SendRequest<RequestBody>, ProxyError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ProxyError::Upstream { server: member.name.clone(), source })?;
-    let server = Arc::clone(&member.state);
-    tokio::spawn(async move {
-        if let Err(err) = conn.with_upgrades().await {
-            tracing::debug!(server = %server.key.server, error = %err, "server connection ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
 fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
@@ -328,13 +322,4 @@ pub(super) fn replay_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
     copy
-}
-
-impl Pooled for SendRequest<RequestBody> {
-    fn is_ready(&self) -> bool {
-        SendRequest::is_ready(self)
-    }
-    fn is_closed(&self) -> bool {
-        SendRequest::is_closed(self)
-    }
 }

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use super::body::ServerResponseBody;
 use super::request_body::RequestBody;
 use super::upstream::{open, replay_after, replay_copy, send, Failure, SendError, ServerStream, TrySend};
 use crate::balance::Member;
@@ -52,7 +53,7 @@ pub(super) async fn exchange(
     // server closed it while idle): a request that may be sent twice goes again.
     let spare = (replayable && !fresh).then(|| replay_copy(&req));
     let req = match send_on(backend, member, sender, req).await {
-        Ok(response) => return Ok((response, None, active)),
+        Ok(response) => return Ok((response.map(ServerResponseBody::Hyper), active)),
         Err(SendError::Failed(err)) if !fresh => replay_after(member, err, spare)?,
         // Closed before taking the request: a new connection, unless this one was.
         Err(SendError::Unsent(req)) if !fresh => *req,
@@ -65,7 +66,7 @@ pub(super) async fn exchange(
     };
     member.state.pool.put(worker, sender.clone());
     match send_on(backend, member, sender, req).await {
-        Ok(response) => Ok((response, None, active)),
+        Ok(response) => Ok((response.map(ServerResponseBody::Hyper), active)),
         Err(err) => Err(err.on_fresh(member)),
     }
 }
@@ -147,7 +148,7 @@ fn for_h2(req: Request<RequestBody>, backend: &Backend, member: &Member) -> Requ
 
 /// Opens an HTTP/2 connection to `member`; it runs in its own task.
 async fn connect(member: &Member, backend: &Backend, client: Option<Endpoints>) -> Result<Shared, ProxyError> {
-    let handshake = |err| ProxyError::Upstream { server: member.name.clone(), source: err };
+    let handshake = |err: hyper::Error| ProxyError::Upstream { server: member.name.clone(), source: Box::new(err) };
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
     match open(member, backend, client).await? {
@@ -226,10 +227,10 @@ async fn unless_lost<T>(ended: &CancellationToken, sending: impl std::future::Fu
 }
 
 impl Pooled for Shared {
-    fn is_ready(&self) -> bool {
+    fn is_ready(&mut self) -> bool {
         self.sender.is_ready() && !self.ended.is_cancelled()
     }
-    fn is_closed(&self) -> bool {
+    fn is_closed(&mut self) -> bool {
         self.sender.is_closed() || self.ended.is_cancelled()
     }
 }

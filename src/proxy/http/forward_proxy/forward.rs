@@ -1,17 +1,15 @@
 //! Absolute-form requests: sent on a fresh connection to the host they name, in
 //! origin form, and the response streamed back.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::super::body::{ResponseBody, UpstreamBody};
+use super::super::body::{ResponseBody, ServerResponseBody, UpstreamBody};
 use super::super::headers::strip_hop_by_hop;
 use super::{dial::dial, dial_failed, reply, target, ForwardProxy};
-use crate::upstream::Worker;
 
 /// Forwards `req` (absolute form) to the host it names, if the rules admit it.
 pub async fn forward(
@@ -67,8 +65,7 @@ pub async fn forward(
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     let active = proxy.destinations.track_request();
-    // No sender: the connection is never pooled. `idle` bounds a stalled body.
-    let worker = Worker { index: 0, count: 1 };
-    let body = UpstreamBody::new(body, None, Arc::clone(&proxy.destinations), worker, active, None, idle);
+    // The connection is never pooled. `idle` bounds a stalled body.
+    let body = UpstreamBody::new(ServerResponseBody::Hyper(body), active, None, idle);
     Response::from_parts(parts, ResponseBody::Upstream(body))
 }

@@ -1,0 +1,186 @@
+//! One request on one connection, up to the response head: the head and body go
+//! out while the response is read, in the request's own task.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http::{Method, Request, Response};
+use http_body::Body;
+use tokio::io::AsyncWrite;
+use tokio_util::io::poll_read_buf;
+
+use super::body::{Home, ServerBody};
+use super::conn::ServerConn;
+use super::error::H1Error;
+use super::request::{self, BodyFraming};
+use super::response::{self, Asked};
+use crate::proxy::http::body::BodyError;
+use crate::proxy::http::request_body::RequestBody;
+
+/// Bytes asked of the socket per read of a response head.
+const HEAD_READ: usize = 4096;
+
+/// Why a request got no response head.
+#[derive(Debug)]
+pub enum Sending {
+    /// The connection failed before taking any byte of the request: here it is back.
+    Unsent(Box<Request<RequestBody>>),
+    /// The server broke the exchange (the request may have reached it).
+    Server(H1Error),
+    /// The client's request body failed on its way.
+    ClientBody(BodyError),
+}
+
+/// Sends `req` on `conn` and reads the response head. The body is sent as the
+/// client provides it; a response that comes before the whole body is taken
+/// (a server refusing an upload) ends the upload, and the connection is then
+/// not reused. The response body ends the exchange, sending `conn` to `home`.
+pub async fn send(
+    mut conn: ServerConn,
+    req: Request<RequestBody>,
+    home: Home,
+) -> Result<Response<ServerBody>, Sending> {
+    let (mut parts, body) = req.into_parts();
+    let asked =
+        Asked { head: parts.method == Method::HEAD, upgrade: parts.headers.contains_key(http::header::UPGRADE) };
+    let (head, framing) = request::encode(&mut parts, &body);
+    // The head's first write: failing before any byte, the request can go elsewhere.
+    let mut head = head;
+    match poll_fn(|cx| Pin::new(&mut conn.io).poll_write(cx, &head)).await {
+        Ok(written) if written > 0 => head.advance(written),
+        _ => return Err(Sending::Unsent(Box::new(Request::from_parts(parts, body)))),
+    }
+    let mut upload =
+        Upload { out: VecDeque::new(), body, framing, body_done: framing == BodyFraming::Empty, failed: None };
+    if !head.is_empty() {
+        upload.out.push_back(head);
+    }
+    let mut upload = Some(upload);
+    let head = poll_fn(|cx| {
+        if let Some(sending) = upload.as_mut() {
+            match sending.poll(&mut conn, cx) {
+                Poll::Ready(Ok(())) => upload = None,
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                Poll::Pending => {}
+            }
+        }
+        poll_head(&mut conn, asked, cx).map_err(|err| match upload.as_mut().and_then(|u| u.failed.take()) {
+            // No response after a failed write: the write's error says more.
+            Some(write_error) => Sending::Server(H1Error::Io(write_error)),
+            None => Sending::Server(err),
+        })
+    })
+    .await?;
+    // A response before the whole body went: the server will not read the rest
+    // as this request's, so the connection is not reused.
+    let keep_alive = head.keep_alive && upload.is_none();
+    Ok(head.response.map(|()| ServerBody::new(conn, head.framing, keep_alive, home)))
+}
+
+/// The request body on its way out: pieces to write, then more from the client.
+struct Upload {
+    out: VecDeque<Bytes>,
+    body: RequestBody,
+    framing: BodyFraming,
+    body_done: bool,
+    /// A write failed: the server may still have answered (and closed), so the
+    /// response is looked for before this is reported.
+    failed: Option<std::io::Error>,
+}
+
+impl Upload {
+    /// Writes what there is to write; `Ready(Ok)` once all of the body is out.
+    fn poll(&mut self, conn: &mut ServerConn, cx: &mut Context<'_>) -> Poll<Result<(), Sending>> {
+        if self.failed.is_some() {
+            return Poll::Pending;
+        }
+        loop {
+            // Take what the client has ready, so it goes out in one write.
+            while !self.body_done && self.out.len() < 8 {
+                match Pin::new(&mut self.body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        let Ok(data) = frame.into_data() else { continue };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        if self.framing == BodyFraming::Chunked {
+                            self.out.push_back(request::chunk_size_line(data.len()));
+                            self.out.push_back(data);
+                            self.out.push_back(Bytes::from_static(b"\r\n"));
+                        } else {
+                            self.out.push_back(data);
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if self.framing == BodyFraming::Chunked {
+                            self.out.push_back(Bytes::from_static(request::LAST_CHUNK));
+                        }
+                        self.body_done = true;
+                    }
+                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(Sending::ClientBody(err))),
+                    Poll::Pending => break,
+                }
+            }
+            if self.out.is_empty() {
+                if let Poll::Ready(Err(err)) = Pin::new(&mut conn.io).poll_flush(cx) {
+                    self.failed = Some(err);
+                    return Poll::Pending;
+                }
+                return if self.body_done { Poll::Ready(Ok(())) } else { Poll::Pending };
+            }
+            let mut slices = [IoSlice::new(&[]); 8];
+            let count = self.out.len().min(slices.len());
+            for (slice, piece) in slices.iter_mut().zip(self.out.iter()) {
+                *slice = IoSlice::new(piece);
+            }
+            match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) => {
+                    self.failed = Some(std::io::ErrorKind::WriteZero.into());
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(mut written)) => {
+                    while written > 0 {
+                        let Some(front) = self.out.front_mut() else { break };
+                        if written >= front.len() {
+                            written -= front.len();
+                            self.out.pop_front();
+                        } else {
+                            front.advance(written);
+                            written = 0;
+                        }
+                    }
+                }
+                Poll::Ready(Err(err)) => {
+                    self.failed = Some(err);
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Reads until the response head is complete.
+fn poll_head(conn: &mut ServerConn, asked: Asked, cx: &mut Context<'_>) -> Poll<Result<response::Head, H1Error>> {
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(head) = response::parse(&mut conn.buf, asked)? {
+                return Poll::Ready(Ok(head));
+            }
+        }
+        if conn.buf.capacity() - conn.buf.len() < HEAD_READ / 4 {
+            conn.buf.reserve(HEAD_READ);
+        }
+        match poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+            Poll::Ready(Ok(0)) if conn.buf.is_empty() => return Poll::Ready(Err(H1Error::ClosedBeforeResponse)),
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(H1Error::ClosedInHead)),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
