@@ -21,6 +21,8 @@ mod chunked;
 mod conn;
 mod error;
 mod exchange;
+#[cfg(test)]
+mod proptests;
 mod request;
 mod response;
 
