@@ -401,3 +401,53 @@ async fn requests_racing_a_dropped_http2_connection_are_sent_again_on_a_new_one(
     }
     assert!(accepted.load(Ordering::SeqCst) > 100, "the server's connections were dropped");
 }
+
+/// An h2c server with Nagle on (as by default; hyper-based servers such as
+/// tonic leave it on unless told) that sends each response's HEADERS first and
+/// its DATA a moment later, in a second write.
+async fn nagle_h2_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    // The body is not ready when the head goes: HEADERS are flushed alone.
+                    let later = futures_util::stream::once(async {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"late body")))
+                    });
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::StreamBody::new(later)))
+                });
+                let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http2_server_with_nagle_on_is_not_held_back_by_delayed_acks() {
+    let server = nagle_h2_server().await;
+    let lb = start(&config(server, "    protocol: h2c")).await;
+    let mut sender = client(lb.local_addr("web")).await;
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let started = std::time::Instant::now();
+        let req = Request::get("/").header("host", "test.local").body(http_body_util::Full::new(Bytes::new())).unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "late body");
+        times.push(started.elapsed());
+    }
+    let mut sorted = times.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    // A delayed ACK costs at least 40 ms; the server answers in about 1 ms.
+    assert!(
+        median < Duration::from_millis(20),
+        "median {median:?}: the server's DATA waited for our ACK. All: {times:?}"
+    );
+}

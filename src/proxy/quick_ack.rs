@@ -19,6 +19,12 @@
 //! body, but it fired after most responses with 1,000 busy clients and doubled
 //! the CPU per request there; that rarer case still waits for the delayed ACK.
 //!
+//! HTTP/2 servers do the same with frames: HEADERS written as soon as the
+//! response starts, DATA when the body is ready (hyper-based servers such as
+//! tonic leave Nagle on unless told). There the ACK is sent when a read ends
+//! exactly at the end of a HEADERS or DATA frame whose stream is still open:
+//! more of that response is to come, and it may be held back.
+//!
 //! The bytes are never changed: a wrong guess costs one ACK, never data.
 
 use std::io;
@@ -32,7 +38,64 @@ use tokio::net::TcpStream;
 #[derive(Debug)]
 pub struct QuickAck {
     stream: TcpStream,
-    head: Head,
+    follow: Follow,
+}
+
+/// What the server's bytes are followed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    /// HTTP/1.1 responses to our requests.
+    Http1(Head),
+    /// HTTP/2 frames.
+    Http2(Frames),
+}
+
+/// Progress through the server's HTTP/2 frames (RFC 9113 section 4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Frames {
+    /// Bytes of the current frame's 9-byte header read so far, and them.
+    header: [u8; 9],
+    have: u8,
+    /// Payload bytes of the current frame still to come.
+    payload_left: u32,
+    /// The last frame whose header was read leaves its stream open for more
+    /// of the response (HEADERS or DATA without END_STREAM, or CONTINUATION).
+    open: bool,
+}
+
+impl Frames {
+    const DATA: u8 = 0x0;
+    const HEADERS: u8 = 0x1;
+    const CONTINUATION: u8 = 0x9;
+    const END_STREAM: u8 = 0x1;
+
+    /// Follows `data` through the frames; true when it ends exactly at the end
+    /// of a frame after which that stream's response goes on.
+    fn read(&mut self, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            if self.payload_left > 0 {
+                let take = data.len().min(self.payload_left as usize);
+                self.payload_left -= take as u32;
+                data = &data[take..];
+                continue;
+            }
+            let take = data.len().min(9 - usize::from(self.have));
+            self.header[usize::from(self.have)..usize::from(self.have) + take].copy_from_slice(&data[..take]);
+            self.have += take as u8;
+            data = &data[take..];
+            if self.have == 9 {
+                self.have = 0;
+                let [a, b, c, kind, flags, ..] = self.header;
+                self.payload_left = u32::from_be_bytes([0, a, b, c]);
+                self.open = match kind {
+                    Frames::DATA | Frames::HEADERS => flags & Frames::END_STREAM == 0,
+                    Frames::CONTINUATION => self.open,
+                    _ => false,
+                };
+            }
+        }
+        self.have == 0 && self.payload_left == 0 && self.open
+    }
 }
 
 /// Progress through the head of the server's reply to our last write.
@@ -82,7 +145,12 @@ impl Head {
 impl QuickAck {
     /// Wraps a connected server stream.
     pub fn new(stream: TcpStream) -> Self {
-        Self { stream, head: Head::Done }
+        Self { stream, follow: Follow::Http1(Head::Done) }
+    }
+
+    /// Wraps a connected server stream that speaks HTTP/2.
+    pub fn http2(stream: TcpStream) -> Self {
+        Self { stream, follow: Follow::Http2(Frames::default()) }
     }
 
     /// The socket beneath.
@@ -100,15 +168,19 @@ impl QuickAck {
 
     /// Data was read: ACK it now if the server may be holding back the rest.
     fn on_data(&mut self, data: &[u8]) {
-        if self.head.read(data) {
+        let waiting = match &mut self.follow {
+            Follow::Http1(head) => head.read(data),
+            Follow::Http2(frames) => frames.read(data),
+        };
+        if waiting {
             self.ack_now();
         }
     }
 
     /// We wrote: that segment carries the ACK, and a new response head comes next.
     fn on_write(&mut self, written: usize) {
-        if written > 0 {
-            self.head = Head::Reading { seen: 0, matched: 0 };
+        if let (true, Follow::Http1(head)) = (written > 0, &mut self.follow) {
+            *head = Head::Reading { seen: 0, matched: 0 };
         }
     }
 }
@@ -163,7 +235,40 @@ impl AsyncWrite for QuickAck {
 
 #[cfg(test)]
 mod tests {
-    use super::Head;
+    use super::{Frames, Head};
+
+    /// An HTTP/2 frame header: `length` payload bytes follow.
+    fn frame(length: u32, kind: u8, flags: u8) -> Vec<u8> {
+        let mut bytes = length.to_be_bytes()[1..].to_vec();
+        bytes.extend_from_slice(&[kind, flags, 0, 0, 0, 1]);
+        bytes.extend(std::iter::repeat_n(b'x', length as usize));
+        bytes
+    }
+
+    #[test]
+    fn http2_wants_the_ack_when_a_read_ends_a_frame_of_an_open_stream() {
+        let headers = frame(20, Frames::HEADERS, 0x4);
+        let data_end = frame(5, Frames::DATA, Frames::END_STREAM);
+        let settings = frame(6, 0x4, 0);
+        let mut frames = Frames::default();
+        // Head alone: the body may be held back.
+        assert!(frames.read(&headers));
+        assert!(!frames.read(&data_end));
+        // Head and body in one read, settings: nothing waits.
+        let mut both = headers.clone();
+        both.extend_from_slice(&data_end);
+        assert!(!frames.read(&both));
+        assert!(!frames.read(&settings));
+        // Split anywhere: only the read that ends the HEADERS frame asks.
+        for cut in 1..headers.len() {
+            let mut frames = Frames::default();
+            assert!(!frames.read(&headers[..cut]), "cut at {cut}");
+            assert!(frames.read(&headers[cut..]), "cut at {cut}");
+        }
+        // A streamed body: each DATA frame of the open stream asks.
+        assert!(frames.read(&frame(3, Frames::DATA, 0)));
+        assert!(frames.read(&frame(0, Frames::CONTINUATION, 0x4)));
+    }
 
     fn reading() -> Head {
         Head::Reading { seen: 0, matched: 0 }

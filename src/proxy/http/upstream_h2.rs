@@ -21,6 +21,7 @@ use super::upstream::{open, replay_after, replay_copy, send, Failure, SendError,
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::proxy_protocol::Endpoints;
+use crate::proxy::quick_ack::QuickAck;
 use crate::proxy::ProxyError;
 use crate::upstream::{ActiveGuard, FailedConnect, Pooled, Worker};
 
@@ -153,6 +154,9 @@ async fn connect(member: &Member, backend: &Backend, client: Option<Endpoints>) 
     builder.timer(TokioTimer::new());
     match open(member, backend, client).await? {
         ServerStream::Plain(stream) => {
+            // ACK at once when the server may be holding back the rest of a
+            // response (its Nagle waiting for our delayed ACK, see `quick_ack`).
+            let stream = QuickAck::http2(stream);
             let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.map_err(handshake)?;
             Ok(Shared::run(sender, conn, member))
         }
