@@ -32,6 +32,9 @@ pub enum RequestBody {
         client_stall: StallTimer,
         /// Shared with the sender waiting for the response.
         upload: Arc<Upload>,
+        /// Data taken from `body` and given back (see [`RequestBody::unread`]):
+        /// it comes first.
+        unread: Option<Bytes>,
     },
     /// No body (replayed requests, health checks).
     Empty,
@@ -87,14 +90,27 @@ impl Upload {
 impl RequestBody {
     /// A body streamed from the client, failed after `client_limit` without bytes.
     pub fn client(body: Incoming, client_limit: Duration) -> Self {
-        RequestBody::Client { body, client_stall: StallTimer::new(client_limit), upload: Arc::new(Upload::new()) }
+        RequestBody::Client {
+            body,
+            client_stall: StallTimer::new(client_limit),
+            upload: Arc::new(Upload::new()),
+            unread: None,
+        }
+    }
+
+    /// Gives back `data`, taken from this body but not sent (the connection
+    /// failed before taking any of it): it is the first frame again.
+    pub fn unread(&mut self, data: Bytes) {
+        if let RequestBody::Client { unread, .. } = self {
+            *unread = Some(data);
+        }
     }
 
     /// Starts (or restarts, for another attempt) the server's clock on the body
     /// still to send; `None` when there is none.
     pub fn start_upload(&self) -> Option<Arc<Upload>> {
         match self {
-            RequestBody::Client { body, upload, .. } if !body.is_end_stream() => {
+            RequestBody::Client { body, upload, unread, .. } if unread.is_some() || !body.is_end_stream() => {
                 upload.progressed();
                 Some(Arc::clone(upload))
             }
@@ -108,9 +124,12 @@ impl Body for RequestBody {
     type Error = BodyError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let RequestBody::Client { body, client_stall, upload } = self.get_mut() else {
+        let RequestBody::Client { body, client_stall, upload, unread } = self.get_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(data) = unread.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Pending => {
                 // Only time spent waiting for the client counts against it (see
@@ -135,14 +154,23 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client { body, .. } => body.is_end_stream(),
+            RequestBody::Client { body, unread, .. } => unread.is_none() && body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client { body, .. } => body.size_hint(),
+            RequestBody::Client { body, unread: None, .. } => body.size_hint(),
+            RequestBody::Client { body, unread: Some(data), .. } => {
+                let hint = body.size_hint();
+                let mut with = SizeHint::new();
+                with.set_lower(hint.lower() + data.len() as u64);
+                if let Some(upper) = hint.upper() {
+                    with.set_upper(upper + data.len() as u64);
+                }
+                with
+            }
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

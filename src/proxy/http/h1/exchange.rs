@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http::{Method, Request, Response};
@@ -48,16 +48,29 @@ pub async fn send(
     let asked =
         Asked { head: parts.method == Method::HEAD, upgrade: parts.headers.contains_key(http::header::UPGRADE) };
     let (head, framing) = request::encode(&mut parts, &body);
-    // The head's first write: failing before any byte, the request can go elsewhere.
-    let mut head = head;
-    match poll_fn(|cx| Pin::new(&mut conn.io).poll_write(cx, &head)).await {
-        Ok(written) if written > 0 => head.advance(written),
-        _ => return Err(Sending::Unsent(Box::new(Request::from_parts(parts, body)))),
-    }
     let mut upload =
-        Upload { out: VecDeque::new(), body, framing, body_done: framing == BodyFraming::Empty, failed: None };
-    if !head.is_empty() {
-        upload.out.push_back(head);
+        Upload { out: VecDeque::from([head]), body, framing, body_done: framing == BodyFraming::Empty, failed: None };
+    // What of the body the client has sent already goes out with the head, in
+    // one write (a small upload is usually all there).
+    let first = match upload.body_done {
+        true => None,
+        false => match poll_fn(|cx| Poll::Ready(upload.take_frame(cx))).await {
+            Poll::Ready(Ok(data)) => data,
+            Poll::Ready(Err(err)) => return Err(Sending::ClientBody(err)),
+            Poll::Pending => None,
+        },
+    };
+    // The first write: failing before any byte, the request can go elsewhere,
+    // with what was taken of its body given back.
+    match poll_fn(|cx| upload.write_out(&mut conn, cx)).await {
+        Ok(written) if written > 0 => {}
+        _ => {
+            let mut body = upload.body;
+            if let Some(data) = first {
+                body.unread(data);
+            }
+            return Err(Sending::Unsent(Box::new(Request::from_parts(parts, body))));
+        }
     }
     let mut upload = Some(upload);
     let head = poll_fn(|cx| {
@@ -81,7 +94,8 @@ pub async fn send(
     Ok(head.response.map(|()| ServerBody::new(conn, head.framing, keep_alive, home)))
 }
 
-/// The request body on its way out: pieces to write, then more from the client.
+/// The request on its way out: pieces to write (the head first), then more of
+/// the body from the client.
 struct Upload {
     out: VecDeque<Bytes>,
     body: RequestBody,
@@ -92,7 +106,64 @@ struct Upload {
     failed: Option<std::io::Error>,
 }
 
+/// Pieces queued for one write at most.
+const MAX_PIECES: usize = 8;
+
 impl Upload {
+    /// Takes the body's next frame if the client has it ready, queued framed for
+    /// the wire; its data (to give back if none of it is sent), `Pending` if
+    /// the client has sent nothing more yet.
+    fn take_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, BodyError>> {
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let data = match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    // Trailers (not sent to an HTTP/1.1 server) and empty frames.
+                    _ => return Poll::Ready(Ok(None)),
+                };
+                if self.framing == BodyFraming::Chunked {
+                    self.out.push_back(request::chunk_size_line(data.len()));
+                    self.out.push_back(data.clone());
+                    self.out.push_back(Bytes::from_static(b"\r\n"));
+                } else {
+                    self.out.push_back(data.clone());
+                }
+                Poll::Ready(Ok(Some(data)))
+            }
+            Poll::Ready(None) => {
+                if self.framing == BodyFraming::Chunked {
+                    self.out.push_back(Bytes::from_static(request::LAST_CHUNK));
+                }
+                self.body_done = true;
+                Poll::Ready(Ok(None))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Err(err)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// One write of what is queued (up to `MAX_PIECES` pieces); how much went.
+    fn write_out(&mut self, conn: &mut ServerConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); MAX_PIECES];
+        let count = self.out.len().min(MAX_PIECES);
+        for (slice, piece) in slices.iter_mut().zip(self.out.iter()) {
+            *slice = IoSlice::new(piece);
+        }
+        let written = ready!(Pin::new(&mut conn.io).poll_write_vectored(cx, &slices[..count]))?;
+        let mut left = written;
+        while left > 0 {
+            let Some(front) = self.out.front_mut() else { break };
+            if left >= front.len() {
+                left -= front.len();
+                self.out.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+        Poll::Ready(Ok(written))
+    }
+
     /// Writes what there is to write; `Ready(Ok)` once all of the body is out.
     fn poll(&mut self, conn: &mut ServerConn, cx: &mut Context<'_>) -> Poll<Result<(), Sending>> {
         if self.failed.is_some() {
@@ -100,28 +171,10 @@ impl Upload {
         }
         loop {
             // Take what the client has ready, so it goes out in one write.
-            while !self.body_done && self.out.len() < 8 {
-                match Pin::new(&mut self.body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        let Ok(data) = frame.into_data() else { continue };
-                        if data.is_empty() {
-                            continue;
-                        }
-                        if self.framing == BodyFraming::Chunked {
-                            self.out.push_back(request::chunk_size_line(data.len()));
-                            self.out.push_back(data);
-                            self.out.push_back(Bytes::from_static(b"\r\n"));
-                        } else {
-                            self.out.push_back(data);
-                        }
-                    }
-                    Poll::Ready(None) => {
-                        if self.framing == BodyFraming::Chunked {
-                            self.out.push_back(Bytes::from_static(request::LAST_CHUNK));
-                        }
-                        self.body_done = true;
-                    }
-                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(Sending::ClientBody(err))),
+            while !self.body_done && self.out.len() < MAX_PIECES {
+                match self.take_frame(cx) {
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(Sending::ClientBody(err))),
                     Poll::Pending => break,
                 }
             }
@@ -132,28 +185,12 @@ impl Upload {
                 }
                 return if self.body_done { Poll::Ready(Ok(())) } else { Poll::Pending };
             }
-            let mut slices = [IoSlice::new(&[]); 8];
-            let count = self.out.len().min(slices.len());
-            for (slice, piece) in slices.iter_mut().zip(self.out.iter()) {
-                *slice = IoSlice::new(piece);
-            }
-            match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices[..count]) {
+            match self.write_out(conn, cx) {
                 Poll::Ready(Ok(0)) => {
                     self.failed = Some(std::io::ErrorKind::WriteZero.into());
                     return Poll::Pending;
                 }
-                Poll::Ready(Ok(mut written)) => {
-                    while written > 0 {
-                        let Some(front) = self.out.front_mut() else { break };
-                        if written >= front.len() {
-                            written -= front.len();
-                            self.out.pop_front();
-                        } else {
-                            front.advance(written);
-                            written = 0;
-                        }
-                    }
-                }
+                Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(err)) => {
                     self.failed = Some(err);
                     return Poll::Pending;
