@@ -14,7 +14,9 @@
 //! next request (measured on loopback with small responses: one more segment
 //! and ~15% more CPU per request), so it is set only when a read leaves the
 //! response head incomplete or ends exactly at its end (the body, if any, is
-//! still to come: the head/body split). A timer that ACKed whatever else was
+//! still to come: the head/body split). Our HTTP/1.1 client parses the head
+//! itself, so it says when (`QuickAck::ack_now`, see `proxy::http::h1`). A timer
+//! that ACKed whatever else was
 //! left unacknowledged for 2 ms also caught a server holding back the rest of a
 //! body, but it fired after most responses with 1,000 busy clients and doubled
 //! the CPU per request there; that rarer case still waits for the delayed ACK.
@@ -29,7 +31,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -44,8 +46,8 @@ pub struct QuickAck {
 /// What the server's bytes are followed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Follow {
-    /// HTTP/1.1 responses to our requests.
-    Http1(Head),
+    /// HTTP/1.1: the owner, who parses the responses, says when.
+    Told,
     /// HTTP/2 frames.
     Http2(Frames),
 }
@@ -98,54 +100,10 @@ impl Frames {
     }
 }
 
-/// Progress through the head of the server's reply to our last write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Head {
-    /// Past the head, or the reply is not an HTTP response head (a tunnel).
-    Done,
-    /// `seen` bytes of a head read so far, the last `matched` of them its final CRLFCRLF.
-    Reading { seen: usize, matched: u8 },
-}
-
-const HEAD_START: &[u8] = b"HTTP/";
-const HEAD_END: &[u8] = b"\r\n\r\n";
-
-impl Head {
-    /// Follows `data` through the head; true when the server may be holding
-    /// back the rest of the response: the head is incomplete, or `data` ends
-    /// exactly where the head does.
-    fn read(&mut self, data: &[u8]) -> bool {
-        let Head::Reading { seen, mut matched } = *self else { return false };
-        for (i, &byte) in data.iter().enumerate() {
-            if HEAD_START.get(seen + i).is_some_and(|&expected| byte != expected) {
-                *self = Head::Done;
-                return false;
-            }
-            matched = match byte {
-                b'\r' if matched == 2 => 3,
-                b'\r' => 1,
-                b'\n' if matched == 1 || matched == 3 => matched + 1,
-                _ => 0,
-            };
-            if usize::from(matched) == HEAD_END.len() {
-                if i + 1 < data.len() {
-                    *self = Head::Done;
-                    return false;
-                }
-                // The body comes next, or the final head after an interim (1xx) one.
-                *self = Head::Reading { seen: 0, matched: 0 };
-                return true;
-            }
-        }
-        *self = Head::Reading { seen: seen + data.len(), matched };
-        true
-    }
-}
-
 impl QuickAck {
-    /// Wraps a connected server stream.
+    /// Wraps a connected server stream whose owner says when to ACK ([`QuickAck::ack_now`]).
     pub fn new(stream: TcpStream) -> Self {
-        Self { stream, follow: Follow::Http1(Head::Done) }
+        Self { stream, follow: Follow::Told }
     }
 
     /// Wraps a connected server stream that speaks HTTP/2.
@@ -158,8 +116,9 @@ impl QuickAck {
         &self.stream
     }
 
-    /// Sends the pending ACK now (if any) and leaves delayed-ACK mode.
-    fn ack_now(&mut self) {
+    /// Sends the pending ACK now (if any) and leaves delayed-ACK mode: for an
+    /// owner that knows the server may be waiting for it.
+    pub fn ack_now(&mut self) {
         #[cfg(target_os = "linux")]
         if let Err(err) = socket2::SockRef::from(&self.stream).set_quickack(true) {
             tracing::trace!(%err, "cannot set TCP_QUICKACK");
@@ -168,19 +127,10 @@ impl QuickAck {
 
     /// Data was read: ACK it now if the server may be holding back the rest.
     fn on_data(&mut self, data: &[u8]) {
-        let waiting = match &mut self.follow {
-            Follow::Http1(head) => head.read(data),
-            Follow::Http2(frames) => frames.read(data),
-        };
-        if waiting {
-            self.ack_now();
-        }
-    }
-
-    /// We wrote: that segment carries the ACK, and a new response head comes next.
-    fn on_write(&mut self, written: usize) {
-        if let (true, Follow::Http1(head)) = (written > 0, &mut self.follow) {
-            *head = Head::Reading { seen: 0, matched: 0 };
+        if let Follow::Http2(frames) = &mut self.follow {
+            if frames.read(data) {
+                self.ack_now();
+            }
         }
     }
 }
@@ -204,9 +154,7 @@ impl AsyncRead for QuickAck {
 impl AsyncWrite for QuickAck {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.stream).poll_write(cx, buf))?;
-        this.on_write(written);
-        Poll::Ready(Ok(written))
+        Pin::new(&mut this.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -215,9 +163,7 @@ impl AsyncWrite for QuickAck {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.stream).poll_write_vectored(cx, bufs))?;
-        this.on_write(written);
-        Poll::Ready(Ok(written))
+        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -235,7 +181,7 @@ impl AsyncWrite for QuickAck {
 
 #[cfg(test)]
 mod tests {
-    use super::{Frames, Head};
+    use super::Frames;
 
     /// An HTTP/2 frame header: `length` payload bytes follow.
     fn frame(length: u32, kind: u8, flags: u8) -> Vec<u8> {
@@ -268,60 +214,5 @@ mod tests {
         // A streamed body: each DATA frame of the open stream asks.
         assert!(frames.read(&frame(3, Frames::DATA, 0)));
         assert!(frames.read(&frame(0, Frames::CONTINUATION, 0x4)));
-    }
-
-    fn reading() -> Head {
-        Head::Reading { seen: 0, matched: 0 }
-    }
-
-    #[test]
-    fn a_read_ending_with_the_head_wants_the_ack_now() {
-        let mut head = reading();
-        assert!(head.read(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"));
-        // The body follows: not a head.
-        assert!(!head.read(b"hello"));
-        assert_eq!(head, Head::Done);
-    }
-
-    #[test]
-    fn a_head_split_anywhere_wants_the_ack_until_it_ends() {
-        let whole = b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n";
-        for cut in 1..whole.len() {
-            let mut head = reading();
-            assert!(head.read(&whole[..cut]), "cut at {cut}");
-            assert!(head.read(&whole[cut..]), "cut at {cut}");
-            assert!(!head.read(b"body"), "cut at {cut}");
-        }
-        let mut head = reading();
-        for byte in whole {
-            assert!(head.read(&[*byte]));
-        }
-    }
-
-    #[test]
-    fn head_and_body_in_one_read_need_no_ack_now() {
-        let mut head = reading();
-        assert!(!head.read(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
-        assert_eq!(head, Head::Done);
-        assert!(!head.read(b"HTTP/1.1 200 OK\r\n\r\n"), "past the head until our next write");
-    }
-
-    #[test]
-    fn an_interim_head_then_the_final_one() {
-        let mut head = reading();
-        assert!(head.read(b"HTTP/1.1 100 Continue\r\n\r\n"));
-        assert!(head.read(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"));
-        assert!(!head.read(b"x"));
-    }
-
-    #[test]
-    fn bytes_that_are_no_response_head_are_not_scanned() {
-        let mut head = reading();
-        assert!(!head.read(b"\x81\x05hello\r\n\r\n"));
-        assert_eq!(head, Head::Done);
-        let mut head = reading();
-        assert!(head.read(b"HTT"));
-        assert!(!head.read(b"Q/1.1 200 OK\r\n\r\n"));
-        assert!(!Head::Done.read(b"HTTP/1.1 200 OK\r\n\r\n"));
     }
 }

@@ -22,6 +22,15 @@ pub enum ServerIo {
 }
 
 impl ServerIo {
+    /// ACKs what was read at once: the server may be holding back the rest of
+    /// its response until it is (see `quick_ack`). Beneath TLS the response head
+    /// cannot be told from the records it came in: nothing.
+    pub(super) fn ack_now(&mut self) {
+        if let ServerIo::Plain(stream) = self {
+            stream.ack_now();
+        }
+    }
+
     fn tcp(&self) -> &TcpStream {
         match self {
             ServerIo::Plain(stream) => stream.tcp(),

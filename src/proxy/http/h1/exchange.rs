@@ -201,12 +201,24 @@ impl Upload {
     }
 }
 
-/// Reads until the response head is complete.
+/// Reads until the response head is complete. A read that leaves the head
+/// incomplete, or ends exactly where it does with a body still to come, is
+/// ACKed at once: a server writing its response in pieces with Nagle on holds
+/// the next piece until then (see `quick_ack`).
 fn poll_head(conn: &mut ServerConn, asked: Asked, cx: &mut Context<'_>) -> Poll<Result<response::Head, H1Error>> {
+    let mut unacked = false;
     loop {
         if !conn.buf.is_empty() {
-            if let Some(head) = response::parse(&mut conn.buf, asked)? {
-                return Poll::Ready(Ok(head));
+            match response::parse(&mut conn.buf, asked)? {
+                Some(head) => {
+                    if unacked && conn.buf.is_empty() && head.framing.has_body() {
+                        conn.io.ack_now();
+                    }
+                    return Poll::Ready(Ok(head));
+                }
+                // The next read either waits (and this ACK went) or brings more.
+                None if unacked => conn.io.ack_now(),
+                None => {}
             }
         }
         if conn.buf.capacity() - conn.buf.len() < HEAD_READ / 4 {
@@ -215,7 +227,7 @@ fn poll_head(conn: &mut ServerConn, asked: Asked, cx: &mut Context<'_>) -> Poll<
         match poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
             Poll::Ready(Ok(0)) if conn.buf.is_empty() => return Poll::Ready(Err(H1Error::ClosedBeforeResponse)),
             Poll::Ready(Ok(0)) => return Poll::Ready(Err(H1Error::ClosedInHead)),
-            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Ok(_)) => unacked = true,
             Poll::Ready(Err(err)) => return Poll::Ready(Err(err.into())),
             Poll::Pending => return Poll::Pending,
         }

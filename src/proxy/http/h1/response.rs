@@ -28,6 +28,13 @@ pub(super) enum Framing {
     Upgrade,
 }
 
+impl Framing {
+    /// Bytes of a body follow the head (possibly none, for a body until close).
+    pub(super) fn has_body(self) -> bool {
+        matches!(self, Framing::Length(1..) | Framing::Chunked | Framing::UntilClose)
+    }
+}
+
 /// A parsed response head.
 #[derive(Debug)]
 pub(super) struct Head {
