@@ -48,8 +48,8 @@ pub async fn send(
     let asked =
         Asked { head: parts.method == Method::HEAD, upgrade: parts.headers.contains_key(http::header::UPGRADE) };
     let (head, framing) = request::encode(&mut parts, &body);
-    let mut upload =
-        Upload { out: VecDeque::from([head]), body, framing, body_done: framing == BodyFraming::Empty, failed: None };
+    let body_done = framing == BodyFraming::Empty;
+    let mut upload = Upload { head, out: VecDeque::new(), body, framing, body_done, failed: None };
     // What of the body the client has sent already goes out with the head, in
     // one write (a small upload is usually all there).
     let first = match upload.body_done {
@@ -94,9 +94,12 @@ pub async fn send(
     Ok(head.response.map(|()| ServerBody::new(conn, head.framing, keep_alive, home)))
 }
 
-/// The request on its way out: pieces to write (the head first), then more of
-/// the body from the client.
+/// The request on its way out: the head, the body's pieces to write, then more
+/// of the body from the client.
 struct Upload {
+    /// What is left of the head to write.
+    head: Bytes,
+    /// Pieces of the body to write (allocated only for a request with a body).
     out: VecDeque<Bytes>,
     body: RequestBody,
     framing: BodyFraming,
@@ -142,15 +145,25 @@ impl Upload {
         }
     }
 
-    /// One write of what is queued (up to `MAX_PIECES` pieces); how much went.
+    /// Nothing is waiting to be written.
+    fn written(&self) -> bool {
+        self.head.is_empty() && self.out.is_empty()
+    }
+
+    /// One write of what is queued (the head and up to `MAX_PIECES` pieces);
+    /// how much went.
     fn write_out(&mut self, conn: &mut ServerConn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        let mut slices = [IoSlice::new(&[]); MAX_PIECES];
-        let count = self.out.len().min(MAX_PIECES);
-        for (slice, piece) in slices.iter_mut().zip(self.out.iter()) {
+        let mut slices = [IoSlice::new(&[]); MAX_PIECES + 1];
+        let head = usize::from(!self.head.is_empty());
+        slices[0] = IoSlice::new(&self.head);
+        let count = head + self.out.len().min(MAX_PIECES);
+        for (slice, piece) in slices[head..].iter_mut().zip(self.out.iter()) {
             *slice = IoSlice::new(piece);
         }
         let written = ready!(Pin::new(&mut conn.io).poll_write_vectored(cx, &slices[..count]))?;
-        let mut left = written;
+        let from_head = written.min(self.head.len());
+        self.head.advance(from_head);
+        let mut left = written - from_head;
         while left > 0 {
             let Some(front) = self.out.front_mut() else { break };
             if left >= front.len() {
@@ -178,7 +191,7 @@ impl Upload {
                     Poll::Pending => break,
                 }
             }
-            if self.out.is_empty() {
+            if self.written() {
                 if let Poll::Ready(Err(err)) = Pin::new(&mut conn.io).poll_flush(cx) {
                     self.failed = Some(err);
                     return Poll::Pending;
