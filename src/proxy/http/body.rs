@@ -163,7 +163,7 @@ impl Body for LoggedBody {
 }
 
 /// Error of a body sent to the client: the server's, or a stall we detected.
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub type BodyError = crate::proxy::error::BoxError;
 
 /// A server's response body as it comes off the connection: read by our
 /// HTTP/1.1 client, or by hyper's (HTTP/2, and the forward proxy's destinations).

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 
 use super::body::ServerResponseBody;
 use super::client_timer::ClientTimedOut;
@@ -15,6 +14,7 @@ use super::request_body::{RequestBody, Upload};
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::connect::connect_server;
+use crate::proxy::error::BoxError;
 use crate::proxy::proxy_protocol::Endpoints;
 use crate::proxy::quick_ack::QuickAck;
 use crate::proxy::retry::{on_servers_preferring, Attempt};
@@ -181,6 +181,33 @@ async fn server_time_out(backend: &Backend, upload: Option<Arc<Upload>>) {
     }
 }
 
+/// Runs `sending` (a request's exchange up to its response head) within the
+/// server's time; a response is counted on the server.
+pub(super) async fn within_server_time<T>(
+    backend: &Backend,
+    member: &Member,
+    upload: Option<Arc<Upload>>,
+    sending: impl std::future::Future<Output = Result<T, SendError>>,
+) -> Result<T, SendError> {
+    let answered = tokio::select! {
+        biased;
+        answered = sending => answered,
+        () = server_time_out(backend, upload) => {
+            let timeout = backend.timeouts.server;
+            return Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout }));
+        }
+    };
+    if answered.is_ok() {
+        member.state.requests_total.fetch_add(1, Relaxed);
+    }
+    answered
+}
+
+/// The client's request body failed on its way: the client's doing, not the server's.
+pub(super) fn client_body_failed(source: BoxError) -> ProxyError {
+    ProxyError::ClientBody { timed_out: ClientTimedOut::caused(source.as_ref()), source }
+}
+
 /// Sends `req` on an HTTP/1.1 connection and reads the response head, within
 /// the server's time; the body takes `conn` to `home` at its end.
 async fn send_h1(
@@ -191,67 +218,17 @@ async fn send_h1(
     home: h1::Home,
 ) -> Result<Response<ServerResponseBody>, SendError> {
     let upload = req.body().start_upload();
-    let answered = tokio::select! {
-        biased;
-        answered = h1::send(conn, req, home) => answered,
-        () = server_time_out(backend, upload) => {
-            let timeout = backend.timeouts.server;
-            return Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout }));
-        }
-    };
-    match answered {
-        Ok(response) => {
-            member.state.requests_total.fetch_add(1, Relaxed);
-            Ok(response.map(ServerResponseBody::Own))
-        }
-        Err(h1::Sending::Unsent(req)) => Err(SendError::Unsent(req)),
-        Err(h1::Sending::Server(err)) => {
-            Err(SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: Box::new(err) }))
-        }
-        Err(h1::Sending::ClientBody(source)) => {
-            let timed_out = ClientTimedOut::caused(source.as_ref());
-            Err(SendError::Failed(ProxyError::ClientBody { timed_out, source }))
-        }
-    }
-}
-
-/// Sends `req` on a hyper connection (HTTP/2) and waits for the response head,
-/// within the server's time.
-pub(super) async fn send<S: TrySend>(
-    backend: &Backend,
-    member: &Member,
-    mut sender: S,
-    req: Request<RequestBody>,
-) -> Result<(Response<Incoming>, S), SendError> {
-    let upload = req.body().start_upload();
-    let answered = tokio::select! {
-        biased;
-        answered = sender.try_send(req) => Ok(answered),
-        () = server_time_out(backend, upload) => Err(()),
-    };
-    match answered {
-        Err(()) => {
-            let timeout = backend.timeouts.server;
-            Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout }))
-        }
-        Ok(Ok(response)) => {
-            member.state.requests_total.fetch_add(1, Relaxed);
-            Ok((response, sender))
-        }
-        Ok(Err(mut err)) => match err.take_message() {
-            Some(unsent) => Err(SendError::Unsent(Box::new(unsent))),
-            None => {
-                let source = err.into_error();
-                // A failing request body is the client's doing, not the server's.
-                let failure = if source.is_user() {
-                    ProxyError::ClientBody { timed_out: ClientTimedOut::caused(&source), source: Box::new(source) }
-                } else {
-                    ProxyError::Upstream { server: member.name.clone(), source: Box::new(source) }
-                };
-                Err(SendError::Failed(failure))
+    let sending = async {
+        h1::send(conn, req, home).await.map_err(|failure| match failure {
+            h1::Sending::Unsent(req) => SendError::Unsent(req),
+            h1::Sending::Server(err) => {
+                SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: Box::new(err) })
             }
-        },
-    }
+            h1::Sending::ClientBody(source) => SendError::Failed(client_body_failed(source)),
+        })
+    };
+    let response = within_server_time(backend, member, upload, sending).await?;
+    Ok(response.map(ServerResponseBody::Own))
 }
 
 /// Opens a new HTTP/1.1 connection to `member` (over TLS if the backend says so).
@@ -297,17 +274,6 @@ pub(super) async fn open(
         Ok(Err(source)) => Err(failed(source)),
         Err(_) => Err(failed(std::io::ErrorKind::TimedOut.into())),
     }
-}
-
-/// Sends a request on a connection that may turn out closed before taking it.
-pub(super) trait TrySend {
-    /// hyper's `try_send_request`: an unsent request comes back in the error.
-    fn try_send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> impl std::future::Future<
-        Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>,
-    > + Send;
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::ServerResponseBody;
 use super::request_body::RequestBody;
-use super::upstream::{open, replay_after, replay_copy, send, Failure, SendError, ServerStream, TrySend};
+use super::upstream::{
+    client_body_failed, open, replay_after, replay_copy, within_server_time, Failure, SendError, ServerStream,
+};
 use crate::balance::Member;
 use crate::cluster::Backend;
 use crate::proxy::proxy_protocol::Endpoints;
@@ -206,13 +208,28 @@ impl Shared {
 async fn send_on(
     backend: &Backend,
     member: &Member,
-    conn: Shared,
+    mut conn: Shared,
     req: Request<RequestBody>,
 ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
-    let ended = conn.ended.clone();
-    match unless_lost(&ended, send(backend, member, conn, req)).await {
-        Some(sent) => sent.map(|(response, _)| response),
+    let upload = req.body().start_upload();
+    let sending = async { conn.sender.try_send_request(req).await.map_err(|err| send_failed(member, err)) };
+    match unless_lost(&conn.ended.clone(), within_server_time(backend, member, upload, sending)).await {
+        Some(sent) => sent,
         None => Err(SendError::Failed(ProxyError::ServerLost { server: member.name.clone() })),
+    }
+}
+
+/// What hyper's failure to send says: the request back if it never left, else
+/// whose fault it was (a failing request body is the client's).
+fn send_failed(member: &Member, mut err: hyper::client::conn::TrySendError<Request<RequestBody>>) -> SendError {
+    if let Some(unsent) = err.take_message() {
+        return SendError::Unsent(Box::new(unsent));
+    }
+    let source = err.into_error();
+    if source.is_user() {
+        SendError::Failed(client_body_failed(Box::new(source)))
+    } else {
+        SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: Box::new(source) })
     }
 }
 
@@ -236,17 +253,6 @@ impl Pooled for Shared {
     }
     fn is_closed(&mut self) -> bool {
         self.sender.is_closed() || self.ended.is_cancelled()
-    }
-}
-
-impl TrySend for Shared {
-    fn try_send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> impl std::future::Future<
-        Output = Result<http::Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>>,
-    > + Send {
-        self.sender.try_send_request(req)
     }
 }
 

@@ -96,6 +96,9 @@ fn header_line() -> impl Strategy<Value = (String, String)> {
 }
 
 proptest! {
+    // Like the other property tests: no regression files beside the sources.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
     #[test]
     fn a_response_reads_the_same_however_it_is_split(
         status in 200u16..600,

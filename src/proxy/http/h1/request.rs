@@ -19,9 +19,10 @@ pub(super) enum BodyFraming {
 }
 
 /// Decides the body's framing, setting `Content-Length` or `Transfer-Encoding`
-/// as it needs, and writes the head. The client's own framing header stands
-/// when it has one (its body is checked against it on the way in); a body of
-/// known size gets a length, any other one is chunked.
+/// as it needs, and writes the head. The client's `Content-Length` stands when
+/// it has one (its body is checked against it on the way in); a body of known
+/// size gets a length, any other one is chunked. `Transfer-Encoding` is
+/// hop-by-hop: only ours goes out.
 pub(super) fn encode(parts: &mut Parts, body: &RequestBody) -> (Bytes, BodyFraming) {
     let framing = frame(parts, body);
     let headers = &parts.headers;
@@ -49,16 +50,9 @@ pub(super) fn encode(parts: &mut Parts, body: &RequestBody) -> (Bytes, BodyFrami
 
 fn frame(parts: &mut Parts, body: &RequestBody) -> BodyFraming {
     let headers = &mut parts.headers;
+    headers.remove(header::TRANSFER_ENCODING);
     if body.is_end_stream() {
-        headers.remove(header::TRANSFER_ENCODING);
         return BodyFraming::Empty;
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // The service strips the client's own (hop-by-hop); one set by another
-        // caller can only mean chunked here, the one coding we frame with.
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        headers.remove(header::CONTENT_LENGTH);
-        return BodyFraming::Chunked;
     }
     if headers.contains_key(header::CONTENT_LENGTH) {
         return BodyFraming::Length;
