@@ -20,11 +20,13 @@ that: nginx (`alias`, sendfile on) and Fulcrum (a `static:` route) serving the s
 directory, a 4 KiB file (wrk) and a 64 MiB file (curl). With CACHE (default), last:
 cache hits on a 4 KiB answer of the nginx backend (`expires 1h`) through nginx
 (`proxy_cache`) and Fulcrum (`cache:`), and Fulcrum's `respond` route with the same
-body, the yardstick of issue #16's goal.
+body, the yardstick of issue #16's goal. With INSTR (default): each proxy alone under
+valgrind's callgrind, the user-space instructions per proxied request.
 Prints the tables, Fulcrum's ratios and the goals of issues #12, #14 and #16, of TLS
 termination and of static files.
 """
 
+import glob
 import http.client
 import os
 import re
@@ -95,6 +97,13 @@ STATIC_SECS = int(ENV("STATIC_SECS", "5"))
 # Fulcrum's `respond` route with the same 4 KiB, the goal's yardstick. 0: skipped.
 CACHE = ENV("CACHE", "1") == "1"
 CACHE_SECS = int(ENV("CACHE_SECS", "5"))
+# 1: the instructions row: each proxy alone (one worker, plain HTTP, the load set's
+# config and forwarding headers) under valgrind's callgrind, and the user-space
+# instructions it executes per proxied request over INSTR_SECS of wrk -t1 -c16,
+# counted after a warm-up. Unlike req/s and CPU time this does not move with the
+# machine's load: small changes to the per-request work show. 0: skipped.
+INSTR = ENV("INSTR", "1") == "1"
+INSTR_SECS = int(ENV("INSTR_SECS", "4"))
 BENCH_DIR = ENV("BENCH_DIR")                  # temp dir made by run.sh (it cleans up)
 
 for w in PROXY_THREADS + MEMORY_THREADS:
@@ -157,6 +166,9 @@ CACHE_PORTS = {"nginx": 18721, "fulcrum": 18723}
 CACHE_BODY = 4096            # bytes of /cached.css and /respond
 CACHE_CLIENTS = 64           # wrk connections
 CACHE_ROWS = (("nginx", "/cached.css"), ("fulcrum", "/cached.css"), ("fulcrum", "/respond"))
+
+# The instructions row: (http, tcp) of each proxy under callgrind.
+INSTR_PORTS = {"haproxy": (18731, 18741), "nginx": (18732, 18742), "fulcrum": (18733, 18743)}
 
 
 def tls_port(name, setting_index):
@@ -641,6 +653,8 @@ def ports_free():
         ports += [*STATIC_PORTS.values(), STATIC_NGINX_OFC_PORT]
     if CACHE:
         ports += list(CACHE_PORTS.values())
+    if INSTR:
+        ports += [p for pair in INSTR_PORTS.values() for p in pair]
     busy = []
     for port in ports:
         try:
@@ -1254,6 +1268,52 @@ def memory_run(tmp, log, name, workers, scenario, run_index, count):
     return out
 
 
+def instructions_row(tmp, log):
+    """User-space instructions per proxied request for each proxy, counted by
+    callgrind (see INSTR); {name: instructions}, or a missing name if it failed."""
+    counts = {}
+    for i, name in enumerate(PROXIES):
+        http, tcp = INSTR_PORTS[name]
+        path = proxy_config(tmp, name, "1", http, tcp, f"instr{i}")
+        out = f"{tmp}/callgrind-{name}.out"
+        cmd = {"haproxy": ["haproxy", "-f", path],
+               # One process: the master would otherwise be what valgrind follows.
+               "nginx": ["nginx", "-c", path, "-g", "daemon off; master_process off;"],
+               "fulcrum": [FULCRUM, "run", "--config", path, "--threads", "1"]}[name]
+        env = {**os.environ, "RUST_LOG": "warn"} if name == "fulcrum" else None
+        proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                 f"--log-file={tmp}/valgrind-{name}.log", *cmd],
+                                stdout=subprocess.DEVNULL, stderr=log if name == "fulcrum" else subprocess.DEVNULL,
+                                env=env)
+        record_pid(proc.pid)
+        try:
+            wait_port(http, f"{name} under valgrind", limit=60)
+            wrk(http, 16, duration=2, timeout=10)  # warm-up: pools filled, lazy state set up
+            control = lambda flag: subprocess.run(["callgrind_control", flag, str(proc.pid)],
+                                                  capture_output=True, timeout=60)
+            control("-z")
+            run = wrk(http, 16, duration=INSTR_SECS, timeout=10)
+            control("-d")
+            dumps = sorted(glob.glob(f"{out}.*"), key=lambda f: int(f.rsplit(".", 1)[1]))
+            total = None
+            if dumps:
+                with open(dumps[-1]) as f:
+                    total = next((int(line.split()[1]) for line in f if line.startswith("summary:")), None)
+            if run and total and run[0] > 0 and run[4] == 0:
+                counts[name] = total / run[0]
+                print(f"  instructions {name:8} {run[0]} requests, {counts[name]:,.0f} per request", file=sys.stderr)
+            else:
+                print(f"  instructions {name}: no count (wrk {run}, dump {total})", file=sys.stderr)
+        finally:
+            proc.send_signal(signal.SIGINT if name == "fulcrum" else signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return counts
+
+
 def static_row(tmp, log, paths):
     """The static-files row: nginx and Fulcrum (default worker counts) started on
     the configs of static_configs, checked to answer both files, then one after the
@@ -1417,6 +1477,7 @@ def main():
     backend, sets, died = None, {}, []
     flog = open(f"{tmp}/fulcrum.log", "w")
     results, after_load, bodies, tls_bodies, memory, queue, files, hits = {}, {}, {}, {}, [], {}, {}, {}
+    instructions = {}
     if TLS:
         CERT.update(make_certificate(tmp))
     try:
@@ -1508,6 +1569,10 @@ def main():
         if CACHE:
             hits = cache_row(tmp, flog, cache_paths)
 
+        # Instructions per request: each proxy alone under callgrind.
+        if INSTR:
+            instructions = instructions_row(tmp, flog)
+
         # Memory: a fresh process per proxy and scenario, so one scenario's freed
         # heap does not hide the next one's growth.
         if IDLE:
@@ -1518,7 +1583,7 @@ def main():
                         count = min(IDLE, HAPROXY_MAXCONN - 20) if name == "haproxy" else IDLE
                         memory.append(memory_run(tmp, flog, name, workers, scenario, run_index, count))
                     run_index += 1
-        report(results, memory, bodies, after_load, tls_bodies, queue, files, hits)
+        report(results, memory, bodies, after_load, tls_bodies, queue, files, hits, instructions)
         for d in died:
             print(f"!! {d}")
         print(f"\n(whole run {time.time() - started:.0f} s)")
@@ -1555,7 +1620,7 @@ def main():
 
 
 
-def report(results, memory, bodies, after_load, tls_bodies, queue, files, hits):
+def report(results, memory, bodies, after_load, tls_bodies, queue, files, hits, instructions):
     med = lambda xs, i: statistics.median(x[i] for x in xs)
     ratios = {}  # (workers, conns, mode, other) -> (req/s, cpu, p99)
     body_ratios = {}  # (scheme, other) -> Fulcrum's MB/s / other's
@@ -1567,6 +1632,8 @@ def report(results, memory, bodies, after_load, tls_bodies, queue, files, hits):
         static_table(files)
     if CACHE:
         cache_table(hits)
+    if INSTR:
+        instructions_table(instructions)
     memory_tables(memory)
     if bodies or after_load:
         print()
@@ -1598,6 +1665,20 @@ def report(results, memory, bodies, after_load, tls_bodies, queue, files, hits):
                     cells.append("n/a" if r != r else f"{r:.2f}")
                 print(f"| MB/s over {scheme} | {cells[0]} | {cells[1]} |")
     goals(ratios, memory, body_ratios, queue, files, hits)
+
+
+def instructions_table(counts):
+    print()
+    print(f"User-space instructions per proxied request (callgrind, one worker, plain HTTP, "
+          f"wrk -t1 -c16 for {INSTR_SECS} s after a warm-up; forwarding headers as above):")
+    print()
+    print("| proxy | instructions / request | Fulcrum / this |")
+    print("|---|---:|---:|")
+    ours = counts.get("fulcrum")
+    for name in PROXIES:
+        n = counts.get(name)
+        ratio = f"{ours / n:.2f}" if n and ours else "n/a"
+        print(f"| {name} | {f'{n:,.0f}' if n else 'n/a'} | {ratio} |")
 
 
 def cache_table(hits):
