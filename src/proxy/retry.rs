@@ -80,7 +80,8 @@ where
             backend.stats.retries.fetch_add(1, Relaxed);
         }
         tried.insert(index);
-        match attempt(member, slot, carry).await {
+        // Pinned where it is made (see `ConnContext::handle`).
+        match std::pin::pin!(attempt(member, slot, carry)).await {
             Attempt::Done(value) => {
                 super::outlier::record(backend, index, value.server_failed());
                 return Ok((index, value));

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -110,7 +111,12 @@ impl ConnContext {
         // Read before the request is consumed; nothing at all without `compression`.
         let compression =
             now.frontend.compress_min_size.map(|min| (min, compress::negotiate(req.method(), req.headers())));
-        let mut response = self.answer(now, req).await;
+        // Each level of a request's future is pinned where it is made, here and
+        // down to the server exchange: a future awaited directly is copied once
+        // more into its awaitee slot, and these are kilobytes, copied into cold
+        // memory on every request (callgrind: 6% of the instructions and a fifth
+        // of the L1 cache misses per proxied request went to those copies).
+        let mut response = pin!(self.answer(now, req)).await;
         if let Some((min_size, encoding)) = compression {
             response = match encoding {
                 Some(encoding) => compress::apply(encoding, min_size, response),
@@ -182,7 +188,7 @@ impl ConnContext {
         let host = authority.and_then(|a| a.host_to_send());
         let name_server = authority.is_none();
         let mut response = match &backend.cache {
-            None => self.to_backend(&now, &backend, req, host, name_server, None).await,
+            None => pin!(self.to_backend(&now, &backend, req, host, name_server, None)).await,
             Some(cache) => {
                 let class = cache.classify(&req, authority.map(|a| a.host), self.tls.is_some());
                 match cache.fresh(&class, &req) {
@@ -216,7 +222,7 @@ impl ConnContext {
         let method = req.method().clone();
         let path = req.uri().path_and_query().cloned();
         let (request, client_upgrade) = self.prepare(&now.frontend, req, host, backend);
-        match forward(backend, key, named, self.endpoints, request, name_server, self.worker).await {
+        match pin!(forward(backend, key, named, self.endpoints, request, name_server, self.worker)).await {
             Ok(mut exchange) => {
                 let server = exchange.server;
                 let filled = fill.map(|fill| {

@@ -2,8 +2,11 @@
 //! on other servers, and one replay of an idempotent request that a reused
 //! connection lost before any response byte.
 
+use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use http::{Method, Request, Response};
 
@@ -59,10 +62,11 @@ pub async fn forward(
     // What failed after the request left may be sent again only from a copy kept
     // before it left: idempotent requests without a body, and only if asked for.
     let keep_copy = replayable && policy.after_send();
+    // Pinned where they are made (see `ConnContext::handle`).
     let (server, (response, active)) =
-        on_servers_preferring(backend, key, prefer, req, |member, active, req| async move {
+        pin!(on_servers_preferring(backend, key, prefer, req, |member, active, req| async move {
             let spare = keep_copy.then(|| replay_copy(&req));
-            match exchange(backend, member, active, req, replayable, name_server, worker, client).await {
+            match pin!(exchange(backend, member, active, req, replayable, name_server, worker, client)).await {
                 Ok(sent) => match spare {
                     Some(copy) if policy.on_status(sent.0.status().as_u16()) => Attempt::RetryOr(sent, copy),
                     _ => Attempt::Done(sent),
@@ -73,7 +77,7 @@ pub async fn forward(
                     _ => Attempt::Fail(err),
                 },
             }
-        })
+        }))
         .await?;
     Ok(Exchange { response, server, active })
 }
@@ -121,7 +125,7 @@ async fn exchange(
     if let Some(conn) = pooled {
         // A replay copy only for requests that may be sent twice (no body, idempotent).
         let spare = replayable.then(|| replay_copy(&req));
-        match send_h1(backend, member, conn, req, home.clone()).await {
+        match pin!(send_h1(backend, member, conn, req, home.clone())).await {
             Ok(response) => return Ok((response, active)),
             Err(SendError::Unsent(back)) => req = *back,
             Err(SendError::Failed(err)) => req = replay_after(member, err, spare)?,
@@ -131,7 +135,7 @@ async fn exchange(
         Ok(conn) => conn,
         Err(err) => return Err(Failure::Connect(err, Box::new(req))),
     };
-    match send_h1(backend, member, conn, req, home).await {
+    match pin!(send_h1(backend, member, conn, req, home)).await {
         Ok(response) => Ok((response, active)),
         Err(err) => Err(err.on_fresh(member)),
     }
@@ -181,26 +185,54 @@ async fn server_time_out(backend: &Backend, upload: Option<Arc<Upload>>) {
     }
 }
 
-/// Runs `sending` (a request's exchange up to its response head) within the
-/// server's time; a response is counted on the server.
-pub(super) async fn within_server_time<T>(
-    backend: &Backend,
-    member: &Member,
+/// Runs `sending` (a request's exchange up to its response head, pinned where
+/// the caller made it) within the server's time; a response is counted on the server.
+pub(super) fn within_server_time<'a, T, F>(
+    backend: &'a Backend,
+    member: &'a Member,
     upload: Option<Arc<Upload>>,
-    sending: impl std::future::Future<Output = Result<T, SendError>>,
-) -> Result<T, SendError> {
-    let answered = tokio::select! {
-        biased;
-        answered = sending => answered,
-        () = server_time_out(backend, upload) => {
-            let timeout = backend.timeouts.server;
-            return Err(SendError::Failed(ProxyError::ServerTimeout { server: member.name.clone(), timeout }));
-        }
-    };
-    if answered.is_ok() {
-        member.state.requests_total.fetch_add(1, Relaxed);
+    sending: Pin<&'a mut F>,
+) -> WithinServerTime<'a, F, impl Future<Output = ()> + 'a>
+where
+    F: Future<Output = Result<T, SendError>>,
+{
+    WithinServerTime { sending, time_out: server_time_out(backend, upload), backend, member }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`within_server_time`]. A combinator, not an `async fn` with
+    /// a `select!`: that holds the exchange twice (as its argument, and moved into
+    /// the select), and every future around it carries and copies that room on
+    /// each request (2 KB of the HTTP/1.1 exchange's 4 KB).
+    pub(super) struct WithinServerTime<'a, F, O> {
+        sending: Pin<&'a mut F>,
+        #[pin]
+        time_out: O,
+        backend: &'a Backend,
+        member: &'a Member,
     }
-    answered
+}
+
+impl<T, F, O> Future for WithinServerTime<'_, F, O>
+where
+    F: Future<Output = Result<T, SendError>>,
+    O: Future<Output = ()>,
+{
+    type Output = Result<T, SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The answer first: one that is there wins over a time just run out.
+        if let Poll::Ready(answered) = this.sending.as_mut().poll(cx) {
+            if answered.is_ok() {
+                this.member.state.requests_total.fetch_add(1, Relaxed);
+            }
+            return Poll::Ready(answered);
+        }
+        ready!(this.time_out.poll(cx));
+        let (server, timeout) = (this.member.name.clone(), this.backend.timeouts.server);
+        Poll::Ready(Err(SendError::Failed(ProxyError::ServerTimeout { server, timeout })))
+    }
 }
 
 /// The client's request body failed on its way: the client's doing, not the server's.
@@ -218,16 +250,16 @@ async fn send_h1(
     home: h1::Home,
 ) -> Result<Response<ServerResponseBody>, SendError> {
     let upload = req.body().start_upload();
-    let sending = async {
-        h1::send(conn, req, home).await.map_err(|failure| match failure {
+    let sending = pin!(async {
+        pin!(h1::send(conn, req, home)).await.map_err(|failure| match failure {
             h1::Sending::Unsent(req) => SendError::Unsent(req),
             h1::Sending::Server(err) => {
                 SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: Box::new(err) })
             }
             h1::Sending::ClientBody(source) => SendError::Failed(client_body_failed(source)),
         })
-    };
-    let response = within_server_time(backend, member, upload, sending).await?;
+    });
+    let response = pin!(within_server_time(backend, member, upload, sending)).await?;
     Ok(response.map(ServerResponseBody::Own))
 }
 

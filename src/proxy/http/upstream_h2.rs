@@ -12,6 +12,7 @@ use http::uri::{Authority, Scheme};
 use http::{header, Request, Uri, Version};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::pin::pin;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -212,7 +213,7 @@ async fn send_on(
     req: Request<RequestBody>,
 ) -> Result<http::Response<hyper::body::Incoming>, SendError> {
     let upload = req.body().start_upload();
-    let sending = async { conn.sender.try_send_request(req).await.map_err(|err| send_failed(member, err)) };
+    let sending = pin!(async { conn.sender.try_send_request(req).await.map_err(|err| send_failed(member, err)) });
     match unless_lost(&conn.ended.clone(), within_server_time(backend, member, upload, sending)).await {
         Some(sent) => sent,
         None => Err(SendError::Failed(ProxyError::ServerLost { server: member.name.clone() })),
