@@ -1,5 +1,6 @@
 //! HTTP/1.1 to servers, as our own client speaks it: every response framing,
-//! a pooled connection the server closed, a server answering before it read the
+//! a pooled connection the server closed, a request lost on a reused connection
+//! (a GET sent again, a POST not), a server answering before it read the
 //! upload, bytes right after a 101, and responses that cannot be trusted.
 //!
 //! The servers here are scripted on raw sockets, so each test controls exactly
@@ -159,6 +160,63 @@ async fn a_pooled_connection_the_server_closed_is_not_used_for_the_next_request(
     let response = sender.send_request(req).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+/// A server that answers a connection's first request and takes the second
+/// without answering it (it reads it, then closes): what a server whose idle
+/// limit ran out just as the request arrived looks like. Every request head it
+/// reads goes to the receiver.
+async fn answers_once_per_connection() -> (SocketAddr, Arc<AtomicUsize>, mpsc::UnboundedReceiver<String>) {
+    let (heads_tx, heads) = mpsc::unbounded_channel();
+    let (addr, accepted) = scripted(move |mut stream| {
+        let heads = heads_tx.clone();
+        async move {
+            let mut answered = false;
+            while let Some(head) = read_head(&mut stream).await {
+                if head.starts_with("POST") {
+                    let mut body = [0u8; 4];
+                    let _ = stream.read_exact(&mut body).await;
+                }
+                let _ = heads.send(head);
+                if answered {
+                    return;
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                answered = true;
+            }
+        }
+    })
+    .await;
+    (addr, accepted, heads)
+}
+
+#[tokio::test]
+async fn a_get_lost_on_a_reused_connection_is_sent_again_on_a_new_one() {
+    let (server, accepted, mut heads) = answers_once_per_connection().await;
+    let fulcrum = start(&web_config(&[("app1", server)], "")).await;
+    let front = fulcrum.local_addr("web");
+    assert_eq!(get_body(front, "/first").await, (200, Bytes::from_static(b"ok")));
+    // Reuses the pooled connection, which takes the request and closes: the
+    // GET goes out again, the same, on a new connection.
+    assert_eq!(get_body(front, "/second?q=1").await, (200, Bytes::from_static(b"ok")));
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert!(heads.recv().await.unwrap().starts_with("GET /first "));
+    let (lost, again) = (heads.recv().await.unwrap(), heads.recv().await.unwrap());
+    assert!(lost.starts_with("GET /second?q=1 HTTP/1.1\r\n"), "{lost}");
+    assert_eq!(lost, again);
+}
+
+#[tokio::test]
+async fn a_post_lost_on_a_reused_connection_is_not_sent_again() {
+    let (server, accepted, _heads) = answers_once_per_connection().await;
+    let fulcrum = start(&web_config(&[("app1", server)], "")).await;
+    let front = fulcrum.local_addr("web");
+    assert_eq!(get_body(front, "/first").await.0, 200);
+    let mut sender = client(front).await;
+    let req = Request::post("/").header("host", "test.local").body(Full::new(Bytes::from_static(b"data"))).unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -101,7 +101,7 @@ pub fn request_authority<B>(req: &Request<B>) -> Result<Option<RequestAuthority<
 
 /// Checks RFC 3986 `host [":" port]` (no userinfo, non-empty host, port <= 65535).
 fn check_authority(text: &str) -> Result<(), InvalidAuthority> {
-    if text.contains('@') {
+    if text.as_bytes().contains(&b'@') {
         return Err(InvalidAuthority::Userinfo);
     }
     let port = if let Some(literal) = text.strip_prefix('[') {
@@ -112,7 +112,10 @@ fn check_authority(text: &str) -> Result<(), InvalidAuthority> {
             rest => rest.strip_prefix(':').ok_or(InvalidAuthority::Character)?,
         }
     } else {
-        let (host, port) = text.split_once(':').unwrap_or((text, ""));
+        let (host, port) = match text.as_bytes().iter().position(|&b| b == b':') {
+            Some(colon) => (&text[..colon], &text[colon + 1..]),
+            None => (text, ""),
+        };
         if host.is_empty() {
             return Err(InvalidAuthority::EmptyHost);
         }
@@ -126,6 +129,24 @@ fn check_authority(text: &str) -> Result<(), InvalidAuthority> {
         Err(InvalidAuthority::Port)
     }
 }
+
+/// The bytes a `reg-name` may hold as they are: unreserved and sub-delims (a
+/// table: this runs on every request's Host).
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,;=";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// `reg-name = *( unreserved / pct-encoded / sub-delims )` (an IPv4 address is one too).
 fn check_reg_name(host: &str) -> Result<(), InvalidAuthority> {
@@ -141,7 +162,7 @@ fn check_reg_name(host: &str) -> Result<(), InvalidAuthority> {
                 i += 3;
                 continue;
             }
-            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            b if REG_NAME[b as usize] => {}
             _ => return Err(InvalidAuthority::Character),
         }
         i += 1;

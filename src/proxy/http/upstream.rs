@@ -123,12 +123,12 @@ async fn exchange(
         None => None,
     };
     if let Some(conn) = pooled {
-        // A replay copy only for requests that may be sent twice (no body, idempotent).
-        let spare = replayable.then(|| replay_copy(&req));
         match pin!(send_h1(backend, member, conn, req, home.clone())).await {
             Ok(response) => return Ok((response, active)),
             Err(SendError::Unsent(back)) => req = *back,
-            Err(SendError::Failed(err)) => req = replay_after(member, err, spare)?,
+            // Sent again only if it may be sent twice (no body, idempotent).
+            Err(SendError::Lost(err, back)) => req = replay_after(member, err, replayable.then_some(*back))?,
+            Err(SendError::Failed(err)) => req = replay_after(member, err, None)?,
         }
     }
     let conn = match Box::pin(connect(member, backend, Some(client))).await {
@@ -159,8 +159,13 @@ pub(super) fn replay_after(
 }
 
 pub(super) enum SendError {
+    /// No byte of the request left: here it is back.
     Unsent(Box<Request<RequestBody>>),
+    /// The request (or part of it) left, then the exchange failed.
     Failed(ProxyError),
+    /// As `Failed`, for a request without a body, given back (HTTP/1.1: the
+    /// request is kept until its answer instead of copied before it leaves).
+    Lost(ProxyError, Box<Request<RequestBody>>),
 }
 
 impl SendError {
@@ -169,7 +174,7 @@ impl SendError {
     pub(super) fn on_fresh(self, member: &Member) -> Failure {
         match self {
             SendError::Unsent(_) => Failure::Sent(ProxyError::ServerClosed { server: member.name.clone() }),
-            SendError::Failed(err) => Failure::Sent(err),
+            SendError::Failed(err) | SendError::Lost(err, _) => Failure::Sent(err),
         }
     }
 }
@@ -253,8 +258,12 @@ async fn send_h1(
     let sending = pin!(async {
         pin!(h1::send(conn, req, home)).await.map_err(|failure| match failure {
             h1::Sending::Unsent(req) => SendError::Unsent(req),
-            h1::Sending::Server(err) => {
-                SendError::Failed(ProxyError::Upstream { server: member.name.clone(), source: Box::new(err) })
+            h1::Sending::Server(err, back) => {
+                let err = ProxyError::Upstream { server: member.name.clone(), source: Box::new(err) };
+                match back {
+                    Some(request) => SendError::Lost(err, request),
+                    None => SendError::Failed(err),
+                }
             }
             h1::Sending::ClientBody(source) => SendError::Failed(client_body_failed(source)),
         })

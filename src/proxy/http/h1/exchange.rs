@@ -29,8 +29,10 @@ const HEAD_READ: usize = 4096;
 pub enum Sending {
     /// The connection failed before taking any byte of the request: here it is back.
     Unsent(Box<Request<RequestBody>>),
-    /// The server broke the exchange (the request may have reached it).
-    Server(H1Error),
+    /// The server broke the exchange (the request may have reached it). A request
+    /// without a body comes back, to be sent again elsewhere if its method allows
+    /// (so that no copy of every request is kept in case).
+    Server(H1Error, Option<Box<Request<RequestBody>>>),
     /// The client's request body failed on its way.
     ClientBody(BodyError),
 }
@@ -83,11 +85,19 @@ pub async fn send(
         }
         poll_head(&mut conn, asked, cx).map_err(|err| match upload.as_mut().and_then(|u| u.failed.take()) {
             // No response after a failed write: the write's error says more.
-            Some(write_error) => Sending::Server(H1Error::Io(write_error)),
-            None => Sending::Server(err),
+            Some(write_error) => Sending::Server(H1Error::Io(write_error), None),
+            None => Sending::Server(err, None),
         })
     })
-    .await?;
+    .await;
+    let head = match head {
+        Ok(head) => head,
+        // A request without a body goes back whole (see `Sending::Server`).
+        Err(Sending::Server(err, None)) if body_done => {
+            return Err(Sending::Server(err, Some(Box::new(Request::from_parts(parts, RequestBody::Empty)))));
+        }
+        Err(failed) => return Err(failed),
+    };
     // A response before the whole body went: the server will not read the rest
     // as this request's, so the connection is not reused.
     let keep_alive = head.keep_alive && upload.is_none();

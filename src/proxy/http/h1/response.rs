@@ -6,6 +6,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
 
 use super::error::H1Error;
+use crate::proxy::http::headers::lists_token;
 
 /// Most header lines a response head may have (HAProxy's default is 101).
 const MAX_HEADERS: usize = 128;
@@ -110,16 +111,10 @@ pub(super) fn parse(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, H1
 
 /// HTTP/1.1 keeps the connection unless told `close`; 1.0 only if told `keep-alive`.
 fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
-    let says = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|value| value.to_str().is_ok_and(|text| text.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
-    };
     if version == Version::HTTP_11 {
-        !says("close")
+        !lists_token(headers, &header::CONNECTION, "close")
     } else {
-        says("keep-alive")
+        lists_token(headers, &header::CONNECTION, "keep-alive")
     }
 }
 
