@@ -1,6 +1,8 @@
 //! The server's response head, and how the body after it is framed (RFC 9112
 //! section 6.3).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode, Version};
@@ -61,13 +63,15 @@ pub(super) fn parse(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, H1
     loop {
         // Offsets of names and values within the head: the head becomes one
         // shared buffer whose slices are the header values (no copy each).
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        // Neither array is zeroed first (6 KB written per response, into memory
+        // the cache had no use for): only the lines a head has are written.
+        let mut spans = [MaybeUninit::<(u32, u32, u32, u32)>::uninit(); MAX_HEADERS];
         let (length, code, minor, count) = {
-            let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Response::new(&mut lines);
+            let mut lines = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut []);
             let status = httparse::ParserConfig::default()
                 .allow_spaces_after_header_name_in_responses(true)
-                .parse_response(&mut parsed, buf)?;
+                .parse_response_with_uninit_headers(&mut parsed, buf, &mut lines)?;
             let httparse::Status::Complete(length) = status else {
                 if buf.len() >= MAX_HEAD {
                     return Err(H1Error::HeadTooLarge(MAX_HEAD));
@@ -78,7 +82,7 @@ pub(super) fn parse(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, H1
             let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
             for (span, line) in spans.iter_mut().zip(parsed.headers.iter()) {
                 let (name, value) = (line.name.as_bytes(), line.value);
-                *span = (offset(name), name.len() as u32, offset(value), value.len() as u32);
+                span.write((offset(name), name.len() as u32, offset(value), value.len() as u32));
             }
             let code = parsed.code.ok_or(H1Error::BadHead("no status code"))?;
             (length, code, parsed.version.unwrap_or(1), parsed.headers.len())
@@ -90,7 +94,9 @@ pub(super) fn parse(buf: &mut BytesMut, asked: Asked) -> Result<Option<Head>, H1
         }
         let head = buf.split_to(length).freeze();
         let mut headers = HeaderMap::with_capacity(count);
-        for &(name_at, name_len, value_at, value_len) in &spans[..count] {
+        for span in &spans[..count] {
+            // SAFETY: the loop above wrote the first `count` spans, one per header line.
+            let (name_at, name_len, value_at, value_len) = unsafe { span.assume_init() };
             let name = &head[name_at as usize..(name_at + name_len) as usize];
             let name = HeaderName::from_bytes(name).map_err(|_| H1Error::BadHead("invalid header name"))?;
             let value = head.slice(value_at as usize..(value_at + value_len) as usize);
