@@ -53,7 +53,7 @@ pub async fn forward(
     key: Option<u64>,
     prefer: Option<usize>,
     client: Endpoints,
-    req: Request<RequestBody>,
+    req: Box<Request<RequestBody>>,
     name_server: bool,
     worker: Worker,
 ) -> Result<Exchange, ProxyError> {
@@ -71,7 +71,7 @@ pub async fn forward(
                     Some(copy) if policy.on_status(sent.0.status().as_u16()) => Attempt::RetryOr(sent, copy),
                     _ => Attempt::Done(sent),
                 },
-                Err(Failure::Connect(err, unsent)) => Attempt::Retry(err, *unsent),
+                Err(Failure::Connect(err, unsent)) => Attempt::Retry(err, unsent),
                 Err(Failure::Sent(err)) => match spare {
                     Some(copy) if retried_after_send(&policy, &err) => Attempt::Retry(err, copy),
                     _ => Attempt::Fail(err),
@@ -99,7 +99,7 @@ async fn exchange(
     backend: &Backend,
     member: &Member,
     active: ActiveGuard,
-    mut req: Request<RequestBody>,
+    mut req: Box<Request<RequestBody>>,
     replayable: bool,
     name_server: bool,
     worker: Worker,
@@ -125,15 +125,15 @@ async fn exchange(
     if let Some(conn) = pooled {
         match pin!(send_h1(backend, member, conn, req, home.clone())).await {
             Ok(response) => return Ok((response, active)),
-            Err(SendError::Unsent(back)) => req = *back,
+            Err(SendError::Unsent(back)) => req = back,
             // Sent again only if it may be sent twice (no body, idempotent).
-            Err(SendError::Lost(err, back)) => req = replay_after(member, err, replayable.then_some(*back))?,
+            Err(SendError::Lost(err, back)) => req = replay_after(member, err, replayable.then_some(back))?,
             Err(SendError::Failed(err)) => req = replay_after(member, err, None)?,
         }
     }
     let conn = match Box::pin(connect(member, backend, Some(client))).await {
         Ok(conn) => conn,
-        Err(err) => return Err(Failure::Connect(err, Box::new(req))),
+        Err(err) => return Err(Failure::Connect(err, req)),
     };
     match pin!(send_h1(backend, member, conn, req, home)).await {
         Ok(response) => Ok((response, active)),
@@ -147,8 +147,8 @@ async fn exchange(
 pub(super) fn replay_after(
     member: &Member,
     err: ProxyError,
-    spare: Option<Request<RequestBody>>,
-) -> Result<Request<RequestBody>, Failure> {
+    spare: Option<Box<Request<RequestBody>>>,
+) -> Result<Box<Request<RequestBody>>, Failure> {
     match spare {
         Some(copy) if !matches!(err, ProxyError::ServerTimeout { .. }) => {
             tracing::debug!(server = %member.name, error = %err, "reused connection failed; replaying on a new one");
@@ -251,7 +251,7 @@ async fn send_h1(
     backend: &Backend,
     member: &Member,
     conn: ServerConn,
-    req: Request<RequestBody>,
+    req: Box<Request<RequestBody>>,
     home: h1::Home,
 ) -> Result<Response<ServerResponseBody>, SendError> {
     let upload = req.body().start_upload();
@@ -322,11 +322,11 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// A copy of a bodiless request, to send again if the first send is lost.
-pub(super) fn replay_copy(req: &Request<RequestBody>) -> Request<RequestBody> {
+pub(super) fn replay_copy(req: &Request<RequestBody>) -> Box<Request<RequestBody>> {
     let mut copy = Request::new(RequestBody::Empty);
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    copy
+    Box::new(copy)
 }

@@ -33,12 +33,12 @@ pub(super) async fn exchange(
     backend: &Backend,
     member: &Member,
     active: ActiveGuard,
-    req: Request<RequestBody>,
+    req: Box<Request<RequestBody>>,
     replayable: bool,
     worker: Worker,
     client: Endpoints,
 ) -> Result<super::upstream::Sent, Failure> {
-    let req = for_h2(req, backend, member);
+    let req = for_h2(*req, backend, member);
     let client = Some(client);
     // A send_proxy server's connection names one client in its PROXY header: it
     // carries this request alone, never shared through the pool, and closes when
@@ -58,7 +58,7 @@ pub(super) async fn exchange(
     let spare = (replayable && !fresh).then(|| replay_copy(&req));
     let req = match send_on(backend, member, sender, req).await {
         Ok(response) => return Ok((response.map(ServerResponseBody::Hyper), active)),
-        Err(SendError::Failed(err)) if !fresh => replay_after(member, err, spare)?,
+        Err(SendError::Failed(err)) if !fresh => *replay_after(member, err, spare)?,
         // Closed before taking the request: a new connection, unless this one was.
         Err(SendError::Unsent(req)) if !fresh => *req,
         Err(err) => return Err(err.on_fresh(member)),

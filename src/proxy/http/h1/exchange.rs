@@ -43,7 +43,7 @@ pub enum Sending {
 /// not reused. The response body ends the exchange, sending `conn` to `home`.
 pub async fn send(
     mut conn: ServerConn,
-    req: Request<RequestBody>,
+    req: Box<Request<RequestBody>>,
     home: Home,
 ) -> Result<Response<ServerBody>, Sending> {
     let (mut parts, body) = req.into_parts();
