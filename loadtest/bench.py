@@ -1305,7 +1305,7 @@ def instructions_row(tmp, log):
             else:
                 print(f"  instructions {name}: no count (wrk {run}, dump {total})", file=sys.stderr)
         finally:
-            proc.send_signal(signal.SIGINT if name == "fulcrum" else signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -15,11 +15,11 @@
 //! and ~15% more CPU per request), so it is set only when a read leaves the
 //! response head incomplete or ends exactly at its end (the body, if any, is
 //! still to come: the head/body split). Our HTTP/1.1 client parses the head
-//! itself, so it says when (`QuickAck::ack_now`, see `proxy::http::h1`). A timer
-//! that ACKed whatever else was
-//! left unacknowledged for 2 ms also caught a server holding back the rest of a
-//! body, but it fired after most responses with 1,000 busy clients and doubled
-//! the CPU per request there; that rarer case still waits for the delayed ACK.
+//! itself, so it says when (`QuickAck::ack_now`, see `proxy::http::h1`). A
+//! timer that ACKed whatever else was left unacknowledged for 2 ms also caught
+//! a server holding back the rest of a body, but it fired after most responses
+//! with 1,000 busy clients and doubled the CPU per request there; that rarer
+//! case still waits for the delayed ACK.
 //!
 //! HTTP/2 servers do the same with frames: HEADERS written as soon as the
 //! response starts, DATA when the body is ready (hyper-based servers such as

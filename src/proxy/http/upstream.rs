@@ -128,7 +128,7 @@ async fn exchange(
             Err(SendError::Unsent(back)) => req = back,
             // Sent again only if it may be sent twice (no body, idempotent).
             Err(SendError::Lost(err, back)) => req = replay_after(member, err, replayable.then_some(back))?,
-            Err(SendError::Failed(err)) => req = replay_after(member, err, None)?,
+            Err(SendError::Failed(err)) => return Err(Failure::Sent(err)),
         }
     }
     let conn = match Box::pin(connect(member, backend, Some(client))).await {
